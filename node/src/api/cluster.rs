@@ -1,0 +1,201 @@
+//! etcd's Cluster service: MemberList, MemberAdd, MemberRemove, MemberPromote.
+//!
+//! Raft membership says who the members are and where their peer ports are; the
+//! names and client URLs each member published through the log complete the
+//! picture, as in etcd (a member added but not yet started has neither).
+
+use std::sync::Arc;
+
+use prost::Message;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
+
+use crate::errors::ApiError;
+use crate::node::Forwarded;
+use crate::node::Node;
+use crate::proto::etcdserverpb::cluster_server::Cluster;
+use crate::proto::etcdserverpb::*;
+use crate::proto::raftkvpb::MemberAttributes;
+use crate::raft::NodeId;
+use crate::store::cf;
+use crate::store::CF_SM_META;
+
+pub struct ClusterService {
+    pub node: Arc<Node>,
+}
+
+/// The id `MemberAdd` gives a member: a hash of its peer URL (FNV-1a), never 0.
+/// `raftkv serve --join` without `--id` derives the same id from its own URL.
+pub fn member_id_for(peer_url: &str) -> NodeId {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in peer_url.trim_end_matches('/').bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    if h == 0 {
+        1
+    } else {
+        h
+    }
+}
+
+/// The members as etcd reports them, voters and learners, ordered by id.
+pub fn member_list(node: &Node) -> Vec<Member> {
+    let metrics = node.raft_metrics();
+    let membership = metrics.membership_config.membership();
+    let voters: Vec<NodeId> = membership.voter_ids().collect();
+    membership
+        .nodes()
+        .map(|(id, m)| {
+            let attrs = member_attributes(node, *id).unwrap_or_default();
+            Member {
+                id: *id,
+                name: attrs.name,
+                peer_ur_ls: vec![m.peer_url.clone()],
+                client_ur_ls: attrs.client_urls,
+                is_learner: !voters.contains(id),
+            }
+        })
+        .collect()
+}
+
+fn member_attributes(node: &Node, id: NodeId) -> Option<MemberAttributes> {
+    let bytes = node
+        .db
+        .get_cf(cf(&node.db, CF_SM_META), crate::store::member_attr_key(id))
+        .ok()??;
+    MemberAttributes::decode(bytes.as_slice()).ok()
+}
+
+fn valid_peer_url(url: &str) -> bool {
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let hostport = rest.trim_end_matches('/');
+    match hostport.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0),
+        None => false,
+    }
+}
+
+impl ClusterService {
+    fn list_response_header(&self) -> Option<ResponseHeader> {
+        Some(self.node.header(self.node.mvcc.current_revision()))
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn member_add(
+        &self,
+        req: Request<MemberAddRequest>,
+    ) -> Result<Response<MemberAddResponse>, Status> {
+        let req = req.into_inner();
+        if req.peer_ur_ls.is_empty() || !req.peer_ur_ls.iter().all(|u| valid_peer_url(u)) {
+            return Err(ApiError::member_bad_urls().into());
+        }
+        if req.peer_ur_ls.len() > 1 {
+            return Err(ApiError::new(
+                tonic::Code::InvalidArgument,
+                "raftkv: a member has exactly one peer URL",
+            )
+            .into());
+        }
+        let peer_url = req.peer_ur_ls[0].trim_end_matches('/').to_string();
+        let id = member_id_for(&peer_url);
+        self.node
+            .change_membership(Forwarded::AddMember {
+                id,
+                peer_url: peer_url.clone(),
+                learner: req.is_learner,
+            })
+            .await?;
+        Ok(Response::new(MemberAddResponse {
+            header: self.list_response_header(),
+            member: Some(Member {
+                id,
+                name: String::new(),
+                peer_ur_ls: vec![peer_url],
+                client_ur_ls: vec![],
+                is_learner: req.is_learner,
+            }),
+            members: member_list(&self.node),
+        }))
+    }
+
+    async fn member_remove(
+        &self,
+        req: Request<MemberRemoveRequest>,
+    ) -> Result<Response<MemberRemoveResponse>, Status> {
+        let id = req.into_inner().id;
+        self.node
+            .change_membership(Forwarded::RemoveMember { id })
+            .await?;
+        Ok(Response::new(MemberRemoveResponse {
+            header: self.list_response_header(),
+            members: member_list(&self.node),
+        }))
+    }
+
+    async fn member_update(
+        &self,
+        _req: Request<MemberUpdateRequest>,
+    ) -> Result<Response<MemberUpdateResponse>, Status> {
+        Err(Status::unimplemented(
+            "raftkv: MemberUpdate (changing a member's peer URL) is not implemented; remove and re-add the member",
+        ))
+    }
+
+    async fn member_list(
+        &self,
+        req: Request<MemberListRequest>,
+    ) -> Result<Response<MemberListResponse>, Status> {
+        if req.into_inner().linearizable {
+            self.node.read_barrier().await?;
+        }
+        Ok(Response::new(MemberListResponse {
+            header: self.list_response_header(),
+            members: member_list(&self.node),
+        }))
+    }
+
+    async fn member_promote(
+        &self,
+        req: Request<MemberPromoteRequest>,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
+        let id = req.into_inner().id;
+        self.node
+            .change_membership(Forwarded::PromoteMember { id })
+            .await?;
+        Ok(Response::new(MemberPromoteResponse {
+            header: self.list_response_header(),
+            members: member_list(&self.node),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_ids_are_stable_and_ignore_a_trailing_slash() {
+        let a = member_id_for("http://127.0.0.1:2380");
+        assert_eq!(a, member_id_for("http://127.0.0.1:2380/"));
+        assert_ne!(a, member_id_for("http://127.0.0.1:2381"));
+        assert_ne!(a, 0);
+    }
+
+    #[test]
+    fn peer_urls_are_checked() {
+        assert!(valid_peer_url("http://10.0.0.1:2380"));
+        assert!(valid_peer_url("https://m-0.peers.ns.svc:2380/"));
+        assert!(!valid_peer_url("10.0.0.1:2380"));
+        assert!(!valid_peer_url("http://10.0.0.1"));
+        assert!(!valid_peer_url("http://:2380"));
+    }
+}

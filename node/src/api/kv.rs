@@ -1,0 +1,150 @@
+//! etcd's KV service: Range, Put, DeleteRange, Txn, Compact.
+//!
+//! Writes are validated, then replicated as a [`Command`]; reads are served from
+//! the local MVCC store after a read barrier unless the client asked for a
+//! serializable read.
+
+use std::sync::Arc;
+
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
+
+use super::validate;
+use crate::errors::ApiError;
+use crate::node::Node;
+use crate::proto::etcdserverpb::kv_server::Kv;
+use crate::proto::etcdserverpb::*;
+use crate::proto::raftkvpb;
+use crate::proto::raftkvpb::command::Op;
+use crate::proto::raftkvpb::command_result::Result as Applied;
+use crate::raft::Command;
+
+pub struct KvService {
+    pub node: Arc<Node>,
+}
+
+fn unexpected(what: &str) -> Status {
+    ApiError::internal(format!("unexpected result type for {what}")).into()
+}
+
+impl KvService {
+    async fn propose(&self, op: Op) -> Result<Applied, Status> {
+        Ok(self
+            .node
+            .propose(Command(raftkvpb::Command { op: Some(op) }))
+            .await?)
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let req = req.into_inner();
+        validate::size(&req, &self.node.limits)?;
+        validate::range(&req)?;
+        if !req.serializable {
+            self.node.read_barrier().await?;
+        }
+        let mut resp = self.node.mvcc.range(&req)?;
+        self.node.complete_header(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let req = req.into_inner();
+        validate::size(&req, &self.node.limits)?;
+        validate::put(&req)?;
+        let Applied::Put(mut resp) = self.propose(Op::Put(req)).await? else {
+            return Err(unexpected("put"));
+        };
+        self.node.complete_header(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn delete_range(
+        &self,
+        req: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let req = req.into_inner();
+        validate::size(&req, &self.node.limits)?;
+        validate::delete(&req)?;
+        let Applied::DeleteRange(mut resp) = self.propose(Op::DeleteRange(req)).await? else {
+            return Err(unexpected("delete_range"));
+        };
+        self.node.complete_header(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let req = req.into_inner();
+        validate::size(&req, &self.node.limits)?;
+        validate::txn(&req, &self.node.limits)?;
+        let mut resp = if is_read_only(&req) {
+            // A read-only txn is evaluated locally (after a read barrier unless
+            // every range in it is serializable), as etcd does: no log entry.
+            if !all_serializable(&req) {
+                self.node.read_barrier().await?;
+            }
+            self.node.mvcc.read_only_txn(&req)?
+        } else {
+            let Applied::Txn(resp) = self.propose(Op::Txn(req)).await? else {
+                return Err(unexpected("txn"));
+            };
+            resp
+        };
+        complete_txn_headers(&self.node, &mut resp);
+        Ok(Response::new(resp))
+    }
+
+    async fn compact(
+        &self,
+        req: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
+        let req = req.into_inner();
+        let Applied::Compact(mut resp) = self.propose(Op::Compact(req)).await? else {
+            return Err(unexpected("compact"));
+        };
+        self.node.complete_header(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+}
+
+fn is_read_only(req: &TxnRequest) -> bool {
+    use request_op::Request as R;
+    req.success
+        .iter()
+        .chain(&req.failure)
+        .all(|op| match &op.request {
+            Some(R::RequestRange(_)) => true,
+            Some(R::RequestTxn(t)) => is_read_only(t),
+            _ => false,
+        })
+}
+
+fn all_serializable(req: &TxnRequest) -> bool {
+    use request_op::Request as R;
+    req.success
+        .iter()
+        .chain(&req.failure)
+        .all(|op| match &op.request {
+            Some(R::RequestRange(r)) => r.serializable,
+            Some(R::RequestTxn(t)) => all_serializable(t),
+            _ => true,
+        })
+}
+
+/// Give the txn response and every nested response a complete header.
+fn complete_txn_headers(node: &Node, resp: &mut TxnResponse) {
+    use response_op::Response as R;
+    node.complete_header(&mut resp.header);
+    for op in &mut resp.responses {
+        match &mut op.response {
+            Some(R::ResponseRange(r)) => node.complete_header(&mut r.header),
+            Some(R::ResponsePut(r)) => node.complete_header(&mut r.header),
+            Some(R::ResponseDeleteRange(r)) => node.complete_header(&mut r.header),
+            Some(R::ResponseTxn(t)) => complete_txn_headers(node, t),
+            None => {}
+        }
+    }
+}

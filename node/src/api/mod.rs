@@ -1,0 +1,7 @@
+//! The etcd v3 API services a member serves on its client port.
+
+pub mod admin;
+pub mod cluster;
+pub mod kv;
+pub mod maintenance;
+pub mod validate;

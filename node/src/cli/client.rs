@@ -1,0 +1,288 @@
+//! `raftkv put|get|del|member|status`: a small etcdctl for raftkv clusters.
+//!
+//! They speak the etcd v3 API, so they work against etcd too (except `status`,
+//! which adds raftkv's Admin service for commit and snapshot indexes). Output
+//! follows etcdctl's simple format where one exists.
+
+use std::time::Duration;
+
+use anyhow::bail;
+use anyhow::Context;
+use tonic::transport::Channel;
+use tonic::transport::Endpoint;
+
+use crate::proto::etcdserverpb::cluster_client::ClusterClient;
+use crate::proto::etcdserverpb::kv_client::KvClient;
+use crate::proto::etcdserverpb::*;
+use crate::proto::raftkvpb::admin::admin_client::AdminClient;
+use crate::proto::raftkvpb::admin::MemberStatusRequest;
+use crate::store::keys::prefix_end;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Endpoints {
+    /// Comma-separated client endpoints (host:port or http://host:port).
+    #[arg(
+        long,
+        env = "RAFTKV_ENDPOINTS",
+        default_value = "127.0.0.1:2379",
+        global = true
+    )]
+    pub endpoints: String,
+}
+
+impl Endpoints {
+    fn urls(&self) -> Vec<String> {
+        self.endpoints
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                if e.contains("://") {
+                    e.to_string()
+                } else {
+                    format!("http://{e}")
+                }
+            })
+            .collect()
+    }
+
+    /// A channel to the first endpoint that accepts a connection.
+    pub async fn connect(&self) -> anyhow::Result<Channel> {
+        let mut last_err = None;
+        for url in self.urls() {
+            match connect(&url).await {
+                Ok(ch) => return Ok(ch),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("--endpoints is empty")))
+    }
+}
+
+pub async fn connect(url: &str) -> anyhow::Result<Channel> {
+    Endpoint::from_shared(url.to_string())
+        .with_context(|| format!("bad endpoint {url}"))?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {url}"))
+}
+
+fn status_err(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", s.message())
+}
+
+fn print_kv(k: &[u8], v: &[u8]) {
+    println!(
+        "{}\n{}",
+        String::from_utf8_lossy(k),
+        String::from_utf8_lossy(v)
+    );
+}
+
+pub async fn put(ep: &Endpoints, key: String, value: String) -> anyhow::Result<()> {
+    let mut kv = KvClient::new(ep.connect().await?);
+    kv.put(PutRequest {
+        key: key.into_bytes(),
+        value: value.into_bytes(),
+        ..Default::default()
+    })
+    .await
+    .map_err(status_err)?;
+    println!("OK");
+    Ok(())
+}
+
+pub async fn get(ep: &Endpoints, key: String, prefix: bool, rev: i64) -> anyhow::Result<()> {
+    let mut kv = KvClient::new(ep.connect().await?);
+    let key = key.into_bytes();
+    let range_end = if prefix {
+        prefix_end(&key).unwrap_or_else(|| vec![0])
+    } else {
+        Vec::new()
+    };
+    let resp = kv
+        .range(RangeRequest {
+            key,
+            range_end,
+            revision: rev,
+            ..Default::default()
+        })
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    for item in &resp.kvs {
+        print_kv(&item.key, &item.value);
+    }
+    Ok(())
+}
+
+pub async fn del(ep: &Endpoints, key: String, prefix: bool) -> anyhow::Result<()> {
+    let mut kv = KvClient::new(ep.connect().await?);
+    let key = key.into_bytes();
+    let range_end = if prefix {
+        prefix_end(&key).unwrap_or_else(|| vec![0])
+    } else {
+        Vec::new()
+    };
+    let resp = kv
+        .delete_range(DeleteRangeRequest {
+            key,
+            range_end,
+            ..Default::default()
+        })
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    println!("{}", resp.deleted);
+    Ok(())
+}
+
+/// Member ids are written in hex, as etcdctl prints and parses them.
+pub fn parse_member_id(s: &str) -> anyhow::Result<u64> {
+    u64::from_str_radix(s.trim_start_matches("0x"), 16).with_context(|| {
+        format!("member id {s:?} is not a hexadecimal number (as `member list` prints it)")
+    })
+}
+
+pub async fn member_list(ep: &Endpoints) -> anyhow::Result<()> {
+    let mut cluster = ClusterClient::new(ep.connect().await?);
+    let resp = cluster
+        .member_list(MemberListRequest { linearizable: true })
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    println!(
+        "{:<18} {:<12} {:<8} {:<28} CLIENT URLS",
+        "ID", "NAME", "ROLE", "PEER URL"
+    );
+    for m in resp.members {
+        println!(
+            "{:<18x} {:<12} {:<8} {:<28} {}",
+            m.id,
+            if m.name.is_empty() {
+                "(unstarted)"
+            } else {
+                &m.name
+            },
+            if m.is_learner { "learner" } else { "voter" },
+            m.peer_ur_ls.join(","),
+            m.client_ur_ls.join(",")
+        );
+    }
+    Ok(())
+}
+
+pub async fn member_add(
+    ep: &Endpoints,
+    name: String,
+    peer_url: String,
+    learner: bool,
+) -> anyhow::Result<()> {
+    let mut cluster = ClusterClient::new(ep.connect().await?);
+    let resp = cluster
+        .member_add(MemberAddRequest {
+            peer_ur_ls: vec![peer_url.clone()],
+            is_learner: learner,
+        })
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    let id = resp.member.map(|m| m.id).unwrap_or_default();
+    let cluster_id = resp.header.map(|h| h.cluster_id).unwrap_or_default();
+    println!(
+        "Member {id:x} added to cluster {cluster_id:x} as a {}",
+        if learner { "learner" } else { "voter" }
+    );
+    println!("Start it with: raftkv serve --join --id {id} --name {name} --initial-advertise-peer-urls {peer_url} ...");
+    Ok(())
+}
+
+pub async fn member_promote(ep: &Endpoints, id: &str) -> anyhow::Result<()> {
+    let id = parse_member_id(id)?;
+    let mut cluster = ClusterClient::new(ep.connect().await?);
+    cluster
+        .member_promote(MemberPromoteRequest { id })
+        .await
+        .map_err(status_err)?;
+    println!("Member {id:x} promoted");
+    Ok(())
+}
+
+pub async fn member_remove(ep: &Endpoints, id: &str) -> anyhow::Result<()> {
+    let id = parse_member_id(id)?;
+    let mut cluster = ClusterClient::new(ep.connect().await?);
+    cluster
+        .member_remove(MemberRemoveRequest { id })
+        .await
+        .map_err(status_err)?;
+    println!("Member {id:x} removed");
+    Ok(())
+}
+
+/// One row per member of the cluster the endpoints belong to.
+pub async fn status(ep: &Endpoints) -> anyhow::Result<()> {
+    let mut cluster = ClusterClient::new(ep.connect().await?);
+    let members = cluster
+        .member_list(MemberListRequest {
+            linearizable: false,
+        })
+        .await
+        .map_err(status_err)?
+        .into_inner()
+        .members;
+    println!(
+        "{:<18} {:<12} {:<9} {:>6} {:<18} {:>9} {:>9} {:>9} {:>9}  NOTE",
+        "ID", "NAME", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAST LOG", "SNAPSHOT"
+    );
+    let mut failures = 0;
+    for m in members {
+        let Some(url) = m.client_ur_ls.first() else {
+            println!(
+                "{:<18x} {:<12} (not started yet: no client URL published)",
+                m.id, m.name
+            );
+            continue;
+        };
+        let url = if url.contains("://") {
+            url.clone()
+        } else {
+            format!("http://{url}")
+        };
+        let row = async {
+            let mut admin = AdminClient::new(connect(&url).await?);
+            anyhow::Ok(
+                admin
+                    .member_status(MemberStatusRequest {})
+                    .await
+                    .map_err(status_err)?
+                    .into_inner(),
+            )
+        }
+        .await;
+        match row {
+            Ok(s) => println!(
+                "{:<18x} {:<12} {:<9} {:>6} {:<18x} {:>9} {:>9} {:>9} {:>9}  {}",
+                s.id,
+                s.name,
+                s.role,
+                s.term,
+                s.leader,
+                s.committed_index,
+                s.applied_index,
+                s.last_log_index,
+                s.snapshot_index,
+                s.not_ready_reason
+            ),
+            Err(e) => {
+                failures += 1;
+                println!("{:<18x} {:<12} unreachable at {url}: {e:#}", m.id, m.name);
+            }
+        }
+    }
+    if failures > 0 {
+        bail!("{failures} member(s) did not answer");
+    }
+    Ok(())
+}

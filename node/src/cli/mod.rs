@@ -1,0 +1,5 @@
+//! The `raftkv` command's client side: etcd-style commands against a cluster,
+//! and `dev`, a local cluster in one command.
+
+pub mod client;
+pub mod dev;

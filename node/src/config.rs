@@ -1,0 +1,349 @@
+//! `raftkv serve` flags and environment, validated into a [`ServeConfig`].
+//!
+//! Flags use etcd's names where the meaning is the same; each can also be set
+//! with `RAFTKV_<NAME>` in the environment (handy in a Kubernetes pod spec).
+//! Everything is checked here, before anything is opened or bound, so a bad
+//! setting is one clear line on stderr and a non-zero exit.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::net::ToSocketAddrs;
+use std::path::PathBuf;
+
+use anyhow::bail;
+use anyhow::Context;
+
+use crate::api::cluster::member_id_for;
+use crate::raft::NodeId;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Human-readable member name, reported by MemberList.
+    #[arg(long, env = "RAFTKV_NAME", default_value = "default")]
+    pub name: String,
+    /// Member id (also the etcd member ID); never 0. Optional with --join.
+    #[arg(long, env = "RAFTKV_ID")]
+    pub id: Option<NodeId>,
+    #[arg(long, env = "RAFTKV_DATA_DIR", default_value = "raftkv.data")]
+    pub data_dir: PathBuf,
+    #[arg(
+        long,
+        env = "RAFTKV_LISTEN_CLIENT_URLS",
+        default_value = "http://127.0.0.1:2379"
+    )]
+    pub listen_client_urls: String,
+    #[arg(
+        long,
+        env = "RAFTKV_LISTEN_PEER_URLS",
+        default_value = "http://127.0.0.1:2380"
+    )]
+    pub listen_peer_urls: String,
+    #[arg(
+        long,
+        env = "RAFTKV_LISTEN_METRICS_URLS",
+        default_value = "http://127.0.0.1:2381"
+    )]
+    pub listen_metrics_urls: String,
+    /// Client URL other members and clients should use (default: the listen URL).
+    #[arg(long, env = "RAFTKV_ADVERTISE_CLIENT_URLS")]
+    pub advertise_client_urls: Option<String>,
+    /// Peer URL the other members reach this one at (default: the listen URL).
+    #[arg(long, env = "RAFTKV_INITIAL_ADVERTISE_PEER_URLS")]
+    pub initial_advertise_peer_urls: Option<String>,
+    /// `ID=PEER_URL,...`: every listed member initializes with this membership.
+    #[arg(long, env = "RAFTKV_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// Mixed into the cluster id, so two clusters with the same members differ.
+    #[arg(
+        long,
+        env = "RAFTKV_INITIAL_CLUSTER_TOKEN",
+        default_value = "raftkv-cluster"
+    )]
+    pub initial_cluster_token: String,
+    /// Start empty and wait to be added to an existing cluster.
+    #[arg(long, env = "RAFTKV_JOIN")]
+    pub join: bool,
+    /// Committed entries between two Raft snapshots (then the log is purged).
+    #[arg(long, env = "RAFTKV_SNAPSHOT_COUNT", default_value_t = 10_000)]
+    pub snapshot_count: u64,
+    /// Largest client request accepted, in bytes.
+    #[arg(long, env = "RAFTKV_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
+    pub max_request_bytes: usize,
+    /// Most operations in one txn branch.
+    #[arg(long, env = "RAFTKV_MAX_TXN_OPS", default_value_t = 128)]
+    pub max_txn_ops: usize,
+    /// Leader heartbeat interval, in milliseconds.
+    #[arg(long, env = "RAFTKV_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Election timeout, in milliseconds.
+    #[arg(long, env = "RAFTKV_ELECTION_TIMEOUT", default_value_t = 1000)]
+    pub election_timeout: u64,
+    #[arg(long, env = "RAFTKV_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// How this member comes to belong to a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// Initialize with these voters unless already initialized.
+    Initial(BTreeMap<NodeId, String>),
+    /// Start empty; the leader adds this member.
+    Join,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub name: String,
+    pub id: NodeId,
+    pub data_dir: PathBuf,
+    pub listen_client: SocketAddr,
+    pub listen_peer: SocketAddr,
+    pub listen_metrics: SocketAddr,
+    pub advertise_client_url: String,
+    pub advertise_peer_url: String,
+    pub bootstrap: Bootstrap,
+    /// Derived from the token and the initial cluster; `None` for `--join`.
+    pub cluster_id: Option<u64>,
+    pub snapshot_count: u64,
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
+    pub heartbeat_interval: u64,
+    pub election_timeout: u64,
+    pub log_format: LogFormat,
+}
+
+/// Parse `http://host:port` into a socket address to listen on.
+pub fn parse_listen_url(flag: &str, url: &str) -> anyhow::Result<SocketAddr> {
+    if url.contains(',') {
+        bail!("--{flag}: raftkv listens on exactly one URL, got {url:?}");
+    }
+    let hostport = url
+        .strip_prefix("http://")
+        .with_context(|| {
+            format!("--{flag}: {url:?} is not an http:// URL (TLS is not supported yet)")
+        })?
+        .trim_end_matches('/');
+    let mut addrs = hostport
+        .to_socket_addrs()
+        .with_context(|| format!("--{flag}: {url:?} is not host:port"))?;
+    addrs
+        .next()
+        .with_context(|| format!("--{flag}: {url:?} resolves to no address"))
+}
+
+fn check_url(flag: &str, url: &str) -> anyhow::Result<String> {
+    let u = url.trim_end_matches('/');
+    let hostport = u
+        .strip_prefix("http://")
+        .with_context(|| format!("--{flag}: {url:?} is not an http:// URL"))?;
+    match hostport.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(u.to_string())
+        }
+        _ => bail!("--{flag}: {url:?} must be http://host:port"),
+    }
+}
+
+/// Parse `ID=URL,ID=URL`.
+pub fn parse_initial_cluster(s: &str) -> anyhow::Result<BTreeMap<NodeId, String>> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, url) = part
+            .split_once('=')
+            .with_context(|| format!("--initial-cluster: {part:?} is not ID=PEER_URL"))?;
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .with_context(|| format!("--initial-cluster: member id {id:?} is not a number"))?;
+        if id == 0 {
+            bail!("--initial-cluster: member id 0 is not allowed (0 means \"none\" in etcd's API)");
+        }
+        let url = check_url("initial-cluster", url.trim())?;
+        if out.values().any(|u| *u == url) {
+            bail!("--initial-cluster: peer URL {url} is listed twice");
+        }
+        if out.insert(id, url).is_some() {
+            bail!("--initial-cluster: member id {id} is listed twice");
+        }
+    }
+    if out.is_empty() {
+        bail!("--initial-cluster is empty");
+    }
+    Ok(out)
+}
+
+/// The cluster id all initial members compute alike, without talking.
+pub fn derive_cluster_id(token: &str, members: &BTreeMap<NodeId, String>) -> u64 {
+    let mut text = token.to_string();
+    for (id, url) in members {
+        text.push_str(&format!(",{id}={url}"));
+    }
+    member_id_for(&text)
+}
+
+impl ServeConfig {
+    pub fn from_args(a: ServeArgs) -> anyhow::Result<Self> {
+        let listen_client = parse_listen_url("listen-client-urls", &a.listen_client_urls)?;
+        let listen_peer = parse_listen_url("listen-peer-urls", &a.listen_peer_urls)?;
+        let listen_metrics = parse_listen_url("listen-metrics-urls", &a.listen_metrics_urls)?;
+        let advertise_client_url = match &a.advertise_client_urls {
+            Some(u) => check_url("advertise-client-urls", u)?,
+            None if listen_client.ip().is_unspecified() => {
+                bail!("--advertise-client-urls is required when listening on {listen_client}")
+            }
+            None => check_url("listen-client-urls", &a.listen_client_urls)?,
+        };
+        let advertise_peer_url = match &a.initial_advertise_peer_urls {
+            Some(u) => check_url("initial-advertise-peer-urls", u)?,
+            None if listen_peer.ip().is_unspecified() => {
+                bail!("--initial-advertise-peer-urls is required when listening on {listen_peer}")
+            }
+            None => check_url("listen-peer-urls", &a.listen_peer_urls)?,
+        };
+        if a.join && a.initial_cluster.is_some() {
+            bail!("--join and --initial-cluster exclude each other: a member either starts a cluster or joins one");
+        }
+        let id = match (a.id, a.join, &a.initial_cluster) {
+            (Some(0), _, _) => bail!(
+                "--id 0 is not allowed: member ids start at 1 (0 means \"none\" in etcd's API)"
+            ),
+            (Some(id), _, _) => id,
+            (None, true, _) => member_id_for(&advertise_peer_url),
+            (None, false, Some(_)) => bail!("--id is required with --initial-cluster"),
+            (None, false, None) => 1,
+        };
+        let (bootstrap, cluster_id) = if a.join {
+            (Bootstrap::Join, None)
+        } else {
+            let members = match &a.initial_cluster {
+                Some(s) => parse_initial_cluster(s)?,
+                None => BTreeMap::from([(id, advertise_peer_url.clone())]),
+            };
+            match members.get(&id) {
+                None => bail!("--initial-cluster does not list this member's id {id}"),
+                Some(url) if *url != advertise_peer_url => bail!(
+                    "--initial-cluster lists member {id} at {url}, but it advertises {advertise_peer_url}"
+                ),
+                Some(_) => {}
+            }
+            let cid = derive_cluster_id(&a.initial_cluster_token, &members);
+            (Bootstrap::Initial(members), Some(cid))
+        };
+        if a.snapshot_count == 0 {
+            bail!("--snapshot-count must be at least 1");
+        }
+        if a.max_txn_ops == 0 || a.max_request_bytes == 0 {
+            bail!("--max-txn-ops and --max-request-bytes must be positive");
+        }
+        if a.heartbeat_interval == 0 || a.election_timeout < 5 * a.heartbeat_interval {
+            bail!("--election-timeout must be at least 5 x --heartbeat-interval (etcd requires the same)");
+        }
+        Ok(ServeConfig {
+            name: a.name,
+            id,
+            data_dir: a.data_dir,
+            listen_client,
+            listen_peer,
+            listen_metrics,
+            advertise_client_url,
+            advertise_peer_url,
+            bootstrap,
+            cluster_id,
+            snapshot_count: a.snapshot_count,
+            max_request_bytes: a.max_request_bytes,
+            max_txn_ops: a.max_txn_ops,
+            heartbeat_interval: a.heartbeat_interval,
+            election_timeout: a.election_timeout,
+            log_format: a.log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct T {
+        #[command(flatten)]
+        a: ServeArgs,
+    }
+
+    fn cfg(args: &[&str]) -> anyhow::Result<ServeConfig> {
+        let mut v = vec!["t"];
+        v.extend_from_slice(args);
+        ServeConfig::from_args(T::try_parse_from(v)?.a)
+    }
+
+    #[test]
+    fn no_flags_is_a_single_member_cluster() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.id, 1);
+        assert_eq!(c.listen_client.port(), 2379);
+        assert_eq!(
+            c.bootstrap,
+            Bootstrap::Initial(BTreeMap::from([(1, "http://127.0.0.1:2380".into())]))
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_a_reason() {
+        let err = |args: &[&str]| cfg(args).unwrap_err().to_string();
+        assert!(err(&["--id", "0"]).contains("--id 0"));
+        assert!(err(&["--listen-client-urls", "notaurl"]).contains("listen-client-urls"));
+        assert!(
+            err(&["--initial-cluster", "1=http://127.0.0.1:2380", "--join"]).contains("exclude")
+        );
+        assert!(
+            err(&["--id", "2", "--initial-cluster", "1=http://127.0.0.1:2380"])
+                .contains("does not list")
+        );
+        assert!(err(&[
+            "--initial-cluster",
+            "1=http://a:1,1=http://b:2",
+            "--id",
+            "1"
+        ])
+        .contains("twice"));
+    }
+
+    #[test]
+    fn initial_members_agree_on_the_cluster_id() {
+        let ic = "1=http://127.0.0.1:1001,2=http://127.0.0.1:1002";
+        let a = cfg(&[
+            "--id",
+            "1",
+            "--initial-cluster",
+            ic,
+            "--listen-peer-urls",
+            "http://127.0.0.1:1001",
+        ])
+        .unwrap();
+        let b = cfg(&[
+            "--id",
+            "2",
+            "--initial-cluster",
+            ic,
+            "--listen-peer-urls",
+            "http://127.0.0.1:1002",
+        ])
+        .unwrap();
+        assert_eq!(a.cluster_id, b.cluster_id);
+        assert!(a.cluster_id.is_some());
+    }
+
+    #[test]
+    fn join_without_id_derives_it_from_the_peer_url() {
+        let c = cfg(&["--join", "--listen-peer-urls", "http://127.0.0.1:4444"]).unwrap();
+        assert_eq!(c.id, member_id_for("http://127.0.0.1:4444"));
+        assert_eq!(c.bootstrap, Bootstrap::Join);
+    }
+}

@@ -1,0 +1,66 @@
+//! HTTP on the metrics URL: `/healthz`, `/readyz`, `/metrics`.
+//!
+//! Liveness means the process serves requests. Readiness means the member is
+//! useful to clients: it is in the membership, knows a leader and has applied
+//! everything it knows is committed (so a Kubernetes Service only routes to
+//! members that answer without a long catch-up).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+
+use crate::metrics::RaftGauges;
+use crate::node::Node;
+
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(node)
+}
+
+/// Why the member is not ready, or `None` when it is.
+pub fn not_ready_reason(node: &Node) -> Option<String> {
+    let m = node.raft_metrics();
+    let membership = m.membership_config.membership();
+    if membership.get_node(&node.id).is_none() {
+        return Some("not a member of the cluster (yet)".into());
+    }
+    if m.current_leader.is_none() {
+        return Some("no leader".into());
+    }
+    let committed = m.local_committed.map_or(0, |c| c.index);
+    let applied = m.last_applied.map_or(0, |a| a.index);
+    if applied < committed {
+        return Some(format!("catching up: applied {applied} of {committed}"));
+    }
+    None
+}
+
+async fn readyz(State(node): State<Arc<Node>>) -> (StatusCode, String) {
+    match not_ready_reason(&node) {
+        None => (StatusCode::OK, "ok\n".into()),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
+    }
+}
+
+async fn metrics(State(node): State<Arc<Node>>) -> String {
+    let m = node.raft_metrics();
+    let gauges = RaftGauges {
+        term: m.current_term,
+        has_leader: m.current_leader.is_some(),
+        is_leader: m.current_leader == Some(node.id),
+        committed: m.local_committed.map_or(0, |c| c.index),
+        applied: m.last_applied.map_or(0, |a| a.index),
+        last_log: m.last_log_index.unwrap_or(0),
+        snapshot: m.snapshot.map_or(0, |s| s.index),
+    };
+    node.metrics.render(&gauges)
+}

@@ -1,0 +1,19 @@
+//! raftkv node: a Raft-replicated key-value store that speaks the etcd v3 API.
+//!
+//! Layout: `store` (RocksDB: log, MVCC state machine, snapshots), `raft` (openraft
+//! types and the peer transport), `node` (proposals, reads, forwarding),
+//! `membership` (membership changes on the leader), `api` (etcd services),
+//! `server` (wiring and lifecycle), `cli` (the `raftkv` command's client side).
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod errors;
+pub mod http;
+pub mod membership;
+pub mod metrics;
+pub mod node;
+pub mod proto;
+pub mod raft;
+pub mod server;
+pub mod store;

@@ -1,0 +1,177 @@
+//! `raftkv`: run a member (`serve`), a local cluster (`dev`), or talk to one.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use clap::Subcommand;
+use raftkv_node::cli::client;
+use raftkv_node::cli::client::Endpoints;
+use raftkv_node::cli::dev;
+use raftkv_node::config::LogFormat;
+use raftkv_node::config::ServeArgs;
+use raftkv_node::config::ServeConfig;
+
+#[derive(Parser)]
+#[command(
+    name = "raftkv",
+    version,
+    about = "A Raft-replicated key-value store that speaks the etcd v3 API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a member (with no flags: a single-member cluster on 127.0.0.1:2379).
+    Serve(Box<ServeArgs>),
+    /// Run a local cluster of member processes; Ctrl-C stops it.
+    Dev(dev::DevArgs),
+    /// Put a key.
+    Put {
+        key: String,
+        value: String,
+        #[command(flatten)]
+        ep: Endpoints,
+    },
+    /// Get a key (or all keys with a prefix).
+    Get {
+        key: String,
+        #[arg(long)]
+        prefix: bool,
+        /// Read at this store revision (0 = latest).
+        #[arg(long, default_value_t = 0)]
+        rev: i64,
+        #[command(flatten)]
+        ep: Endpoints,
+    },
+    /// Delete a key (or all keys with a prefix); prints how many were deleted.
+    Del {
+        key: String,
+        #[arg(long)]
+        prefix: bool,
+        #[command(flatten)]
+        ep: Endpoints,
+    },
+    /// List, add, promote or remove members.
+    Member {
+        #[command(subcommand)]
+        action: MemberCmd,
+        #[command(flatten)]
+        ep: Endpoints,
+    },
+    /// Raft status of every member of the cluster.
+    Status {
+        #[command(flatten)]
+        ep: Endpoints,
+    },
+}
+
+#[derive(Subcommand)]
+enum MemberCmd {
+    List,
+    /// Add a member (it then starts with `raftkv serve --join --id ID`).
+    Add {
+        name: String,
+        #[arg(long)]
+        peer_urls: String,
+        /// Add as a non-voting learner (promote it once caught up).
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Promote a caught-up learner to voter (ID in hex, as `member list` shows).
+    Promote {
+        id: String,
+    },
+    /// Remove a member (ID in hex).
+    Remove {
+        id: String,
+    },
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            // One line, not clap's multi-line report: the first line names the problem.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("raftkv: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("raftkv: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("raftkv: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let command = cli
+        .command
+        .unwrap_or_else(|| Cmd::Serve(Box::new(default_serve_args())));
+    match command {
+        Cmd::Serve(args) => {
+            let cfg = ServeConfig::from_args(*args)?;
+            init_logs(cfg.log_format);
+            raftkv_node::server::serve(cfg).await
+        }
+        Cmd::Dev(args) => dev::run(args).await,
+        Cmd::Put { key, value, ep } => client::put(&ep, key, value).await,
+        Cmd::Get {
+            key,
+            prefix,
+            rev,
+            ep,
+        } => client::get(&ep, key, prefix, rev).await,
+        Cmd::Del { key, prefix, ep } => client::del(&ep, key, prefix).await,
+        Cmd::Member { action, ep } => match action {
+            MemberCmd::List => client::member_list(&ep).await,
+            MemberCmd::Add {
+                name,
+                peer_urls,
+                learner,
+            } => client::member_add(&ep, name, peer_urls, learner).await,
+            MemberCmd::Promote { id } => client::member_promote(&ep, &id).await,
+            MemberCmd::Remove { id } => client::member_remove(&ep, &id).await,
+        },
+        Cmd::Status { ep } => client::status(&ep).await,
+    }
+}
+
+fn default_serve_args() -> ServeArgs {
+    #[derive(Parser)]
+    struct Only {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+    Only::parse_from(["raftkv"]).args
+}

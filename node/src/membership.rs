@@ -1,0 +1,166 @@
+//! Membership changes on the leader: add (as learner or voter), promote, remove.
+//!
+//! etcd's rules, checked before anything is proposed: ids and peer URLs are
+//! unique, only a learner that has caught up (90% of the leader's log, as etcd)
+//! is promoted, the last voter is never removed, and a leader asked to remove
+//! itself first hands leadership to the most up-to-date voter, so the cluster
+//! never waits out an election timeout because of a planned removal.
+
+use std::collections::BTreeSet;
+
+use openraft::ChangeMembers;
+
+use crate::errors::ApiError;
+use crate::node::ForwardReply;
+use crate::node::Forwarded;
+use crate::node::Node;
+use crate::raft::Member;
+use crate::raft::NodeId;
+
+/// A learner is ready when it has at least this share of the leader's log.
+const LEARNER_READY_PERCENT: u64 = 90;
+
+/// Carry out a forwarded request on this member, which believes it leads.
+pub async fn run_on_leader(node: &Node, req: &Forwarded) -> ForwardReply {
+    if !node.is_leader() {
+        return reply_error(ApiError::leader_changed());
+    }
+    let result = match req {
+        Forwarded::Write(cmd) => {
+            return match node.propose_local(cmd.clone()).await {
+                Ok(r) => ForwardReply::Write(r),
+                Err(e) => reply_error(e.into_api()),
+            }
+        }
+        Forwarded::AddMember {
+            id,
+            peer_url,
+            learner,
+        } => add(node, *id, peer_url, *learner).await,
+        Forwarded::PromoteMember { id } => promote(node, *id).await,
+        Forwarded::RemoveMember { id } => remove(node, *id).await,
+    };
+    match result {
+        Ok(()) => ForwardReply::Done,
+        Err(e) => reply_error(e),
+    }
+}
+
+fn reply_error(e: ApiError) -> ForwardReply {
+    ForwardReply::Error {
+        code: e.code as i32,
+        message: e.message,
+    }
+}
+
+type ClientWriteError = openraft::errors::ClientWriteError<crate::raft::TypeConfig>;
+
+fn raft_error(
+    e: openraft::errors::RaftError<crate::raft::TypeConfig, ClientWriteError>,
+) -> ApiError {
+    if e.forward_to_leader().is_some() {
+        ApiError::leader_changed()
+    } else {
+        ApiError::new(
+            tonic::Code::FailedPrecondition,
+            format!("raftkv: membership change failed: {e}"),
+        )
+    }
+}
+
+async fn add(node: &Node, id: NodeId, peer_url: &str, learner: bool) -> Result<(), ApiError> {
+    let m = node.raft_metrics();
+    let membership = m.membership_config.membership();
+    if membership.get_node(&id).is_some() {
+        return Err(ApiError::member_exists());
+    }
+    if membership.nodes().any(|(_, n)| n.peer_url == peer_url) {
+        return Err(ApiError::peer_url_exists());
+    }
+    let member = Member {
+        peer_url: peer_url.to_string(),
+    };
+    node.raft
+        .add_learner(id, member, false)
+        .await
+        .map_err(raft_error)?;
+    if !learner {
+        node.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(raft_error)?;
+    }
+    tracing::info!(member = %format!("{id:x}"), %peer_url, learner, "added member");
+    Ok(())
+}
+
+async fn promote(node: &Node, id: NodeId) -> Result<(), ApiError> {
+    let m = node.raft_metrics();
+    let membership = m.membership_config.membership();
+    if membership.get_node(&id).is_none() {
+        return Err(ApiError::member_not_found());
+    }
+    if membership.voter_ids().any(|v| v == id) {
+        return Err(ApiError::member_not_learner());
+    }
+    let leader_last = m.last_log_index.unwrap_or(0);
+    let matched = m
+        .replication
+        .as_ref()
+        .and_then(|r| r.get(&id).cloned().flatten())
+        .map_or(0, |log_id| log_id.index);
+    if matched * 100 < leader_last * LEARNER_READY_PERCENT {
+        return Err(ApiError::learner_not_ready());
+    }
+    node.raft
+        .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+        .await
+        .map_err(raft_error)?;
+    tracing::info!(member = %format!("{id:x}"), "promoted learner to voter");
+    Ok(())
+}
+
+async fn remove(node: &Node, id: NodeId) -> Result<(), ApiError> {
+    let m = node.raft_metrics();
+    let membership = m.membership_config.membership();
+    if membership.get_node(&id).is_none() {
+        return Err(ApiError::member_not_found());
+    }
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    let is_voter = voters.contains(&id);
+    if is_voter && voters.len() == 1 {
+        return Err(ApiError::last_voter());
+    }
+    if id == node.id {
+        // Hand leadership to the most caught-up other voter; the caller retries
+        // the removal on the new leader.
+        let successor = m
+            .replication
+            .as_ref()
+            .and_then(|r| {
+                r.iter()
+                    .filter(|(v, _)| **v != id && voters.contains(v))
+                    .max_by_key(|(_, matched)| matched.as_ref().map_or(0, |l| l.index))
+                    .map(|(v, _)| *v)
+            })
+            .ok_or_else(|| ApiError::unavailable("no other voter to hand leadership to"))?;
+        tracing::info!(to = %format!("{successor:x}"), "transferring leadership before removing this member");
+        node.raft
+            .trigger()
+            .transfer_leader(successor)
+            .await
+            .map_err(|e| ApiError::unavailable(e))?;
+        return Err(ApiError::leader_changed());
+    }
+    let change = if is_voter {
+        ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+    } else {
+        ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+    };
+    node.raft
+        .change_membership(change, false)
+        .await
+        .map_err(raft_error)?;
+    tracing::info!(member = %format!("{id:x}"), "removed member");
+    Ok(())
+}

@@ -1,0 +1,176 @@
+//! Counters and gauges exported on `/metrics` in Prometheus text format.
+//!
+//! A handful of atomics is all a node needs; the Raft gauges (term, indexes,
+//! leader) are read from openraft's metrics when the page is rendered.
+
+use std::fmt::Write;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+#[derive(Default)]
+pub struct Metrics {
+    pub proposals_committed: AtomicU64,
+    pub proposals_failed: AtomicU64,
+    pub proposals_forwarded: AtomicU64,
+    pub leader_changes: AtomicU64,
+    pub apply_batches: AtomicU64,
+    pub apply_entries: AtomicU64,
+    pub apply_micros_total: AtomicU64,
+    /// Apply-batch latency histogram; bucket upper bounds in APPLY_BUCKETS_MICROS.
+    apply_buckets: [AtomicU64; APPLY_BUCKETS_MICROS.len()],
+}
+
+const APPLY_BUCKETS_MICROS: [u64; 8] = [100, 500, 1_000, 5_000, 10_000, 50_000, 100_000, 1_000_000];
+
+/// The Raft state at render time, read from openraft.
+pub struct RaftGauges {
+    pub term: u64,
+    pub has_leader: bool,
+    pub is_leader: bool,
+    pub committed: u64,
+    pub applied: u64,
+    pub last_log: u64,
+    pub snapshot: u64,
+}
+
+impl Metrics {
+    pub fn record_apply(&self, entries: u64, took: Duration) {
+        let micros = took.as_micros() as u64;
+        self.apply_batches.fetch_add(1, Ordering::Relaxed);
+        self.apply_entries.fetch_add(entries, Ordering::Relaxed);
+        self.apply_micros_total.fetch_add(micros, Ordering::Relaxed);
+        for (i, bound) in APPLY_BUCKETS_MICROS.iter().enumerate() {
+            if micros <= *bound {
+                self.apply_buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub fn render(&self, g: &RaftGauges) -> String {
+        let mut out = String::new();
+        let mut gauge = |name: &str, help: &str, kind: &str, v: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        };
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        gauge("raftkv_raft_term", "Current Raft term.", "gauge", g.term);
+        gauge(
+            "raftkv_has_leader",
+            "1 if the member knows a leader.",
+            "gauge",
+            g.has_leader as u64,
+        );
+        gauge(
+            "raftkv_is_leader",
+            "1 if the member is the leader.",
+            "gauge",
+            g.is_leader as u64,
+        );
+        gauge(
+            "raftkv_leader_changes_seen_total",
+            "Leader changes seen.",
+            "counter",
+            load(&self.leader_changes),
+        );
+        gauge(
+            "raftkv_raft_committed_index",
+            "Last committed log index.",
+            "gauge",
+            g.committed,
+        );
+        gauge(
+            "raftkv_raft_applied_index",
+            "Last applied log index.",
+            "gauge",
+            g.applied,
+        );
+        gauge(
+            "raftkv_raft_last_log_index",
+            "Last log index.",
+            "gauge",
+            g.last_log,
+        );
+        gauge(
+            "raftkv_raft_snapshot_index",
+            "Log index of the last snapshot.",
+            "gauge",
+            g.snapshot,
+        );
+        gauge(
+            "raftkv_proposals_committed_total",
+            "Proposals committed.",
+            "counter",
+            load(&self.proposals_committed),
+        );
+        gauge(
+            "raftkv_proposals_failed_total",
+            "Proposals that failed.",
+            "counter",
+            load(&self.proposals_failed),
+        );
+        gauge(
+            "raftkv_proposals_forwarded_total",
+            "Proposals forwarded to the leader.",
+            "counter",
+            load(&self.proposals_forwarded),
+        );
+        gauge(
+            "raftkv_apply_entries_total",
+            "Log entries applied.",
+            "counter",
+            load(&self.apply_entries),
+        );
+        let name = "raftkv_apply_batch_duration_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time to apply one batch of entries.\n# TYPE {name} histogram"
+        );
+        for (i, bound) in APPLY_BUCKETS_MICROS.iter().enumerate() {
+            let le = *bound as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{le}\"}} {}",
+                load(&self.apply_buckets[i])
+            );
+        }
+        let count = load(&self.apply_batches);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            load(&self.apply_micros_total) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count {count}");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative_and_rendered() {
+        let m = Metrics::default();
+        m.record_apply(3, Duration::from_micros(300));
+        m.record_apply(1, Duration::from_millis(20));
+        let g = RaftGauges {
+            term: 4,
+            has_leader: true,
+            is_leader: false,
+            committed: 9,
+            applied: 9,
+            last_log: 9,
+            snapshot: 0,
+        };
+        let text = m.render(&g);
+        assert!(text.contains("raftkv_raft_term 4"));
+        assert!(text.contains("raftkv_apply_entries_total 4"));
+        assert!(text.contains("raftkv_apply_batch_duration_seconds_bucket{le=\"0.0005\"} 1"));
+        assert!(text.contains("raftkv_apply_batch_duration_seconds_bucket{le=\"0.05\"} 2"));
+        assert!(text.contains("raftkv_apply_batch_duration_seconds_count 2"));
+    }
+}

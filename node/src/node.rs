@@ -1,0 +1,375 @@
+//! A running member: proposes writes, serves linearizable reads, and forwards
+//! to the leader whatever only the leader can do.
+//!
+//! Clients may talk to any member. A write (or membership change) that reaches a
+//! follower is sent to the leader over the peer port (`Forward`); a linearizable
+//! read on a follower asks the leader for its read index (`ReadIndex`) and waits
+//! until the local state machine has applied up to it. A proposal is retried only
+//! when it certainly was not applied (no leader yet, or the target was not the
+//! leader), never after an outcome that is unknown, so a retry can't apply twice.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use std::time::Instant;
+
+use openraft::raft::ReadPolicy;
+use openraft::ServerState;
+use rocksdb::DB;
+use serde::Deserialize;
+use serde::Serialize;
+
+use crate::errors::ApiError;
+use crate::metrics::Metrics;
+use crate::proto::etcdserverpb::ResponseHeader;
+use crate::proto::raftkvpb;
+use crate::raft::codec;
+use crate::raft::network::PeerClients;
+use crate::raft::Command;
+use crate::raft::NodeId;
+use crate::raft::Raft;
+use crate::store::Mvcc;
+
+/// How long a client request may wait for a leader and a commit.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
+
+/// Limits on client requests, as etcd's flags of the same names.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
+}
+
+/// A request a follower hands to the leader.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Forwarded {
+    Write(Command),
+    AddMember {
+        id: NodeId,
+        peer_url: String,
+        learner: bool,
+    },
+    PromoteMember {
+        id: NodeId,
+    },
+    RemoveMember {
+        id: NodeId,
+    },
+}
+
+/// The leader's answer to a [`Forwarded`] request.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ForwardReply {
+    Write(crate::raft::CommandResult),
+    Done,
+    Error { code: i32, message: String },
+}
+
+pub struct Node {
+    pub id: NodeId,
+    pub name: String,
+    pub raft: Raft,
+    pub db: Arc<DB>,
+    pub mvcc: Mvcc,
+    pub peers: Arc<PeerClients>,
+    pub cluster_id: Arc<AtomicU64>,
+    pub metrics: Arc<Metrics>,
+    pub limits: Limits,
+    pub data_dir: PathBuf,
+}
+
+impl Node {
+    /// A copy of openraft's latest metrics for this member.
+    pub fn raft_metrics(&self) -> openraft::RaftMetrics<crate::raft::TypeConfig> {
+        use openraft::type_config::async_runtime::WatchReceiver;
+        self.raft.metrics().borrow_watched().clone()
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id.load(Ordering::Acquire)
+    }
+
+    /// The header every response carries.
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        let m = self.raft_metrics();
+        ResponseHeader {
+            cluster_id: self.cluster_id(),
+            member_id: self.id,
+            revision,
+            raft_term: m.current_term,
+        }
+    }
+
+    /// Fill in a header the state machine left partial (it only knows the revision).
+    pub fn complete_header(&self, header: &mut Option<ResponseHeader>) {
+        let revision = header
+            .as_ref()
+            .map_or_else(|| self.mvcc.current_revision(), |h| h.revision);
+        *header = Some(self.header(revision));
+    }
+
+    /// The current leader and its peer URL, if one is known.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let m = self.raft_metrics();
+        let leader = m.current_leader?;
+        let url = m
+            .membership_config
+            .membership()
+            .get_node(&leader)?
+            .peer_url
+            .clone();
+        Some((leader, url))
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft_metrics().state == ServerState::Leader
+    }
+
+    /// Wait (briefly) for a leader to be known.
+    async fn await_leader(&self, deadline: Instant) -> Result<(NodeId, String), ApiError> {
+        loop {
+            if let Some(l) = self.leader() {
+                return Ok(l);
+            }
+            if Instant::now() >= deadline {
+                return Err(ApiError::no_leader());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Replicate a command and return what applying it produced.
+    pub async fn propose(
+        &self,
+        cmd: Command,
+    ) -> Result<raftkvpb::command_result::Result, ApiError> {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        let outcome = self.propose_until(cmd, deadline).await;
+        match &outcome {
+            Ok(_) => self
+                .metrics
+                .proposals_committed
+                .fetch_add(1, Ordering::Relaxed),
+            Err(_) => self
+                .metrics
+                .proposals_failed
+                .fetch_add(1, Ordering::Relaxed),
+        };
+        match outcome?.0.result {
+            Some(raftkvpb::command_result::Result::Error(e)) => Err(e.into()),
+            Some(r) => Ok(r),
+            None => Err(ApiError::internal("the state machine returned no result")),
+        }
+    }
+
+    async fn propose_until(
+        &self,
+        cmd: Command,
+        deadline: Instant,
+    ) -> Result<crate::raft::CommandResult, ApiError> {
+        loop {
+            let (leader, url) = self.await_leader(deadline).await?;
+            if leader == self.id {
+                match self.propose_local(cmd.clone()).await {
+                    Err(LocalError::NotLeader) => {}
+                    other => return other.map_err(LocalError::into_api),
+                }
+            } else {
+                self.metrics
+                    .proposals_forwarded
+                    .fetch_add(1, Ordering::Relaxed);
+                match self
+                    .forward(leader, &url, &Forwarded::Write(cmd.clone()), deadline)
+                    .await?
+                {
+                    ForwardReply::Write(r) => return Ok(r),
+                    ForwardReply::Error { code, message } if is_not_leader(code, &message) => {}
+                    ForwardReply::Error { code, message } => {
+                        return Err(ApiError::new(code.into(), message))
+                    }
+                    ForwardReply::Done => {
+                        return Err(ApiError::internal("unexpected reply to a forwarded write"))
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(ApiError::timeout());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Propose on this member, which believes it is the leader.
+    pub async fn propose_local(
+        &self,
+        cmd: Command,
+    ) -> Result<crate::raft::CommandResult, LocalError> {
+        match self.raft.client_write(cmd).await {
+            Ok(resp) => Ok(resp.data),
+            Err(e) if e.forward_to_leader().is_some() => Err(LocalError::NotLeader),
+            Err(e) => Err(LocalError::Failed(ApiError::unavailable(e))),
+        }
+    }
+
+    /// Send a request to the leader over the peer port.
+    async fn forward(
+        &self,
+        leader: NodeId,
+        url: &str,
+        req: &Forwarded,
+        deadline: Instant,
+    ) -> Result<ForwardReply, ApiError> {
+        let mut client = self.peers.client(url)?;
+        let mut request = tonic::Request::new(self.peers.payload(leader, req)?);
+        request.set_timeout(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(100)),
+        );
+        match client.forward(request).await {
+            Ok(reply) => codec::decode(&reply.into_inner().data).map_err(ApiError::internal),
+            // No connection means the request was never sent: the caller may
+            // retry (the old leader is gone and a new one is being elected).
+            Err(s) if never_sent(&s) => Ok(ForwardReply::Error {
+                code: tonic::Code::Unavailable as i32,
+                message: ApiError::leader_changed().message,
+            }),
+            // The leader may have applied it or not: report, never retry.
+            Err(s) if s.code() == tonic::Code::DeadlineExceeded => Err(ApiError::timeout()),
+            Err(s) => Err(ApiError::unavailable(format!(
+                "forwarding to leader {leader:x}: {}",
+                s.message()
+            ))),
+        }
+    }
+
+    /// Make the next local read linearizable: afterwards the state machine has
+    /// applied everything committed before this call began.
+    pub async fn read_barrier(&self) -> Result<(), ApiError> {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            let (leader, url) = self.await_leader(deadline).await?;
+            let index = if leader == self.id {
+                match self.read_index_local().await {
+                    Ok(i) => Some(i),
+                    Err(LocalError::NotLeader) => None,
+                    Err(LocalError::Failed(e)) => return Err(e),
+                }
+            } else {
+                self.remote_read_index(leader, &url, deadline).await?
+            };
+            if let Some(index) = index {
+                let wait = deadline.saturating_duration_since(Instant::now());
+                return self
+                    .raft
+                    .wait(Some(wait))
+                    .applied_index_at_least(Some(index), "linearizable read")
+                    .await
+                    .map(|_| ())
+                    .map_err(|_| ApiError::timeout());
+            }
+            if Instant::now() >= deadline {
+                return Err(ApiError::timeout());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The leader's read index: confirm leadership with a quorum (ReadIndex),
+    /// then return the log index a read must wait for.
+    pub async fn read_index_local(&self) -> Result<u64, LocalError> {
+        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            Ok(read) => Ok(read.index()),
+            Err(e) if e.forward_to_leader().is_some() => Err(LocalError::NotLeader),
+            Err(e) => Err(LocalError::Failed(ApiError::unavailable(e))),
+        }
+    }
+
+    async fn remote_read_index(
+        &self,
+        leader: NodeId,
+        url: &str,
+        deadline: Instant,
+    ) -> Result<Option<u64>, ApiError> {
+        let mut client = self.peers.client(url)?;
+        let mut request = tonic::Request::new(self.peers.payload(leader, &())?);
+        request.set_timeout(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(100)),
+        );
+        let reply = match client.read_index(request).await {
+            Ok(reply) => reply,
+            // Asking for a read index changes nothing: any failure may be retried
+            // until the deadline (e.g. while a new leader is elected).
+            Err(s) if s.code() == tonic::Code::Unavailable => return Ok(None),
+            Err(s) => {
+                return Err(ApiError::unavailable(format!(
+                    "read index from leader {leader:x}: {}",
+                    s.message()
+                )))
+            }
+        };
+        match codec::decode::<Result<u64, (i32, String)>>(&reply.into_inner().data)
+            .map_err(ApiError::internal)?
+        {
+            Ok(i) => Ok(Some(i)),
+            Err((code, message)) if is_not_leader(code, &message) => Ok(None),
+            Err((code, message)) => Err(ApiError::new(code.into(), message)),
+        }
+    }
+
+    /// Run a membership change on the leader, wherever this member is.
+    pub async fn change_membership(&self, req: Forwarded) -> Result<(), ApiError> {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            let (leader, url) = self.await_leader(deadline).await?;
+            let reply = if leader == self.id {
+                crate::membership::run_on_leader(self, &req).await
+            } else {
+                self.forward(leader, &url, &req, deadline).await?
+            };
+            match reply {
+                ForwardReply::Done | ForwardReply::Write(_) => return Ok(()),
+                ForwardReply::Error { code, message } if is_not_leader(code, &message) => {}
+                ForwardReply::Error { code, message } => {
+                    return Err(ApiError::new(code.into(), message))
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(ApiError::timeout());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Why a request on the local member did not succeed.
+#[derive(Debug)]
+pub enum LocalError {
+    /// This member is not (or no longer) the leader: safe to retry elsewhere.
+    NotLeader,
+    Failed(ApiError),
+}
+
+impl LocalError {
+    pub fn into_api(self) -> ApiError {
+        match self {
+            LocalError::NotLeader => ApiError::leader_changed(),
+            LocalError::Failed(e) => e,
+        }
+    }
+}
+
+/// Whether a failed peer call certainly never reached the peer: tonic reports a
+/// refused or timed-out connection attempt as Unavailable "tcp connect error".
+fn never_sent(s: &tonic::Status) -> bool {
+    s.code() == tonic::Code::Unavailable && s.message().contains("tcp connect error")
+}
+
+/// The reply code for "not the leader", which a forwarding member retries.
+fn is_not_leader(code: i32, message: &str) -> bool {
+    code == tonic::Code::Unavailable as i32 && message == ApiError::leader_changed().message
+}

@@ -1,0 +1,95 @@
+//! Raft plumbing: openraft's type configuration, the peer transport (client and
+//! server side) and the encoding of openraft's messages.
+//!
+//! What a log entry carries is a [`Command`]: a protobuf message (an etcd request
+//! or a raftkv-internal one). openraft needs it to be serde-serializable; we
+//! serialize it as its protobuf bytes, so the on-disk log and the wire carry the
+//! same stable, versionable encoding as the etcd API itself.
+
+pub mod codec;
+pub mod network;
+pub mod peer_service;
+
+use std::fmt;
+
+use prost::Message;
+use serde::Deserialize;
+use serde::Serialize;
+
+use crate::proto::raftkvpb;
+
+/// A member's Raft identity; also its etcd member ID. Never 0.
+pub type NodeId = u64;
+
+/// What Raft knows about a member: where its peer port is.
+///
+/// The member's name and client URLs are not part of the Raft membership: like
+/// etcd, a member publishes them through the log once it runs (see
+/// `MemberAttributes`), because they are not known when the member is added.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub peer_url: String,
+}
+
+openraft::declare_raft_types!(
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = NodeId,
+        Node = Member,
+        LeaderId = openraft::impls::leader_id_std::LeaderId<u64, NodeId>,
+);
+
+pub type Raft = openraft::Raft<TypeConfig, crate::store::StateMachineStore>;
+pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
+pub type Vote = openraft::alias::VoteOf<TypeConfig>;
+pub type Entry = openraft::alias::EntryOf<TypeConfig>;
+pub type Membership = openraft::Membership<NodeId, Member>;
+pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
+pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, std::fs::File>;
+
+/// A state-machine command: the application payload of a Raft log entry.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Command(pub raftkvpb::Command);
+
+/// The outcome of applying a [`Command`], returned to the proposer.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct CommandResult(pub raftkvpb::CommandResult);
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use raftkvpb::command::Op;
+        match &self.0.op {
+            Some(Op::Put(p)) => write!(f, "put({} bytes key)", p.key.len()),
+            Some(Op::DeleteRange(_)) => write!(f, "delete_range"),
+            Some(Op::Txn(t)) => write!(f, "txn({} compares)", t.compare.len()),
+            Some(Op::Compact(c)) => write!(f, "compact({})", c.revision),
+            Some(Op::SetMemberAttributes(a)) => write!(f, "member_attributes({})", a.id),
+            None => write!(f, "noop"),
+        }
+    }
+}
+
+/// Serialize a protobuf message as a serde byte string.
+macro_rules! serde_as_protobuf {
+    ($outer:ident, $inner:ty) => {
+        impl Serialize for $outer {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_bytes(&self.0.encode_to_vec())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $outer {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let bytes = d.deserialize_byte_buf(codec::BytesVisitor)?;
+                <$inner>::decode(bytes.as_slice())
+                    .map($outer)
+                    .map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+serde_as_protobuf!(Command, raftkvpb::Command);
+serde_as_protobuf!(CommandResult, raftkvpb::CommandResult);

@@ -1,0 +1,274 @@
+//! Peer transport, server side: Raft RPCs from other members, and the requests
+//! followers forward to the leader.
+//!
+//! Every call is checked first: it must carry this member's cluster id. A member
+//! started with `--join` has none yet and adopts (and persists) the id of the
+//! first leader that replicates to it; from then on any other id is refused with
+//! `PermissionDenied` and logged, so two clusters can never mix their logs.
+
+use std::io::Write;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use futures::Stream;
+use futures::StreamExt;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
+use tonic::Streaming;
+
+use super::codec;
+use super::Snapshot;
+use super::SnapshotMeta;
+use super::Vote;
+use crate::node::Forwarded;
+use crate::node::LocalError;
+use crate::node::Node;
+use crate::proto::raftkvpb::peer::raft_peer_server::RaftPeer;
+use crate::proto::raftkvpb::peer::PeerHeader;
+use crate::proto::raftkvpb::peer::RaftPayload;
+use crate::proto::raftkvpb::peer::SnapshotChunk;
+
+pub struct PeerService {
+    pub node: Arc<Node>,
+}
+
+/// Whether a call may introduce this member to its cluster.
+#[derive(Clone, Copy, PartialEq)]
+enum Adopt {
+    /// Replication from a leader: a joining member learns its cluster id from it.
+    FromLeader,
+    /// Anything else needs an already known cluster id.
+    Never,
+}
+
+fn bad_data(e: std::io::Error) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+fn reply<T: serde::Serialize>(msg: &T) -> Result<Response<RaftPayload>, Status> {
+    Ok(Response::new(RaftPayload {
+        header: None,
+        data: codec::encode(msg).map_err(|e| Status::internal(e.to_string()))?,
+    }))
+}
+
+impl PeerService {
+    fn check(&self, header: Option<&PeerHeader>, adopt: Adopt) -> Result<(), Status> {
+        let h = header.ok_or_else(|| Status::invalid_argument("peer request without a header"))?;
+        if h.to_id != 0 && h.to_id != self.node.id {
+            return Err(Status::failed_precondition(format!(
+                "request for member {:x} reached member {:x}: check the peer URLs",
+                h.to_id, self.node.id
+            )));
+        }
+        let mine = self.node.cluster_id();
+        if mine == h.cluster_id && mine != 0 {
+            return Ok(());
+        }
+        if mine == 0 && h.cluster_id != 0 && adopt == Adopt::FromLeader {
+            crate::server::persist_cluster_id(&self.node.db, h.cluster_id)
+                .map_err(|e| Status::internal(format!("cannot persist the cluster id: {e:#}")))?;
+            self.node.cluster_id.store(h.cluster_id, Ordering::Release);
+            tracing::info!(cluster_id = %format!("{:x}", h.cluster_id), leader = %format!("{:x}", h.from_id), "joined cluster");
+            return Ok(());
+        }
+        if mine == 0 {
+            return Err(Status::failed_precondition(format!(
+                "member {:x} has not joined a cluster yet",
+                self.node.id
+            )));
+        }
+        tracing::error!(
+            ours = %format!("{mine:x}"),
+            theirs = %format!("{:x}", h.cluster_id),
+            from = %format!("{:x}", h.from_id),
+            "refused a peer request from another cluster"
+        );
+        Err(Status::permission_denied(format!(
+            "cluster id mismatch: member {:x} belongs to cluster {mine:x}, the request from member {:x} is for cluster {:x}",
+            self.node.id, h.from_id, h.cluster_id
+        )))
+    }
+
+    fn open<T: serde::de::DeserializeOwned>(
+        &self,
+        p: &RaftPayload,
+        adopt: Adopt,
+    ) -> Result<T, Status> {
+        self.check(p.header.as_ref(), adopt)?;
+        codec::decode(&p.data).map_err(bad_data)
+    }
+}
+
+type PayloadStream = Pin<Box<dyn Stream<Item = Result<RaftPayload, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc = self.open(req.get_ref(), Adopt::Never)?;
+        let resp = self
+            .node
+            .raft
+            .vote(rpc)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        reply(&resp)
+    }
+
+    async fn pre_vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc = self.open(req.get_ref(), Adopt::Never)?;
+        let resp = self
+            .node
+            .raft
+            .pre_vote(rpc)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        reply(&resp)
+    }
+
+    async fn append_entries(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let rpc = self.open(req.get_ref(), Adopt::FromLeader)?;
+        let resp = self
+            .node
+            .raft
+            .append_entries(rpc)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        reply(&resp)
+    }
+
+    type StreamAppendStream = PayloadStream;
+
+    async fn stream_append(
+        &self,
+        req: Request<Streaming<RaftPayload>>,
+    ) -> Result<Response<Self::StreamAppendStream>, Status> {
+        let mut incoming = req.into_inner();
+        // Check the first message before handing the stream to Raft.
+        let Some(first) = incoming.next().await else {
+            return Ok(Response::new(Box::pin(futures::stream::empty())));
+        };
+        let first = self.open(&first?, Adopt::FromLeader)?;
+        let cluster_id = self.node.cluster_id();
+        let rest = incoming.scan((), move |_, item| {
+            // The whole stream comes from one leader of one cluster; anything
+            // else (or a transport error) ends it.
+            let next = item.ok().and_then(|payload| {
+                (payload.header.as_ref()?.cluster_id == cluster_id).then_some(())?;
+                codec::decode(&payload.data).ok()
+            });
+            futures::future::ready(next)
+        });
+        let requests = futures::stream::iter([first]).chain(rest);
+        let replies = self.node.raft.stream_append(requests).map(|r| match r {
+            Ok(result) => codec::encode(&result)
+                .map(|data| RaftPayload { header: None, data })
+                .map_err(|e| Status::internal(e.to_string())),
+            Err(fatal) => Err(Status::internal(format!("raft stopped: {fatal}"))),
+        });
+        Ok(Response::new(Box::pin(replies)))
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let mut chunks = req.into_inner();
+        let dir = self.node.data_dir.join("snapshots");
+        std::fs::create_dir_all(&dir).map_err(|e| Status::internal(e.to_string()))?;
+        let path = dir.join(format!("incoming-{}.part", rand::random::<u64>()));
+        let result = self.receive_snapshot(&mut chunks, &path).await;
+        let _ = std::fs::remove_file(&path);
+        result
+    }
+
+    async fn transfer_leader(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let rpc = self.open(req.get_ref(), Adopt::Never)?;
+        let resp = self
+            .node
+            .raft
+            .handle_transfer_leader(rpc)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        reply(&resp)
+    }
+
+    async fn forward(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let forwarded: Forwarded = self.open(req.get_ref(), Adopt::Never)?;
+        reply(&crate::membership::run_on_leader(&self.node, &forwarded).await)
+    }
+
+    async fn read_index(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let () = self.open(req.get_ref(), Adopt::Never)?;
+        let result: Result<u64, (i32, String)> = match self.node.read_index_local().await {
+            Ok(i) => Ok(i),
+            Err(e) => {
+                let e = match e {
+                    LocalError::NotLeader => crate::errors::ApiError::leader_changed(),
+                    LocalError::Failed(e) => e,
+                };
+                Err((e.code as i32, e.message))
+            }
+        };
+        reply(&result)
+    }
+
+    async fn cluster_info(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let () = self.open(req.get_ref(), Adopt::Never)?;
+        reply(&(self.node.cluster_id(), self.node.id))
+    }
+}
+
+impl PeerService {
+    async fn receive_snapshot(
+        &self,
+        chunks: &mut Streaming<SnapshotChunk>,
+        path: &std::path::Path,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let io = |e: std::io::Error| Status::internal(format!("receiving snapshot: {e}"));
+        let first = chunks
+            .next()
+            .await
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
+        self.check(first.header.as_ref(), Adopt::FromLeader)?;
+        let meta: SnapshotMeta = codec::decode(&first.meta).map_err(bad_data)?;
+        let vote: Vote = codec::decode(&first.vote).map_err(bad_data)?;
+        let mut file = std::fs::File::create(path).map_err(io)?;
+        file.write_all(&first.data).map_err(io)?;
+        let mut done = first.done;
+        while !done {
+            let chunk = chunks
+                .next()
+                .await
+                .ok_or_else(|| Status::aborted("snapshot stream ended early"))??;
+            file.write_all(&chunk.data).map_err(io)?;
+            done = chunk.done;
+        }
+        file.sync_all().map_err(io)?;
+        let file = std::fs::File::open(path).map_err(io)?;
+        let resp = self
+            .node
+            .raft
+            .install_full_snapshot(
+                vote,
+                Snapshot {
+                    meta,
+                    snapshot: file,
+                },
+            )
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        reply(&resp)
+    }
+}

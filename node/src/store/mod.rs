@@ -1,0 +1,73 @@
+//! Durable state of a member, all in one RocksDB instance.
+//!
+//! One database, several column families, one shared write-ahead log: the Raft
+//! log and vote (`raft_log`, `raft_meta`), and the MVCC state machine (`kv` holds
+//! each live key's current version, `kv_history` every version until compaction,
+//! `sm_meta` the store revision, last-applied log id and membership). Sharing the
+//! WAL lets one fsync cover a whole batch of log appends (group commit), and lets
+//! every state-machine apply be a single atomic `WriteBatch`.
+
+pub mod keys;
+pub mod log_store;
+pub mod mvcc;
+#[cfg(test)]
+mod mvcc_tests;
+pub mod snapshot;
+pub mod state_machine;
+mod txn;
+
+pub(crate) use txn::member_attr_key;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use rocksdb::ColumnFamilyDescriptor;
+use rocksdb::Options;
+use rocksdb::DB;
+
+pub use log_store::LogStore;
+pub use mvcc::Mvcc;
+pub use state_machine::StateMachineStore;
+
+pub const CF_RAFT_LOG: &str = "raft_log";
+pub const CF_RAFT_META: &str = "raft_meta";
+pub const CF_KV: &str = "kv";
+pub const CF_KV_HISTORY: &str = "kv_history";
+pub const CF_SM_META: &str = "sm_meta";
+
+const ALL_CFS: [&str; 5] = [CF_RAFT_LOG, CF_RAFT_META, CF_KV, CF_KV_HISTORY, CF_SM_META];
+
+/// Open (or create) the member's database under `dir/db`.
+pub fn open_db(dir: &Path) -> anyhow::Result<Arc<DB>> {
+    let path = dir.join("db");
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    // Group commit is ours (see log_store): writes go to the WAL unsynced and one
+    // flush_wal(true) syncs a whole batch; never let RocksDB buffer the WAL itself.
+    opts.set_manual_wal_flush(false);
+    opts.increase_parallelism(2);
+    opts.set_keep_log_file_num(4);
+    let cfs = ALL_CFS.iter().map(|name| {
+        let mut cf_opts = Options::default();
+        if *name == CF_RAFT_LOG {
+            // Log entries are written once, read soon, deleted in ranges.
+            cf_opts.set_write_buffer_size(32 << 20);
+        }
+        ColumnFamilyDescriptor::new(*name, cf_opts)
+    });
+    let db = DB::open_cf_descriptors(&opts, &path, cfs)
+        .with_context(|| format!("cannot open the database at {}", path.display()))?;
+    Ok(Arc::new(db))
+}
+
+/// The column family handle for `name`; all of them are created by [`open_db`].
+pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
+    db.cf_handle(name)
+        .unwrap_or_else(|| panic!("column family {name} is created when the database opens"))
+}
+
+pub(crate) fn io_err(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}

@@ -1,0 +1,307 @@
+//! MVCC semantics of the applier and reader against a real RocksDB in a temp dir.
+
+use prost::Message;
+
+use super::mvcc::Mvcc;
+use super::open_db;
+use super::txn::Applier;
+use crate::errors::ApiError;
+use crate::proto::etcdserverpb::compare::*;
+use crate::proto::etcdserverpb::request_op::Request;
+use crate::proto::etcdserverpb::response_op::Response;
+use crate::proto::etcdserverpb::*;
+use crate::proto::raftkvpb::command::Op;
+use crate::proto::raftkvpb::command_result::Result as Applied;
+use crate::proto::raftkvpb::Command;
+
+struct Store {
+    _dir: tempfile::TempDir,
+    db: std::sync::Arc<rocksdb::DB>,
+}
+
+impl Store {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_db(dir.path()).unwrap();
+        Store { _dir: dir, db }
+    }
+
+    /// Apply one command in its own batch, as one log entry would be.
+    fn apply(&self, op: Op) -> Result<Applied, ApiError> {
+        let mut applier = Applier::new(&self.db);
+        let result = applier.apply(&Command { op: Some(op) }).result.unwrap();
+        self.db.write(applier.take_batch()).unwrap();
+        match result {
+            Applied::Error(e) => Err(e.into()),
+            r => Ok(r),
+        }
+    }
+
+    fn put(&self, k: &str, v: &str) -> i64 {
+        match self.apply(Op::Put(PutRequest {
+            key: k.into(),
+            value: v.into(),
+            ..Default::default()
+        })) {
+            Ok(Applied::Put(p)) => p.header.unwrap().revision,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn range(&self, k: &str, end: &str, rev: i64) -> Result<RangeResponse, ApiError> {
+        Mvcc::new(self.db.clone()).range(&RangeRequest {
+            key: k.into(),
+            range_end: end.into(),
+            revision: rev,
+            ..Default::default()
+        })
+    }
+
+    fn value_at(&self, k: &str, rev: i64) -> Option<String> {
+        let r = self.range(k, "", rev).unwrap();
+        r.kvs
+            .first()
+            .map(|kv| String::from_utf8(kv.value.clone()).unwrap())
+    }
+}
+
+#[test]
+fn revisions_versions_and_history() {
+    let s = Store::new();
+    assert_eq!(
+        s.put("a", "1"),
+        2,
+        "the first write makes revision 2, as in etcd"
+    );
+    assert_eq!(s.put("a", "2"), 3);
+    assert_eq!(s.put("b", "x"), 4);
+    let kv = s.range("a", "", 0).unwrap().kvs.remove(0);
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 3, 2));
+    assert_eq!(s.value_at("a", 2).as_deref(), Some("1"));
+    assert_eq!(s.value_at("a", 3).as_deref(), Some("2"));
+    assert_eq!(s.value_at("b", 3), None, "b did not exist at revision 3");
+
+    let del = s.apply(Op::DeleteRange(DeleteRangeRequest {
+        key: "a".into(),
+        prev_kv: true,
+        ..Default::default()
+    }));
+    let Ok(Applied::DeleteRange(d)) = del else {
+        panic!()
+    };
+    assert_eq!((d.deleted, d.header.unwrap().revision), (1, 5));
+    assert_eq!(d.prev_kvs[0].value, b"2");
+    assert_eq!(s.value_at("a", 0), None);
+    assert_eq!(s.value_at("a", 4).as_deref(), Some("2"));
+    assert_eq!(s.put("a", "new"), 6);
+    let kv = s.range("a", "", 0).unwrap().kvs.remove(0);
+    assert_eq!(
+        (kv.create_revision, kv.version),
+        (6, 1),
+        "a re-created key starts over"
+    );
+
+    // Deleting nothing does not bump the revision.
+    let Ok(Applied::DeleteRange(d)) = s.apply(Op::DeleteRange(DeleteRangeRequest {
+        key: "zz".into(),
+        ..Default::default()
+    })) else {
+        panic!()
+    };
+    assert_eq!((d.deleted, d.header.unwrap().revision), (0, 6));
+    assert_eq!(
+        s.range("a", "", 7).unwrap_err(),
+        ApiError::future_revision()
+    );
+}
+
+#[test]
+fn compaction_keeps_what_later_reads_need() {
+    let s = Store::new();
+    s.put("k", "1"); // 2
+    s.put("k", "2"); // 3
+    s.put("gone", "x"); // 4
+    s.apply(Op::DeleteRange(DeleteRangeRequest {
+        key: "gone".into(),
+        ..Default::default()
+    }))
+    .unwrap(); // 5
+    s.put("k", "3"); // 6
+    s.apply(Op::Compact(CompactionRequest {
+        revision: 5,
+        physical: true,
+    }))
+    .unwrap();
+    assert_eq!(s.range("k", "", 4).unwrap_err(), ApiError::compacted());
+    assert_eq!(
+        s.value_at("k", 5).as_deref(),
+        Some("2"),
+        "the version live at the compact revision stays"
+    );
+    assert_eq!(s.value_at("k", 6).as_deref(), Some("3"));
+    assert_eq!(s.value_at("gone", 5), None);
+    let again = s.apply(Op::Compact(CompactionRequest {
+        revision: 5,
+        physical: false,
+    }));
+    assert_eq!(again.unwrap_err(), ApiError::compacted());
+    // Only k's versions at 3 and 6 remain in history (2 and gone's two are dropped).
+    let history = s.db.iterator_cf(
+        super::cf(&s.db, super::CF_KV_HISTORY),
+        rocksdb::IteratorMode::Start,
+    );
+    assert_eq!(history.count(), 2);
+}
+
+fn cmp_value(k: &str, v: &str, result: CompareResult) -> Compare {
+    Compare {
+        key: k.into(),
+        target: CompareTarget::Value as i32,
+        result: result as i32,
+        target_union: Some(TargetUnion::Value(v.into())),
+        ..Default::default()
+    }
+}
+
+fn put_op(k: &str, v: &str) -> RequestOp {
+    RequestOp {
+        request: Some(Request::RequestPut(PutRequest {
+            key: k.into(),
+            value: v.into(),
+            ..Default::default()
+        })),
+    }
+}
+
+fn get_op(k: &str) -> RequestOp {
+    RequestOp {
+        request: Some(Request::RequestRange(RangeRequest {
+            key: k.into(),
+            ..Default::default()
+        })),
+    }
+}
+
+#[test]
+fn txn_branches_share_one_revision_and_see_their_own_writes() {
+    let s = Store::new();
+    s.put("x", "1"); // 2
+    let txn = TxnRequest {
+        compare: vec![cmp_value("x", "1", CompareResult::Equal)],
+        success: vec![put_op("x", "2"), put_op("y", "9"), get_op("x")],
+        failure: vec![get_op("x")],
+    };
+    let Ok(Applied::Txn(r)) = s.apply(Op::Txn(txn.clone())) else {
+        panic!()
+    };
+    assert!(r.succeeded);
+    assert_eq!(r.header.unwrap().revision, 3, "two puts, one revision");
+    let Some(Response::ResponseRange(read)) = &r.responses[2].response else {
+        panic!()
+    };
+    assert_eq!(
+        read.kvs[0].value, b"2",
+        "a read in the txn sees the txn's earlier put"
+    );
+    assert_eq!(s.range("y", "", 0).unwrap().kvs[0].mod_revision, 3);
+
+    let Ok(Applied::Txn(r)) = s.apply(Op::Txn(txn)) else {
+        panic!()
+    };
+    assert!(!r.succeeded, "x is no longer 1");
+    assert_eq!(
+        r.header.unwrap().revision,
+        3,
+        "a read-only branch does not bump the revision"
+    );
+}
+
+#[test]
+fn missing_keys_compare_as_zero_and_value_compares_fail() {
+    let s = Store::new();
+    let version_is_zero = Compare {
+        key: "nope".into(),
+        target: CompareTarget::Version as i32,
+        result: CompareResult::Equal as i32,
+        target_union: Some(TargetUnion::Version(0)),
+        ..Default::default()
+    };
+    let txn = |c: Compare| TxnRequest {
+        compare: vec![c],
+        success: vec![],
+        failure: vec![],
+    };
+    let Ok(Applied::Txn(r)) = s.apply(Op::Txn(txn(version_is_zero))) else {
+        panic!()
+    };
+    assert!(
+        r.succeeded,
+        "create-if-absent idiom: version == 0 holds for a missing key"
+    );
+    let Ok(Applied::Txn(r)) = s.apply(Op::Txn(txn(cmp_value("nope", "", CompareResult::Equal))))
+    else {
+        panic!()
+    };
+    assert!(!r.succeeded);
+}
+
+#[test]
+fn put_with_ignore_value_needs_an_existing_key_and_leases_do_not_exist_yet() {
+    let s = Store::new();
+    let ignore = PutRequest {
+        key: "k".into(),
+        ignore_value: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        s.apply(Op::Put(ignore.clone())).unwrap_err(),
+        ApiError::key_not_found()
+    );
+    s.put("k", "kept");
+    s.apply(Op::Put(ignore)).unwrap();
+    assert_eq!(s.value_at("k", 0).as_deref(), Some("kept"));
+    let leased = PutRequest {
+        key: "k".into(),
+        lease: 7,
+        ..Default::default()
+    };
+    assert_eq!(
+        s.apply(Op::Put(leased)).unwrap_err(),
+        ApiError::lease_not_found()
+    );
+}
+
+#[test]
+fn prefix_and_open_ended_ranges() {
+    let s = Store::new();
+    for k in ["a", "ab", "abc", "b", "\u{7f}z"] {
+        s.put(k, "v");
+    }
+    let keys = |r: RangeResponse| {
+        r.kvs
+            .into_iter()
+            .map(|kv| String::from_utf8(kv.key).unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys(s.range("ab", "ac", 0).unwrap()), ["ab", "abc"]);
+    assert_eq!(keys(s.range("b", "\0", 0).unwrap()), ["b", "\u{7f}z"]);
+    assert_eq!(keys(s.range("\0", "\0", 0).unwrap()).len(), 5);
+    assert!(
+        keys(s.range("c", "a", 0).unwrap()).is_empty(),
+        "an end before the key is an empty range"
+    );
+    // The same ranges at a past revision go through history.
+    assert_eq!(keys(s.range("ab", "ac", 4).unwrap()), ["ab", "abc"]);
+    assert_eq!(keys(s.range("a", "\0", 3).unwrap()), ["a", "ab"]);
+    // Records in kv are whole KeyValue messages.
+    let raw =
+        s.db.get_cf(super::cf(&s.db, super::CF_KV), "b")
+            .unwrap()
+            .unwrap();
+    assert_eq!(
+        crate::proto::mvccpb::KeyValue::decode(raw.as_slice())
+            .unwrap()
+            .key,
+        b"b"
+    );
+}

@@ -1,0 +1,186 @@
+//! The Raft state machine: applies committed commands to the MVCC store.
+//!
+//! Each `apply()` call writes one atomic RocksDB batch holding the key changes,
+//! the new store revision, the last-applied log id and the membership, so after a
+//! crash the state machine is exactly at some applied log id and resumes from it
+//! (openraft re-applies the log from there; nothing is replayed from zero).
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::Stream;
+use futures::TryStreamExt;
+use openraft::storage::EntryResponder;
+use openraft::storage::RaftStateMachine;
+use openraft::EntryPayload;
+use openraft::OptionalSend;
+use openraft::RaftSnapshotBuilder;
+use rocksdb::DB;
+
+use super::cf;
+use super::io_err;
+use super::snapshot;
+use super::txn::Applier;
+use super::CF_SM_META;
+use crate::metrics::Metrics;
+use crate::proto::raftkvpb;
+use crate::raft::codec;
+use crate::raft::CommandResult;
+use crate::raft::LogId;
+use crate::raft::Snapshot;
+use crate::raft::SnapshotMeta;
+use crate::raft::StoredMembership;
+use crate::raft::TypeConfig;
+
+pub(crate) const KEY_LAST_APPLIED: &[u8] = b"last_applied";
+pub(crate) const KEY_MEMBERSHIP: &[u8] = b"membership";
+
+#[derive(Clone)]
+pub struct StateMachineStore {
+    db: Arc<DB>,
+    snapshot_dir: PathBuf,
+    metrics: Arc<Metrics>,
+}
+
+impl StateMachineStore {
+    pub fn new(db: Arc<DB>, snapshot_dir: PathBuf, metrics: Arc<Metrics>) -> Self {
+        Self {
+            db,
+            snapshot_dir,
+            metrics,
+        }
+    }
+
+    /// Write the applier's pending changes with the log position they bring the
+    /// state machine to, as one atomic batch.
+    fn commit(
+        &self,
+        applier: &mut Applier<'_>,
+        last_applied: &Option<LogId>,
+        membership: &Option<StoredMembership>,
+    ) -> io::Result<()> {
+        let mut batch = applier.take_batch();
+        let meta = cf(&self.db, CF_SM_META);
+        batch.put_cf(meta, KEY_LAST_APPLIED, codec::encode(last_applied)?);
+        if let Some(m) = membership {
+            batch.put_cf(meta, KEY_MEMBERSHIP, codec::encode(m)?);
+        }
+        self.db.write(batch).map_err(io_err)
+    }
+}
+
+/// Read the last-applied log id and membership recorded by the state machine.
+pub fn applied_state(db: &DB) -> io::Result<(Option<LogId>, StoredMembership)> {
+    let meta = cf(db, CF_SM_META);
+    let last_applied = match db.get_cf(meta, KEY_LAST_APPLIED).map_err(io_err)? {
+        Some(b) => codec::decode(&b)?,
+        None => None,
+    };
+    let membership = match db.get_cf(meta, KEY_MEMBERSHIP).map_err(io_err)? {
+        Some(b) => codec::decode(&b)?,
+        None => StoredMembership::default(),
+    };
+    Ok((last_applied, membership))
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotData = std::fs::File;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> io::Result<(Option<LogId>, StoredMembership)> {
+        applied_state(&self.db)
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> io::Result<()>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let started = Instant::now();
+        let db = self.db.clone();
+        let mut applier = Applier::new(&db);
+        let mut last_applied: Option<LogId> = None;
+        let mut membership: Option<StoredMembership> = None;
+        let mut replies = Vec::new();
+        let mut count = 0u64;
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let result = match &entry.payload {
+                EntryPayload::Blank => CommandResult::default(),
+                EntryPayload::Normal(cmd) => {
+                    if Applier::needs_clean_db(&cmd.0) && !applier.is_clean() {
+                        self.commit(&mut applier, &last_applied, &membership)?;
+                    }
+                    CommandResult(applier.apply(&cmd.0))
+                }
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(Some(entry.log_id.clone()), m.clone()));
+                    CommandResult(raftkvpb::CommandResult {
+                        result: Some(raftkvpb::command_result::Result::Empty(raftkvpb::Empty {})),
+                    })
+                }
+            };
+            last_applied = Some(entry.log_id.clone());
+            count += 1;
+            if let Some(responder) = responder {
+                replies.push((responder, result));
+            }
+        }
+        if last_applied.is_some() {
+            self.commit(&mut applier, &last_applied, &membership)?;
+        }
+        // Reply only once the changes are visible to readers of the store.
+        for (responder, result) in replies {
+            responder.send(result);
+        }
+        self.metrics.record_apply(count, started.elapsed());
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: std::fs::File,
+    ) -> io::Result<()> {
+        let db = self.db.clone();
+        let dir = self.snapshot_dir.clone();
+        let meta = meta.clone();
+        tokio::task::spawn_blocking(move || snapshot::install(&db, &dir, &meta, snapshot))
+            .await
+            .map_err(io_err)??;
+        tracing::info!("installed a snapshot from the leader");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
+        let dir = self.snapshot_dir.clone();
+        let latest = tokio::task::spawn_blocking(move || snapshot::latest(&dir))
+            .await
+            .map_err(io_err)??;
+        Ok(latest.map(|(meta, file)| Snapshot {
+            meta,
+            snapshot: file,
+        }))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    type SnapshotData = std::fs::File;
+
+    async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
+        let db = self.db.clone();
+        let dir = self.snapshot_dir.clone();
+        let (meta, path) = tokio::task::spawn_blocking(move || snapshot::build(&db, &dir))
+            .await
+            .map_err(io_err)??;
+        tracing::info!(last_log_id = ?meta.last_log_id, path = %path.display(), "built a snapshot");
+        Ok(Snapshot {
+            meta,
+            snapshot: std::fs::File::open(path)?,
+        })
+    }
+}

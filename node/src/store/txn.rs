@@ -1,0 +1,450 @@
+//! Applying commands to the MVCC store: put, delete_range, txn, compact.
+//!
+//! An [`Applier`] lives for one `apply()` call of the state machine. Its changes
+//! go into one RocksDB `WriteBatch` and, until that batch is written, into an
+//! in-memory overlay, so later operations in the same batch (and later ops of the
+//! same txn) read what earlier ones wrote. Every request that changes a key bumps
+//! the store revision exactly once, as in etcd.
+
+use std::collections::BTreeMap;
+
+use prost::Message;
+use rocksdb::WriteBatch;
+use rocksdb::DB;
+
+use super::cf;
+use super::keys;
+use super::mvcc;
+use super::mvcc::KeyRange;
+use super::mvcc::View;
+use super::CF_KV;
+use super::CF_KV_HISTORY;
+use super::CF_SM_META;
+use crate::errors::ApiError;
+use crate::proto::etcdserverpb::compare::CompareResult;
+use crate::proto::etcdserverpb::compare::CompareTarget;
+use crate::proto::etcdserverpb::compare::TargetUnion;
+use crate::proto::etcdserverpb::request_op::Request;
+use crate::proto::etcdserverpb::response_op::Response;
+use crate::proto::etcdserverpb::*;
+use crate::proto::mvccpb::KeyValue;
+use crate::proto::raftkvpb;
+
+pub(crate) struct Applier<'a> {
+    db: &'a DB,
+    pub batch: WriteBatch,
+    /// Current state of keys changed in this batch: `None` = deleted.
+    overlay: BTreeMap<Vec<u8>, Option<KeyValue>>,
+    pub revision: i64,
+    pub compacted: i64,
+}
+
+impl<'a> Applier<'a> {
+    pub fn new(db: &'a DB) -> Self {
+        let live = View { db, snap: None };
+        let revision = mvcc::read_i64(&live, mvcc::KEY_REVISION).unwrap_or(1);
+        let compacted = mvcc::read_i64(&live, mvcc::KEY_COMPACT_REVISION).unwrap_or(0);
+        Self {
+            db,
+            batch: WriteBatch::default(),
+            overlay: BTreeMap::new(),
+            revision,
+            compacted,
+        }
+    }
+
+    /// True when nothing is pending (the overlay matches the database).
+    pub fn is_clean(&self) -> bool {
+        self.batch.is_empty()
+    }
+
+    /// Take the pending batch (with the revision recorded) and clear the overlay.
+    pub fn take_batch(&mut self) -> WriteBatch {
+        let meta = cf(self.db, CF_SM_META);
+        self.batch
+            .put_cf(meta, mvcc::KEY_REVISION, self.revision.to_be_bytes());
+        self.batch.put_cf(
+            meta,
+            mvcc::KEY_COMPACT_REVISION,
+            self.compacted.to_be_bytes(),
+        );
+        self.overlay.clear();
+        std::mem::take(&mut self.batch)
+    }
+
+    /// Whether applying `cmd` needs the database to hold every earlier change
+    /// (reads of past revisions and compaction do not look at the overlay).
+    pub fn needs_clean_db(cmd: &raftkvpb::Command) -> bool {
+        use raftkvpb::command::Op;
+        match &cmd.op {
+            Some(Op::Compact(_)) => true,
+            Some(Op::Txn(t)) => txn_reads_history(t),
+            _ => false,
+        }
+    }
+
+    /// Apply one command; its error (if any) is the command's result, not a failure
+    /// of the state machine: the entry is applied either way.
+    pub fn apply(&mut self, cmd: &raftkvpb::Command) -> raftkvpb::CommandResult {
+        use raftkvpb::command::Op;
+        use raftkvpb::command_result::Result as R;
+        let result = match &cmd.op {
+            Some(Op::Put(req)) => self.put_request(req).map(R::Put),
+            Some(Op::DeleteRange(req)) => self.delete_request(req).map(R::DeleteRange),
+            Some(Op::Txn(req)) => self.txn_request(req).map(R::Txn),
+            Some(Op::Compact(req)) => self.compact(req).map(R::Compact),
+            Some(Op::SetMemberAttributes(attrs)) => {
+                self.batch.put_cf(
+                    cf(self.db, CF_SM_META),
+                    member_attr_key(attrs.id),
+                    attrs.encode_to_vec(),
+                );
+                Ok(R::Empty(raftkvpb::Empty {}))
+            }
+            None => Ok(R::Empty(raftkvpb::Empty {})),
+        };
+        raftkvpb::CommandResult {
+            result: Some(result.unwrap_or_else(|e| R::Error(e.into()))),
+        }
+    }
+
+    fn header(&self) -> Option<ResponseHeader> {
+        Some(ResponseHeader {
+            revision: self.revision,
+            ..Default::default()
+        })
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, ApiError> {
+        if let Some(state) = self.overlay.get(key) {
+            return Ok(state.clone());
+        }
+        match self
+            .db
+            .get_cf(cf(self.db, CF_KV), key)
+            .map_err(ApiError::internal)?
+        {
+            Some(bytes) => mvcc::decode_kv(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Live keys in `range` as of now, including this batch's changes.
+    fn current(&self, range: &KeyRange) -> Result<Vec<KeyValue>, ApiError> {
+        if let KeyRange::Single(key) = range {
+            return Ok(self.get(key)?.into_iter().collect());
+        }
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
+        let view = View {
+            db: self.db,
+            snap: None,
+        };
+        let mut merged: BTreeMap<Vec<u8>, KeyValue> = mvcc::current_kvs(&view, range)?
+            .into_iter()
+            .map(|kv| (kv.key.clone(), kv))
+            .collect();
+        for (key, state) in &self.overlay {
+            if range.contains(key) {
+                match state {
+                    Some(kv) => merged.insert(key.clone(), kv.clone()),
+                    None => merged.remove(key),
+                };
+            }
+        }
+        Ok(merged.into_values().collect())
+    }
+
+    fn write_put(&mut self, kv: KeyValue) {
+        let mut hist = Vec::with_capacity(kv.encoded_len() + 1);
+        hist.push(mvcc::HISTORY_PUT);
+        kv.encode(&mut hist).expect("Vec has room");
+        self.batch.put_cf(
+            cf(self.db, CF_KV_HISTORY),
+            keys::history_key(&kv.key, kv.mod_revision),
+            hist,
+        );
+        self.batch
+            .put_cf(cf(self.db, CF_KV), &kv.key, kv.encode_to_vec());
+        self.overlay.insert(kv.key.clone(), Some(kv));
+    }
+
+    fn write_delete(&mut self, key: &[u8], revision: i64) {
+        self.batch.put_cf(
+            cf(self.db, CF_KV_HISTORY),
+            keys::history_key(key, revision),
+            [mvcc::HISTORY_TOMBSTONE],
+        );
+        self.batch.delete_cf(cf(self.db, CF_KV), key);
+        self.overlay.insert(key.to_vec(), None);
+    }
+
+    fn put_request(&mut self, req: &PutRequest) -> Result<PutResponse, ApiError> {
+        let rev = self.revision + 1;
+        let resp = self.put_at(req, rev)?;
+        self.revision = rev;
+        Ok(PutResponse {
+            header: self.header(),
+            ..resp
+        })
+    }
+
+    fn put_at(&mut self, req: &PutRequest, rev: i64) -> Result<PutResponse, ApiError> {
+        let prev = self.get(&req.key)?;
+        let (value, lease) = match (&prev, req.ignore_value, req.ignore_lease) {
+            (None, true, _) | (None, _, true) => return Err(ApiError::key_not_found()),
+            (Some(p), iv, il) => (
+                if iv {
+                    p.value.clone()
+                } else {
+                    req.value.clone()
+                },
+                if il { p.lease } else { req.lease },
+            ),
+            (None, false, false) => (req.value.clone(), req.lease),
+        };
+        if lease != 0 {
+            // Leases arrive with the Lease API; until then no lease exists.
+            return Err(ApiError::lease_not_found());
+        }
+        let kv = KeyValue {
+            key: req.key.clone(),
+            create_revision: prev.as_ref().map_or(rev, |p| p.create_revision),
+            mod_revision: rev,
+            version: prev.as_ref().map_or(1, |p| p.version + 1),
+            value,
+            lease,
+        };
+        self.write_put(kv);
+        Ok(PutResponse {
+            header: None,
+            prev_kv: if req.prev_kv { prev } else { None },
+        })
+    }
+
+    fn delete_request(
+        &mut self,
+        req: &DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, ApiError> {
+        let rev = self.revision + 1;
+        let resp = self.delete_at(req, rev)?;
+        if resp.deleted > 0 {
+            self.revision = rev;
+        }
+        Ok(DeleteRangeResponse {
+            header: self.header(),
+            ..resp
+        })
+    }
+
+    fn delete_at(
+        &mut self,
+        req: &DeleteRangeRequest,
+        rev: i64,
+    ) -> Result<DeleteRangeResponse, ApiError> {
+        let victims = self.current(&KeyRange::new(&req.key, &req.range_end))?;
+        for kv in &victims {
+            self.write_delete(&kv.key, rev);
+        }
+        Ok(DeleteRangeResponse {
+            header: None,
+            deleted: victims.len() as i64,
+            prev_kvs: if req.prev_kv { victims } else { Vec::new() },
+        })
+    }
+
+    fn range_at(&self, req: &RangeRequest) -> Result<RangeResponse, ApiError> {
+        if req.revision == 0 || req.revision == self.revision {
+            let kvs = self.current(&KeyRange::new(&req.key, &req.range_end))?;
+            return Ok(mvcc::finish_range(kvs, req));
+        }
+        // The database is clean here (see needs_clean_db), so it holds all history.
+        let view = View {
+            db: self.db,
+            snap: None,
+        };
+        mvcc::range_in_view(&view, req, self.revision, self.compacted)
+    }
+
+    fn txn_request(&mut self, req: &TxnRequest) -> Result<TxnResponse, ApiError> {
+        let rev = self.revision + 1;
+        let mut wrote = false;
+        let mut resp = self.txn_at(req, rev, &mut wrote)?;
+        if wrote {
+            self.revision = rev;
+        }
+        resp.header = self.header();
+        Ok(resp)
+    }
+
+    fn txn_at(
+        &mut self,
+        req: &TxnRequest,
+        rev: i64,
+        wrote: &mut bool,
+    ) -> Result<TxnResponse, ApiError> {
+        let mut succeeded = true;
+        for c in &req.compare {
+            if !self.compare_holds(c)? {
+                succeeded = false;
+                break;
+            }
+        }
+        let ops = if succeeded {
+            &req.success
+        } else {
+            &req.failure
+        };
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            let response = match &op.request {
+                Some(Request::RequestRange(r)) => {
+                    let mut out = self.range_at(r)?;
+                    out.header = self.header();
+                    Response::ResponseRange(out)
+                }
+                Some(Request::RequestPut(p)) => {
+                    let mut out = self.put_at(p, rev)?;
+                    *wrote = true;
+                    out.header = Some(ResponseHeader {
+                        revision: rev,
+                        ..Default::default()
+                    });
+                    Response::ResponsePut(out)
+                }
+                Some(Request::RequestDeleteRange(d)) => {
+                    let mut out = self.delete_at(d, rev)?;
+                    *wrote |= out.deleted > 0;
+                    out.header = Some(ResponseHeader {
+                        revision: rev,
+                        ..Default::default()
+                    });
+                    Response::ResponseDeleteRange(out)
+                }
+                Some(Request::RequestTxn(t)) => {
+                    let mut out = self.txn_at(t, rev, wrote)?;
+                    out.header = Some(ResponseHeader {
+                        revision: rev,
+                        ..Default::default()
+                    });
+                    Response::ResponseTxn(out)
+                }
+                None => {
+                    return Err(ApiError::new(
+                        tonic::Code::InvalidArgument,
+                        "etcdserver: empty request op",
+                    ))
+                }
+            };
+            responses.push(ResponseOp {
+                response: Some(response),
+            });
+        }
+        Ok(TxnResponse {
+            header: None,
+            succeeded,
+            responses,
+        })
+    }
+
+    fn compare_holds(&self, c: &Compare) -> Result<bool, ApiError> {
+        let target = CompareTarget::try_from(c.target).unwrap_or(CompareTarget::Version);
+        let kvs = self.current(&KeyRange::new(&c.key, &c.range_end))?;
+        if kvs.is_empty() {
+            // A missing key compares as version/revisions/lease 0; a value compare fails.
+            return Ok(
+                target != CompareTarget::Value && compare_kv(c, target, &KeyValue::default())
+            );
+        }
+        Ok(kvs.iter().all(|kv| compare_kv(c, target, kv)))
+    }
+
+    fn compact(&mut self, req: &CompactionRequest) -> Result<CompactionResponse, ApiError> {
+        if req.revision <= self.compacted {
+            return Err(ApiError::compacted());
+        }
+        if req.revision > self.revision {
+            return Err(ApiError::future_revision());
+        }
+        compact_history(self.db, &mut self.batch, req.revision)?;
+        self.compacted = req.revision;
+        Ok(CompactionResponse {
+            header: self.header(),
+        })
+    }
+}
+
+fn compare_kv(c: &Compare, target: CompareTarget, kv: &KeyValue) -> bool {
+    use std::cmp::Ordering;
+    let ord = match (&c.target_union, target) {
+        (Some(TargetUnion::Value(v)), CompareTarget::Value) => {
+            kv.value.as_slice().cmp(v.as_slice())
+        }
+        (Some(TargetUnion::Version(v)), CompareTarget::Version) => kv.version.cmp(v),
+        (Some(TargetUnion::CreateRevision(v)), CompareTarget::Create) => kv.create_revision.cmp(v),
+        (Some(TargetUnion::ModRevision(v)), CompareTarget::Mod) => kv.mod_revision.cmp(v),
+        (Some(TargetUnion::Lease(v)), CompareTarget::Lease) => kv.lease.cmp(v),
+        // A compare whose operand is missing or of another kind compares with zero.
+        (_, CompareTarget::Value) => kv.value.as_slice().cmp(&[]),
+        (_, CompareTarget::Version) => kv.version.cmp(&0),
+        (_, CompareTarget::Create) => kv.create_revision.cmp(&0),
+        (_, CompareTarget::Mod) => kv.mod_revision.cmp(&0),
+        (_, CompareTarget::Lease) => kv.lease.cmp(&0),
+    };
+    match CompareResult::try_from(c.result).unwrap_or(CompareResult::Equal) {
+        CompareResult::Equal => ord == Ordering::Equal,
+        CompareResult::Greater => ord == Ordering::Greater,
+        CompareResult::Less => ord == Ordering::Less,
+        CompareResult::NotEqual => ord != Ordering::Equal,
+    }
+}
+
+fn txn_reads_history(t: &TxnRequest) -> bool {
+    t.success
+        .iter()
+        .chain(&t.failure)
+        .any(|op| match &op.request {
+            Some(Request::RequestRange(r)) => r.revision != 0,
+            Some(Request::RequestTxn(inner)) => txn_reads_history(inner),
+            _ => false,
+        })
+}
+
+/// Drop every version that no read at or after `revision` can see: for each key,
+/// all versions older than its newest one at or before `revision`, and that one
+/// too if it is a tombstone.
+fn compact_history(db: &DB, batch: &mut WriteBatch, revision: i64) -> Result<(), ApiError> {
+    let hist = cf(db, CF_KV_HISTORY);
+    let mut pending: Option<(Vec<u8>, Vec<u8>, bool)> = None; // (user key, history key, is tombstone)
+    for item in db.iterator_cf(hist, rocksdb::IteratorMode::Start) {
+        let (hkey, value) = item.map_err(ApiError::internal)?;
+        let Some((user_key, rev)) = keys::decode_history_key(&hkey) else {
+            return Err(ApiError::internal("corrupt history key"));
+        };
+        if let Some((k, older, tomb)) = pending.take() {
+            if k == user_key && rev <= revision {
+                batch.delete_cf(hist, &older);
+            } else if tomb {
+                batch.delete_cf(hist, &older);
+            }
+        }
+        if rev <= revision {
+            pending = Some((
+                user_key,
+                hkey.to_vec(),
+                value.first() == Some(&mvcc::HISTORY_TOMBSTONE),
+            ));
+        }
+    }
+    if let Some((_, older, true)) = pending {
+        batch.delete_cf(hist, &older);
+    }
+    Ok(())
+}
+
+pub(crate) fn member_attr_key(id: u64) -> Vec<u8> {
+    let mut k = b"member/".to_vec();
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
