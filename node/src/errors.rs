@@ -110,6 +110,11 @@ impl ApiError {
     pub fn timeout() -> Self {
         Self::new(Code::Unavailable, "etcdserver: request timed out")
     }
+    /// Internal: the member asked is not the leader and proposed nothing, so the
+    /// request may be retried elsewhere. Never returned to clients.
+    pub fn not_leader() -> Self {
+        Self::new(Code::Unavailable, "raftkv: not the leader")
+    }
     pub fn leader_changed() -> Self {
         Self::new(Code::Unavailable, "etcdserver: leader changed")
     }

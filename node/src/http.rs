@@ -30,7 +30,7 @@ pub fn not_ready_reason(node: &Node) -> Option<String> {
     if membership.get_node(&node.id).is_none() {
         return Some("not a member of the cluster (yet)".into());
     }
-    if m.current_leader.is_none() {
+    if node.leader().is_none() {
         return Some("no leader".into());
     }
     let committed = m.local_committed.map_or(0, |c| c.index);
@@ -55,8 +55,8 @@ async fn metrics(State(node): State<Arc<Node>>) -> String {
     let m = node.raft_metrics();
     let gauges = RaftGauges {
         term: m.current_term,
-        has_leader: m.current_leader.is_some(),
-        is_leader: m.current_leader == Some(node.id),
+        has_leader: node.leader().is_some(),
+        is_leader: node.leader().is_some_and(|(l, _)| l == node.id),
         committed: m.local_committed.map_or(0, |c| c.index),
         applied: m.last_applied.map_or(0, |a| a.index),
         last_log: m.last_log_index.unwrap_or(0),

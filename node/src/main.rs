@@ -118,6 +118,21 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
     };
+    let command = cli
+        .command
+        .unwrap_or_else(|| Cmd::Serve(Box::new(default_serve_args())));
+    // Flag values are checked before anything starts: a bad value is a usage
+    // error (exit 2), like a malformed flag.
+    let serve = match &command {
+        Cmd::Serve(args) => match ServeConfig::from_args((**args).clone()) {
+            Ok(cfg) => Some(cfg),
+            Err(e) => {
+                eprintln!("raftkv: {}", one_line(&e));
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -125,25 +140,30 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let outcome = match serve {
+        Some(cfg) => {
+            init_logs(cfg.log_format);
+            runtime.block_on(raftkv_node::server::serve(cfg))
+        }
+        None => runtime.block_on(run(command)),
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("raftkv: {}", format!("{e:#}").replace('\n', " "));
+            eprintln!("raftkv: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let command = cli
-        .command
-        .unwrap_or_else(|| Cmd::Serve(Box::new(default_serve_args())));
+fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
+}
+
+/// The client-side commands (`serve` is started by `main` itself).
+async fn run(command: Cmd) -> anyhow::Result<()> {
     match command {
-        Cmd::Serve(args) => {
-            let cfg = ServeConfig::from_args(*args)?;
-            init_logs(cfg.log_format);
-            raftkv_node::server::serve(cfg).await
-        }
+        Cmd::Serve(_) => anyhow::bail!("serve is started by main"),
         Cmd::Dev(args) => dev::run(args).await,
         Cmd::Put { key, value, ep } => client::put(&ep, key, value).await,
         Cmd::Get {

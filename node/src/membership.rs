@@ -23,7 +23,7 @@ const LEARNER_READY_PERCENT: u64 = 90;
 /// Carry out a forwarded request on this member, which believes it leads.
 pub async fn run_on_leader(node: &Node, req: &Forwarded) -> ForwardReply {
     if !node.is_leader() {
-        return reply_error(ApiError::leader_changed());
+        return reply_error(ApiError::not_leader());
     }
     let result = match req {
         Forwarded::Write(cmd) => {
@@ -149,8 +149,9 @@ async fn remove(node: &Node, id: NodeId) -> Result<(), ApiError> {
             .trigger()
             .transfer_leader(successor)
             .await
-            .map_err(|e| ApiError::unavailable(e))?;
-        return Err(ApiError::leader_changed());
+            .map_err(ApiError::unavailable)?;
+        // Nothing was proposed: the caller retries on the new leader.
+        return Err(ApiError::not_leader());
     }
     let change = if is_voter {
         ChangeMembers::RemoveVoters(BTreeSet::from([id]))

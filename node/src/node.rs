@@ -67,6 +67,35 @@ pub enum ForwardReply {
     Error { code: i32, message: String },
 }
 
+/// When this member last heard from a leader, for followers to notice a leader
+/// that is gone even when no new one can be elected (etcd reports "no leader"
+/// then, and so do we: in Status, `/readyz`, and by refusing to forward).
+pub struct LeaderContact {
+    started: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Default for LeaderContact {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LeaderContact {
+    pub fn touch(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    pub fn since(&self) -> Duration {
+        let now = self.started.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
 pub struct Node {
     pub id: NodeId,
     pub name: String,
@@ -78,6 +107,10 @@ pub struct Node {
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
     pub data_dir: PathBuf,
+    pub leader_contact: Arc<LeaderContact>,
+    /// A leader not heard from (or, as leader, not acknowledged by a quorum)
+    /// for this long is considered gone: the longest election timeout.
+    pub leader_timeout: Duration,
 }
 
 impl Node {
@@ -110,10 +143,19 @@ impl Node {
         *header = Some(self.header(revision));
     }
 
-    /// The current leader and its peer URL, if one is known.
+    /// The current leader and its peer URL, if one is known and alive.
     pub fn leader(&self) -> Option<(NodeId, String)> {
         let m = self.raft_metrics();
         let leader = m.current_leader?;
+        let stale = if leader == self.id {
+            m.last_quorum_acked
+                .is_some_and(|at| openraft::Instant::elapsed(&*at) > self.leader_timeout)
+        } else {
+            self.leader_contact.since() > self.leader_timeout
+        };
+        if stale {
+            return None;
+        }
         let url = m
             .membership_config
             .membership()
@@ -202,13 +244,23 @@ impl Node {
     }
 
     /// Propose on this member, which believes it is the leader.
+    ///
+    /// `NotLeader` (safe to retry) only when nothing was proposed. If leadership
+    /// is lost after the proposal, the entry may still commit under the next
+    /// leader, so the outcome is unknown: that is etcd's "leader changed", which
+    /// clients do not retry blindly either.
     pub async fn propose_local(
         &self,
         cmd: Command,
     ) -> Result<crate::raft::CommandResult, LocalError> {
+        if !self.is_leader() {
+            return Err(LocalError::NotLeader);
+        }
         match self.raft.client_write(cmd).await {
             Ok(resp) => Ok(resp.data),
-            Err(e) if e.forward_to_leader().is_some() => Err(LocalError::NotLeader),
+            Err(e) if e.forward_to_leader().is_some() => {
+                Err(LocalError::Failed(ApiError::leader_changed()))
+            }
             Err(e) => Err(LocalError::Failed(ApiError::unavailable(e))),
         }
     }
@@ -234,7 +286,7 @@ impl Node {
             // retry (the old leader is gone and a new one is being elected).
             Err(s) if never_sent(&s) => Ok(ForwardReply::Error {
                 code: tonic::Code::Unavailable as i32,
-                message: ApiError::leader_changed().message,
+                message: ApiError::not_leader().message,
             }),
             // The leader may have applied it or not: report, never retry.
             Err(s) if s.code() == tonic::Code::DeadlineExceeded => Err(ApiError::timeout()),
@@ -357,7 +409,7 @@ pub enum LocalError {
 impl LocalError {
     pub fn into_api(self) -> ApiError {
         match self {
-            LocalError::NotLeader => ApiError::leader_changed(),
+            LocalError::NotLeader => ApiError::not_leader(),
             LocalError::Failed(e) => e,
         }
     }
@@ -369,7 +421,7 @@ fn never_sent(s: &tonic::Status) -> bool {
     s.code() == tonic::Code::Unavailable && s.message().contains("tcp connect error")
 }
 
-/// The reply code for "not the leader", which a forwarding member retries.
+/// The reply for "not the leader, nothing proposed", which a member retries.
 fn is_not_leader(code: i32, message: &str) -> bool {
-    code == tonic::Code::Unavailable as i32 && message == ApiError::leader_changed().message
+    code == tonic::Code::Unavailable as i32 && message == ApiError::not_leader().message
 }

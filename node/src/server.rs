@@ -164,6 +164,8 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             max_txn_ops: cfg.max_txn_ops,
         },
         data_dir: cfg.data_dir.clone(),
+        leader_contact: Default::default(),
+        leader_timeout: Duration::from_millis(cfg.election_timeout * 2),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);

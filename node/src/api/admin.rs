@@ -40,7 +40,7 @@ impl Admin for AdminService {
             name: node.name.clone(),
             role: role.into(),
             term: m.current_term,
-            leader: m.current_leader.unwrap_or(0),
+            leader: node.leader().map_or(0, |(l, _)| l),
             committed_index: m.local_committed.map_or(0, |c| c.index),
             applied_index: m.last_applied.map_or(0, |a| a.index),
             last_log_index: m.last_log_index.unwrap_or(0),

@@ -86,6 +86,23 @@ impl ClusterService {
     fn list_response_header(&self) -> Option<ResponseHeader> {
         Some(self.node.header(self.node.mvcc.current_revision()))
     }
+
+    /// After a change made on the leader, wait until this member's view of the
+    /// membership shows it, so the member list in the response is current.
+    async fn await_local_view(
+        &self,
+        done: impl Fn(&crate::raft::Membership) -> bool + Send + Sync,
+    ) {
+        let _ = self
+            .node
+            .raft
+            .wait(Some(crate::node::REQUEST_TIMEOUT))
+            .metrics(
+                |m| done(m.membership_config.membership()),
+                "membership change seen locally",
+            )
+            .await;
+    }
 }
 
 #[tonic::async_trait]
@@ -114,6 +131,7 @@ impl Cluster for ClusterService {
                 learner: req.is_learner,
             })
             .await?;
+        self.await_local_view(|m| m.get_node(&id).is_some()).await;
         Ok(Response::new(MemberAddResponse {
             header: self.list_response_header(),
             member: Some(Member {
@@ -135,6 +153,7 @@ impl Cluster for ClusterService {
         self.node
             .change_membership(Forwarded::RemoveMember { id })
             .await?;
+        self.await_local_view(|m| m.get_node(&id).is_none()).await;
         Ok(Response::new(MemberRemoveResponse {
             header: self.list_response_header(),
             members: member_list(&self.node),
@@ -171,6 +190,8 @@ impl Cluster for ClusterService {
         self.node
             .change_membership(Forwarded::PromoteMember { id })
             .await?;
+        self.await_local_view(|m| m.voter_ids().any(|v| v == id))
+            .await;
         Ok(Response::new(MemberPromoteResponse {
             header: self.list_response_header(),
             members: member_list(&self.node),

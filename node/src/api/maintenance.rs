@@ -66,7 +66,7 @@ impl Maintenance for MaintenanceService {
             header: Some(self.node.header(self.node.mvcc.current_revision())),
             version: ETCD_API_VERSION.to_string(),
             db_size: size,
-            leader: m.current_leader.unwrap_or(0),
+            leader: self.node.leader().map_or(0, |(l, _)| l),
             raft_index: m.last_log_index.unwrap_or(0),
             raft_term: m.current_term,
             raft_applied_index: m.last_applied.map_or(0, |l| l.index),

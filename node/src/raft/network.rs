@@ -261,7 +261,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
                 let n = file.read(&mut buf)?;
                 buf.truncate(n);
                 let chunk = SnapshotChunk {
-                    header: header.clone(),
+                    header,
                     meta: if first { meta.clone() } else { Vec::new() },
                     vote: if first { vote.clone() } else { Vec::new() },
                     data: buf,

@@ -133,6 +133,7 @@ impl RaftPeer for PeerService {
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         let rpc = self.open(req.get_ref(), Adopt::FromLeader)?;
+        self.node.leader_contact.touch();
         let resp = self
             .node
             .raft
@@ -155,7 +156,10 @@ impl RaftPeer for PeerService {
         };
         let first = self.open(&first?, Adopt::FromLeader)?;
         let cluster_id = self.node.cluster_id();
+        let contact = self.node.leader_contact.clone();
+        contact.touch();
         let rest = incoming.scan((), move |_, item| {
+            contact.touch();
             // The whole stream comes from one leader of one cluster; anything
             // else (or a transport error) ends it.
             let next = item.ok().and_then(|payload| {
@@ -212,7 +216,7 @@ impl RaftPeer for PeerService {
             Ok(i) => Ok(i),
             Err(e) => {
                 let e = match e {
-                    LocalError::NotLeader => crate::errors::ApiError::leader_changed(),
+                    LocalError::NotLeader => crate::errors::ApiError::not_leader(),
                     LocalError::Failed(e) => e,
                 };
                 Err((e.code as i32, e.message))
@@ -242,6 +246,7 @@ impl PeerService {
             .await
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
         self.check(first.header.as_ref(), Adopt::FromLeader)?;
+        self.node.leader_contact.touch();
         let meta: SnapshotMeta = codec::decode(&first.meta).map_err(bad_data)?;
         let vote: Vote = codec::decode(&first.vote).map_err(bad_data)?;
         let mut file = std::fs::File::create(path).map_err(io)?;

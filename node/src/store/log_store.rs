@@ -147,7 +147,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(io_err)?;
         let last_log_id = match last {
             Some((_, value)) => Some(codec::decode::<Entry>(&value)?.log_id()),
-            None => last_purged.clone(),
+            None => last_purged,
         };
         Ok(LogState {
             last_purged_log_id: last_purged,

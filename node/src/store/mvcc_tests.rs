@@ -305,3 +305,54 @@ fn prefix_and_open_ended_ranges() {
         b"b"
     );
 }
+
+#[test]
+fn nested_compares_see_the_state_before_the_txn() {
+    let s = Store::new();
+    s.put("x", "1");
+    // Outer success writes x=2, then a nested txn compares x == "1": etcd decides
+    // every compare before running any op, so the nested compare holds.
+    let nested = RequestOp {
+        request: Some(Request::RequestTxn(TxnRequest {
+            compare: vec![cmp_value("x", "1", CompareResult::Equal)],
+            success: vec![put_op("nested", "then")],
+            failure: vec![put_op("nested", "else")],
+        })),
+    };
+    let txn = TxnRequest {
+        compare: vec![],
+        success: vec![put_op("x", "2"), nested],
+        failure: vec![],
+    };
+    s.apply(Op::Txn(txn)).unwrap();
+    assert_eq!(s.value_at("nested", 0).as_deref(), Some("then"));
+}
+
+#[test]
+fn a_txn_with_a_failing_op_changes_nothing() {
+    let s = Store::new();
+    let before = s.put("a", "1");
+    let bad = TxnRequest {
+        compare: vec![],
+        success: vec![
+            put_op("a", "2"),
+            RequestOp {
+                request: Some(Request::RequestPut(PutRequest {
+                    key: "missing".into(),
+                    ignore_value: true,
+                    ..Default::default()
+                })),
+            },
+        ],
+        failure: vec![],
+    };
+    assert_eq!(
+        s.apply(Op::Txn(bad)).unwrap_err(),
+        ApiError::key_not_found()
+    );
+    assert_eq!(s.value_at("a", 0).as_deref(), Some("1"));
+    assert_eq!(
+        s.range("a", "", 0).unwrap().header.unwrap().revision,
+        before
+    );
+}

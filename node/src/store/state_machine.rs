@@ -111,16 +111,25 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     if Applier::needs_clean_db(&cmd.0) && !applier.is_clean() {
                         self.commit(&mut applier, &last_applied, &membership)?;
                     }
-                    CommandResult(applier.apply(&cmd.0))
+                    let result = applier.apply(&cmd.0);
+                    if let Some(raftkvpb::command_result::Result::Error(e)) = &result.result {
+                        if e.code == tonic::Code::Internal as i32 {
+                            // A storage failure, not a bad request: stop applying
+                            // (openraft stops this member) rather than commit a
+                            // partial change.
+                            return Err(io::Error::other(e.message.clone()));
+                        }
+                    }
+                    CommandResult(result)
                 }
                 EntryPayload::Membership(m) => {
-                    membership = Some(StoredMembership::new(Some(entry.log_id.clone()), m.clone()));
+                    membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
                     CommandResult(raftkvpb::CommandResult {
                         result: Some(raftkvpb::command_result::Result::Empty(raftkvpb::Empty {})),
                     })
                 }
             };
-            last_applied = Some(entry.log_id.clone());
+            last_applied = Some(entry.log_id);
             count += 1;
             if let Some(responder) = responder {
                 replies.push((responder, result));

@@ -267,10 +267,17 @@ impl<'a> Applier<'a> {
         mvcc::range_in_view(&view, req, self.revision, self.compacted)
     }
 
+    /// A txn is decided before it runs, as in etcd: every compare on the path
+    /// (nested ones included) is evaluated against the state before the txn, and
+    /// every op on that path is checked, so the txn either applies whole or not
+    /// at all.
     fn txn_request(&mut self, req: &TxnRequest) -> Result<TxnResponse, ApiError> {
+        let mut path = Vec::new();
+        self.decide(req, &mut path)?;
+        self.check_ops(req, &mut path.iter().copied())?;
         let rev = self.revision + 1;
         let mut wrote = false;
-        let mut resp = self.txn_at(req, rev, &mut wrote)?;
+        let mut resp = self.txn_at(req, rev, &mut path.into_iter(), &mut wrote)?;
         if wrote {
             self.revision = rev;
         }
@@ -278,12 +285,8 @@ impl<'a> Applier<'a> {
         Ok(resp)
     }
 
-    fn txn_at(
-        &mut self,
-        req: &TxnRequest,
-        rev: i64,
-        wrote: &mut bool,
-    ) -> Result<TxnResponse, ApiError> {
+    /// Record, in pre-order, which branch each txn on the taken path takes.
+    fn decide(&self, req: &TxnRequest, path: &mut Vec<bool>) -> Result<(), ApiError> {
         let mut succeeded = true;
         for c in &req.compare {
             if !self.compare_holds(c)? {
@@ -291,6 +294,81 @@ impl<'a> Applier<'a> {
                 break;
             }
         }
+        path.push(succeeded);
+        let ops = if succeeded {
+            &req.success
+        } else {
+            &req.failure
+        };
+        for op in ops {
+            if let Some(Request::RequestTxn(t)) = &op.request {
+                self.decide(t, path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fail now, before anything is written, if an op on the path would fail.
+    fn check_ops(
+        &self,
+        req: &TxnRequest,
+        path: &mut impl Iterator<Item = bool>,
+    ) -> Result<(), ApiError> {
+        let succeeded = path
+            .next()
+            .ok_or_else(|| ApiError::internal("txn path too short"))?;
+        let ops = if succeeded {
+            &req.success
+        } else {
+            &req.failure
+        };
+        for op in ops {
+            match &op.request {
+                Some(Request::RequestPut(p)) => {
+                    let prev = self.get(&p.key)?;
+                    if (p.ignore_value || p.ignore_lease) && prev.is_none() {
+                        return Err(ApiError::key_not_found());
+                    }
+                    let lease = if p.ignore_lease {
+                        prev.map_or(0, |kv| kv.lease)
+                    } else {
+                        p.lease
+                    };
+                    if lease != 0 {
+                        return Err(ApiError::lease_not_found());
+                    }
+                }
+                Some(Request::RequestRange(r)) => {
+                    if r.revision > self.revision {
+                        return Err(ApiError::future_revision());
+                    }
+                    if r.revision > 0 && r.revision < self.compacted {
+                        return Err(ApiError::compacted());
+                    }
+                }
+                Some(Request::RequestTxn(t)) => self.check_ops(t, path)?,
+                Some(Request::RequestDeleteRange(_)) => {}
+                None => {
+                    return Err(ApiError::new(
+                        tonic::Code::InvalidArgument,
+                        "etcdserver: empty request op",
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn txn_at(
+        &mut self,
+        req: &TxnRequest,
+        rev: i64,
+        path: &mut impl Iterator<Item = bool>,
+        wrote: &mut bool,
+    ) -> Result<TxnResponse, ApiError> {
+        let succeeded = path
+            .next()
+            .ok_or_else(|| ApiError::internal("txn path too short"))?;
         let ops = if succeeded {
             &req.success
         } else {
@@ -323,7 +401,7 @@ impl<'a> Applier<'a> {
                     Response::ResponseDeleteRange(out)
                 }
                 Some(Request::RequestTxn(t)) => {
-                    let mut out = self.txn_at(t, rev, wrote)?;
+                    let mut out = self.txn_at(t, rev, path, wrote)?;
                     out.header = Some(ResponseHeader {
                         revision: rev,
                         ..Default::default()
@@ -423,9 +501,9 @@ fn compact_history(db: &DB, batch: &mut WriteBatch, revision: i64) -> Result<(),
             return Err(ApiError::internal("corrupt history key"));
         };
         if let Some((k, older, tomb)) = pending.take() {
-            if k == user_key && rev <= revision {
-                batch.delete_cf(hist, &older);
-            } else if tomb {
+            // Drop the older version when a newer one at or before `revision`
+            // follows it, and a tombstone when nothing newer needs it.
+            if (k == user_key && rev <= revision) || tomb {
                 batch.delete_cf(hist, &older);
             }
         }

@@ -1,0 +1,308 @@
+//! A raftkv cluster of real processes on 127.0.0.1 for one test.
+//!
+//! Members get ids 1..=n and names m1..mn, fresh ports, and their own dir inside
+//! one temporary directory (data dir and log file). [`Cluster::start`] returns once
+//! every member answers `/readyz` with 200 and has published its name and client
+//! URL, so a test starts from a working cluster (the waits are in
+//! [`crate::cluster_waits`]).
+//!
+//! When the cluster is dropped every process is SIGKILLed, so nothing outlives a
+//! test, and the tail of each member's log is printed with `eprintln!`. libtest
+//! captures that output and shows it only for a failing test, so CI shows why a
+//! test failed without flooding passing runs. Set `RAFTKV_TEST_KEEP_DIRS=1` to keep
+//! the data dirs and full logs after the test.
+//!
+//! Only one cluster runs at a time in a test binary (override with
+//! `RAFTKV_TEST_CLUSTERS=N`): several 3-member clusters at once on a loaded 2-core
+//! CI machine miss election timeouts and turn timing into flaky failures.
+
+use crate::binaries::raftkv_bin;
+use crate::grpc;
+use crate::member::Member;
+use crate::ports::Ports;
+use anyhow::{bail, Context, Result};
+use etcd_client::Client;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use tempfile::TempDir;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Lines of each member's log printed when a cluster is dropped.
+const LOG_TAIL_LINES: usize = 60;
+
+/// How to start a cluster: extra `raftkv serve` flags, and whether the members get
+/// `--initial-cluster`.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    extra_args: Vec<String>,
+    initial_cluster: bool,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            extra_args: Vec::new(),
+            initial_cluster: true,
+        }
+    }
+}
+
+impl ClusterOptions {
+    pub fn new() -> ClusterOptions {
+        ClusterOptions::default()
+    }
+
+    /// An extra flag with a value for every member, e.g. `.arg("--snapshot-count", 50)`.
+    pub fn arg(mut self, flag: &str, value: impl ToString) -> ClusterOptions {
+        self.extra_args.push(flag.to_string());
+        self.extra_args.push(value.to_string());
+        self
+    }
+
+    /// Start a lone member with no `--initial-cluster` (and no `--join`), which the
+    /// interface defines as a single-member cluster. Only for `start(1)`.
+    pub fn without_initial_cluster(mut self) -> ClusterOptions {
+        self.initial_cluster = false;
+        self
+    }
+
+    /// Start `n` members and wait until each is ready.
+    pub async fn start(self, n: usize) -> Result<Cluster> {
+        if n == 0 {
+            bail!("a cluster needs at least one member");
+        }
+        if !self.initial_cluster && n != 1 {
+            bail!("without --initial-cluster only a single member can be started");
+        }
+        let slot = cluster_slots()
+            .acquire_owned()
+            .await
+            .context("cluster slot semaphore closed")?;
+        let bin = raftkv_bin()?;
+        let dir = tempfile::Builder::new()
+            .prefix("raftkv-test-")
+            .tempdir()
+            .context("creating the cluster's temporary dir")?;
+        let ports = (0..n)
+            .map(|_| Ports::allocate())
+            .collect::<Result<Vec<_>>>()?;
+        let initial_cluster = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("{}={}", i + 1, p.peer_url()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            members: Vec::new(),
+            options: self,
+            bin,
+            dir: Some(dir),
+            _slot: slot,
+        };
+        for (i, ports) in ports.into_iter().enumerate() {
+            let id = i as u64 + 1;
+            let name = format!("m{id}");
+            let member_dir = cluster.root().join(&name);
+            let mut args = serve_args(id, &name, &member_dir, &ports);
+            if cluster.options.initial_cluster {
+                args.extend([
+                    "--initial-cluster".to_string(),
+                    initial_cluster.clone(),
+                    "--initial-cluster-token".to_string(),
+                    "raftkv-tests".to_string(),
+                ]);
+            }
+            args.extend(cluster.options.extra_args.iter().cloned());
+            let member = Member::start(&cluster.bin, id, &name, member_dir, ports, args)?;
+            cluster.members.push(member);
+        }
+        cluster.wait_ready_all().await?;
+        cluster.wait_published().await?;
+        Ok(cluster)
+    }
+}
+
+/// The `raftkv serve` flags every member gets: identity, data dir, listeners and
+/// advertised URLs.
+fn serve_args(id: u64, name: &str, member_dir: &Path, ports: &Ports) -> Vec<String> {
+    let data_dir = Member::data_dir_of(member_dir);
+    [
+        "serve",
+        "--name",
+        name,
+        "--id",
+        &id.to_string(),
+        "--data-dir",
+        &data_dir.to_string_lossy(),
+        "--listen-client-urls",
+        &ports.client_url(),
+        "--listen-peer-urls",
+        &ports.peer_url(),
+        "--listen-metrics-urls",
+        &ports.metrics_url(),
+        "--advertise-client-urls",
+        &ports.client_url(),
+        "--initial-advertise-peer-urls",
+        &ports.peer_url(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn cluster_slots() -> Arc<Semaphore> {
+    static SLOTS: OnceLock<Arc<Semaphore>> = OnceLock::new();
+    SLOTS
+        .get_or_init(|| {
+            let n = std::env::var("RAFTKV_TEST_CLUSTERS")
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+                .filter(|&n| n > 0)
+                .unwrap_or(1);
+            Arc::new(Semaphore::new(n))
+        })
+        .clone()
+}
+
+/// Real raftkv processes; see the module docs.
+pub struct Cluster {
+    members: Vec<Member>,
+    options: ClusterOptions,
+    bin: PathBuf,
+    /// `None` only while being dropped with `RAFTKV_TEST_KEEP_DIRS` set.
+    dir: Option<TempDir>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Cluster {
+    /// `n` members from `--initial-cluster`, default flags; ready when this returns.
+    pub async fn start(n: usize) -> Result<Cluster> {
+        ClusterOptions::new().start(n).await
+    }
+
+    /// The temporary dir holding every member's dir.
+    pub fn root(&self) -> &Path {
+        self.dir.as_ref().expect("cluster dir is present").path()
+    }
+
+    /// Every member ever started, including stopped and removed ones.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    pub fn members_mut(&mut self) -> &mut [Member] {
+        &mut self.members
+    }
+
+    /// The member with `id`; panics if there is none (a bug in the test).
+    pub fn member(&self, id: u64) -> &Member {
+        self.members
+            .iter()
+            .find(|m| m.id == id)
+            .unwrap_or_else(|| panic!("no member with id {id} in this cluster"))
+    }
+
+    /// The member with `id`; panics if there is none (a bug in the test).
+    pub fn member_mut(&mut self, id: u64) -> &mut Member {
+        self.members
+            .iter_mut()
+            .find(|m| m.id == id)
+            .unwrap_or_else(|| panic!("no member with id {id} in this cluster"))
+    }
+
+    /// Ids of the members that should be running (started, not killed or stopped).
+    pub fn live_ids(&self) -> Vec<u64> {
+        self.members
+            .iter()
+            .filter(|m| m.expected_running())
+            .map(|m| m.id)
+            .collect()
+    }
+
+    /// Client endpoints of the members that should be running.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|m| m.expected_running())
+            .map(Member::client_endpoint)
+            .collect()
+    }
+
+    /// An etcd-client balanced over every member that should be running.
+    pub async fn client(&self) -> Result<Client> {
+        grpc::connect(&self.endpoints()).await
+    }
+
+    /// Start a member that joins an existing cluster: `--join --id ID`, on `ports`
+    /// (use [`Ports::allocate`], and the same ports' peer URL in MemberAdd), named
+    /// `m<k>` where k counts every member this cluster has started. Does not wait
+    /// for it: a joiner is ready only once the leader has added it.
+    pub fn add_joiner(&mut self, id: u64, ports: Ports) -> Result<&mut Member> {
+        if self.members.iter().any(|m| m.id == id) {
+            bail!("this cluster already started a member with id {id}");
+        }
+        let name = format!("m{}", self.members.len() + 1);
+        let member_dir = self.root().join(&name);
+        let mut args = serve_args(id, &name, &member_dir, &ports);
+        args.push("--join".to_string());
+        args.extend(self.options.extra_args.iter().cloned());
+        let member = Member::start(&self.bin, id, &name, member_dir, ports, args)?;
+        self.members.push(member);
+        Ok(self.members.last_mut().expect("just pushed"))
+    }
+
+    /// SIGKILL every running member.
+    pub fn kill9_all(&mut self) -> Result<()> {
+        for m in self.members.iter_mut() {
+            m.kill9()?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM every running member at once, then wait for each to exit (SIGKILL
+    /// after the stop timeout). Stopping them one by one would leave the last ones
+    /// without a quorum while they shut down.
+    pub async fn stop_all(&mut self) -> Result<()> {
+        let running: Vec<usize> = (0..self.members.len())
+            .filter(|&i| self.members[i].is_running())
+            .collect();
+        for &i in &running {
+            self.members[i].signal_term()?;
+        }
+        for &i in &running {
+            self.members[i].wait_exit(crate::wait::STOP_TIMEOUT).await?;
+        }
+        Ok(())
+    }
+
+    /// Restart every member in `ids` (same flags, same data dirs), then wait until
+    /// all live members are ready.
+    pub async fn restart(&mut self, ids: &[u64]) -> Result<()> {
+        for &id in ids {
+            self.member_mut(id).restart()?;
+        }
+        self.wait_ready_all().await
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for m in self.members.iter_mut() {
+            let _ = m.kill9();
+        }
+        for m in &self.members {
+            eprintln!(
+                "==== {} (id {}) log tail, last {LOG_TAIL_LINES} lines of {} ====\n{}",
+                m.name,
+                m.id,
+                m.log_path().display(),
+                m.log_tail(LOG_TAIL_LINES)
+            );
+        }
+        if std::env::var_os("RAFTKV_TEST_KEEP_DIRS").is_some() {
+            if let Some(dir) = self.dir.take() {
+                eprintln!("==== kept cluster dir {}", dir.keep().display());
+            }
+        }
+    }
+}

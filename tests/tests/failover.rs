@@ -1,0 +1,157 @@
+//! `kill -9` of the leader under a continuous write load: a new leader takes over,
+//! writes continue, and once the killed member is back every acknowledged write is
+//! readable from every member with the acknowledged value.
+
+use anyhow::{ensure, Context, Result};
+use raftkv_tests::grpc::connect_with_timeout;
+use raftkv_tests::kv::get_prefix;
+use raftkv_tests::wait::{self, CONVERGE_TIMEOUT};
+use raftkv_tests::Cluster;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// Acknowledged puts: (key, value), in acknowledgement order.
+type Acked = Arc<Mutex<Vec<(String, String)>>>;
+
+/// A task putting `failover/NNNNNN = value-N` for N = 0, 1, ... until stopped,
+/// each key once, recording every put that was acknowledged. A put that fails may
+/// or may not have been applied; only acknowledged ones are promised.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    acked: Acked,
+    task: JoinHandle<anyhow::Result<u64>>,
+}
+
+impl Writer {
+    fn start(endpoints: Vec<String>) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked: Acked = Arc::default();
+        let task = tokio::spawn(write_continuously(endpoints, stop.clone(), acked.clone()));
+        Writer { stop, acked, task }
+    }
+
+    fn acked_count(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// Wait until at least `n` puts have been acknowledged.
+    async fn wait_acked(&self, n: usize, what: &str) -> Result<()> {
+        wait::until(CONVERGE_TIMEOUT, what, || {
+            let count = self.acked_count();
+            async move { Ok((count >= n).then_some(())) }
+        })
+        .await
+    }
+
+    /// Stop writing; returns the acknowledged puts and the number of failed ones.
+    async fn finish(self) -> Result<(Vec<(String, String)>, u64)> {
+        self.stop.store(true, Ordering::SeqCst);
+        let failures = self.task.await.context("writer task panicked")??;
+        let acked = std::mem::take(&mut *self.acked.lock().unwrap());
+        Ok((acked, failures))
+    }
+}
+
+async fn write_continuously(
+    endpoints: Vec<String>,
+    stop: Arc<AtomicBool>,
+    acked: Acked,
+) -> Result<u64> {
+    // One client per member, so a dead member costs one failed put, after which
+    // the writer moves on to the next member.
+    let mut clients = Vec::new();
+    for endpoint in &endpoints {
+        clients.push(
+            connect_with_timeout(std::slice::from_ref(endpoint), Duration::from_secs(5)).await?,
+        );
+    }
+    let mut cursor = 0;
+    let mut failures = 0;
+    // Bounded: the test stops the writer long before this.
+    for seq in 0..200_000u64 {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let key = format!("failover/{seq:06}");
+        let value = format!("value-{seq}");
+        match clients[cursor].put(key.clone(), value.clone(), None).await {
+            Ok(_) => acked.lock().unwrap().push((key, value)),
+            Err(_) => {
+                failures += 1;
+                cursor = (cursor + 1) % clients.len();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    Ok(failures)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill9_leader_under_writes_loses_no_acknowledged_write() -> Result<()> {
+    let mut cluster = Cluster::start(3).await?;
+    let old_leader = cluster.wait_leader().await?;
+
+    let writer = Writer::start(cluster.endpoints());
+    writer
+        .wait_acked(50, "50 acknowledged puts before the kill")
+        .await?;
+
+    cluster.member_mut(old_leader).kill9()?;
+    let acked_at_kill = writer.acked_count();
+
+    let new_leader = cluster.wait_leader().await?;
+    ensure!(
+        new_leader != old_leader,
+        "the surviving members agree on leader {new_leader}, which was killed"
+    );
+    writer
+        .wait_acked(
+            acked_at_kill + 50,
+            "50 more acknowledged puts after the leader was killed",
+        )
+        .await?;
+
+    let (acked, failures) = writer.finish().await?;
+    eprintln!(
+        "writer: {} acknowledged, {failures} failed; {acked_at_kill} acknowledged before the kill",
+        acked.len()
+    );
+
+    cluster.restart(&[old_leader]).await?;
+    cluster.wait_leader_all().await?;
+
+    let expected: BTreeMap<String, String> = acked.into_iter().collect();
+    let mut reference: Option<(String, BTreeMap<String, String>)> = None;
+    for m in cluster.members() {
+        let mut client = m.client().await?;
+        let (actual, _) = get_prefix(&mut client, "failover/").await?;
+        let lost: Vec<_> = expected
+            .iter()
+            .filter(|(k, v)| actual.get(*k) != Some(*v))
+            .map(|(k, v)| format!("{k}={v} (read {:?})", actual.get(k)))
+            .take(10)
+            .collect();
+        ensure!(
+            lost.is_empty(),
+            "{} lost acknowledged writes, e.g. {lost:?}",
+            m.name
+        );
+        // Writes have stopped, so linearizable reads on every member see one state,
+        // including puts that failed on the client but were applied.
+        if let Some((name, first)) = &reference {
+            ensure!(
+                first == &actual,
+                "{} and {name} return different data for failover/ ({} vs {} keys)",
+                m.name,
+                actual.len(),
+                first.len()
+            );
+        } else {
+            reference = Some((m.name.clone(), actual));
+        }
+    }
+    Ok(())
+}
