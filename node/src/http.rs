@@ -61,6 +61,7 @@ async fn metrics(State(node): State<Arc<Node>>) -> String {
         applied: m.last_applied.map_or(0, |a| a.index),
         last_log: m.last_log_index.unwrap_or(0),
         snapshot: m.snapshot.map_or(0, |s| s.index),
+        purged: m.purged.map_or(0, |p| p.index),
     };
     node.metrics.render(&gauges)
 }

@@ -61,6 +61,15 @@ enum Cmd {
         #[command(flatten)]
         ep: Endpoints,
     },
+    /// Make a member started with `--join` the first member of a new cluster
+    /// (what the operator does once per cluster; safe to repeat).
+    Initialize {
+        /// Mixed into the cluster id; the same token makes a repeat a no-op.
+        #[arg(long)]
+        cluster_token: String,
+        #[command(flatten)]
+        ep: Endpoints,
+    },
     /// Raft status of every member of the cluster.
     Status {
         #[command(flatten)]
@@ -183,6 +192,7 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             MemberCmd::Promote { id } => client::member_promote(&ep, &id).await,
             MemberCmd::Remove { id } => client::member_remove(&ep, &id).await,
         },
+        Cmd::Initialize { cluster_token, ep } => client::initialize(&ep, cluster_token).await,
         Cmd::Status { ep } => client::status(&ep).await,
     }
 }

@@ -32,6 +32,7 @@ pub struct RaftGauges {
     pub applied: u64,
     pub last_log: u64,
     pub snapshot: u64,
+    pub purged: u64,
 }
 
 impl Metrics {
@@ -92,6 +93,12 @@ impl Metrics {
             "Last log index.",
             "gauge",
             g.last_log,
+        );
+        gauge(
+            "raftkv_raft_purged_index",
+            "Log index up to which the log has been purged.",
+            "gauge",
+            g.purged,
         );
         gauge(
             "raftkv_raft_snapshot_index",
@@ -165,6 +172,7 @@ mod tests {
             applied: 9,
             last_log: 9,
             snapshot: 0,
+            purged: 0,
         };
         let text = m.render(&g);
         assert!(text.contains("raftkv_raft_term 4"));

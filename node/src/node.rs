@@ -99,6 +99,8 @@ impl LeaderContact {
 pub struct Node {
     pub id: NodeId,
     pub name: String,
+    /// The peer URL this member advertises.
+    pub peer_url: String,
     pub raft: Raft,
     pub db: Arc<DB>,
     pub mvcc: Mvcc,

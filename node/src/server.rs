@@ -153,6 +153,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let node = Arc::new(Node {
         id: cfg.id,
         name: cfg.name.clone(),
+        peer_url: cfg.advertise_peer_url.clone(),
         raft: raft.clone(),
         db: db.clone(),
         mvcc: Mvcc::new(db.clone()),
@@ -182,7 +183,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         .add_service(MaintenanceServer::new(MaintenanceService {
             node: node.clone(),
         }))
-        .add_service(AdminServer::new(AdminService { node: node.clone() }))
+        .add_service(AdminServer::new(AdminService::new(node.clone())))
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(client_listener),
             stopped(stop_rx.clone()),

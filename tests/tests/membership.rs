@@ -57,6 +57,15 @@ async fn learner_catches_up_from_snapshot_is_promoted_then_a_voter_is_removed() 
         snapshot_index > 0.0,
         "the leader has not snapshotted after {KEYS} writes with --snapshot-count 20"
     );
+    let purged_index = cluster
+        .member(leader)
+        .metric("raftkv_raft_purged_index")
+        .await?
+        .context("leader's /metrics has no raftkv_raft_purged_index")?;
+    ensure!(
+        purged_index > 0.0,
+        "the leader has not purged its early log, so a snapshot would not be needed"
+    );
 
     let ports = Ports::allocate()?;
     let added = client
@@ -110,6 +119,18 @@ async fn learner_catches_up_from_snapshot_is_promoted_then_a_voter_is_removed() 
         },
     )
     .await?;
+
+    // With the leader's early log purged, the only way in was a snapshot.
+    let joiner_snapshot = cluster
+        .member(new_id)
+        .metric("raftkv_raft_snapshot_index")
+        .await?
+        .context("new member's /metrics has no raftkv_raft_snapshot_index")?;
+    ensure!(
+        joiner_snapshot >= purged_index,
+        "the new member caught up without installing a snapshot covering the purged log \
+         (its snapshot index {joiner_snapshot}, leader purged up to {purged_index})"
+    );
 
     promote_when_in_sync(&mut client, new_id).await?;
 

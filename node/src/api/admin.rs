@@ -1,5 +1,8 @@
-//! raftkv's Admin service: what etcd's API cannot report about a member.
+//! raftkv's Admin service: what etcd's API cannot report about a member, and
+//! the operator's one-time initialization of a new cluster's first member.
 
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use openraft::ServerState;
@@ -12,7 +15,18 @@ use crate::proto::raftkvpb::admin::admin_server::Admin;
 use crate::proto::raftkvpb::admin::*;
 
 pub struct AdminService {
-    pub node: Arc<Node>,
+    node: Arc<Node>,
+    /// Serializes Initialize calls, so two racing calls cannot both initialize.
+    init_lock: tokio::sync::Mutex<()>,
+}
+
+impl AdminService {
+    pub fn new(node: Arc<Node>) -> Self {
+        Self {
+            node,
+            init_lock: tokio::sync::Mutex::new(()),
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -49,6 +63,63 @@ impl Admin for AdminService {
             cluster_id: node.cluster_id(),
             revision: node.mvcc.current_revision(),
             not_ready_reason: crate::http::not_ready_reason(node).unwrap_or_default(),
+        }))
+    }
+
+    async fn initialize(
+        &self,
+        req: Request<InitializeRequest>,
+    ) -> Result<Response<InitializeResponse>, Status> {
+        let token = req.into_inner().cluster_token;
+        if token.is_empty() {
+            return Err(Status::invalid_argument(
+                "raftkv: cluster_token is required",
+            ));
+        }
+        let _guard = self.init_lock.lock().await;
+        let node = &self.node;
+        let members = BTreeMap::from([(node.id, node.peer_url.clone())]);
+        let wanted = crate::config::derive_cluster_id(&token, &members);
+        let current = node.cluster_id();
+        let initialized = node
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        if initialized && current == wanted {
+            return Ok(Response::new(InitializeResponse {
+                cluster_id: current,
+                initialized_now: false,
+            }));
+        }
+        if initialized || (current != 0 && current != wanted) {
+            return Err(Status::failed_precondition(format!(
+                "raftkv: member {:x} already belongs to cluster {current:x}",
+                node.id
+            )));
+        }
+        // Not initialized yet; the id may be persisted by an earlier attempt
+        // that failed before initializing, in which case this one finishes it.
+        if current == 0 {
+            crate::server::persist_cluster_id(&node.db, wanted).map_err(|e| {
+                Status::internal(format!("raftkv: persisting the cluster id: {e:#}"))
+            })?;
+            node.cluster_id.store(wanted, Ordering::Release);
+        }
+        let raft_members = BTreeMap::from([(
+            node.id,
+            crate::raft::Member {
+                peer_url: node.peer_url.clone(),
+            },
+        )]);
+        node.raft
+            .initialize(raft_members)
+            .await
+            .map_err(|e| Status::internal(format!("raftkv: initializing: {e}")))?;
+        tracing::info!(cluster_id = %format!("{wanted:x}"), "initialized a new cluster on request");
+        Ok(Response::new(InitializeResponse {
+            cluster_id: wanted,
+            initialized_now: true,
         }))
     }
 }

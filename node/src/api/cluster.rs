@@ -153,10 +153,16 @@ impl Cluster for ClusterService {
         self.node
             .change_membership(Forwarded::RemoveMember { id })
             .await?;
-        self.await_local_view(|m| m.get_node(&id).is_none()).await;
+        // A removed member never receives the configuration that leaves it out,
+        // so when it answers for its own removal its view stays as it was.
+        if id != self.node.id {
+            self.await_local_view(|m| m.get_node(&id).is_none()).await;
+        }
+        let mut members = member_list(&self.node);
+        members.retain(|m| m.id != id);
         Ok(Response::new(MemberRemoveResponse {
             header: self.list_response_header(),
-            members: member_list(&self.node),
+            members,
         }))
     }
 

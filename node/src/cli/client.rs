@@ -15,6 +15,7 @@ use crate::proto::etcdserverpb::cluster_client::ClusterClient;
 use crate::proto::etcdserverpb::kv_client::KvClient;
 use crate::proto::etcdserverpb::*;
 use crate::proto::raftkvpb::admin::admin_client::AdminClient;
+use crate::proto::raftkvpb::admin::InitializeRequest;
 use crate::proto::raftkvpb::admin::MemberStatusRequest;
 use crate::store::keys::prefix_end;
 
@@ -283,6 +284,22 @@ pub async fn status(ep: &Endpoints) -> anyhow::Result<()> {
     }
     if failures > 0 {
         bail!("{failures} member(s) did not answer");
+    }
+    Ok(())
+}
+
+/// Make a member started with `--join` the first member of a new cluster.
+pub async fn initialize(ep: &Endpoints, cluster_token: String) -> anyhow::Result<()> {
+    let mut admin = AdminClient::new(ep.connect().await?);
+    let resp = admin
+        .initialize(InitializeRequest { cluster_token })
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    if resp.initialized_now {
+        println!("Initialized cluster {:x}", resp.cluster_id);
+    } else {
+        println!("Already initialized: cluster {:x}", resp.cluster_id);
     }
     Ok(())
 }
