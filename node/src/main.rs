@@ -88,6 +88,9 @@ enum MemberCmd {
         /// Add as a non-voting learner (promote it once caught up).
         #[arg(long)]
         learner: bool,
+        /// Choose the member id (decimal) instead of deriving it from the peer URL.
+        #[arg(long)]
+        id: Option<u64>,
     },
     /// Promote a caught-up learner to voter (ID in hex, as `member list` shows).
     Promote {
@@ -188,7 +191,8 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
                 name,
                 peer_urls,
                 learner,
-            } => client::member_add(&ep, name, peer_urls, learner).await,
+                id,
+            } => client::member_add(&ep, name, peer_urls, learner, id).await,
             MemberCmd::Promote { id } => client::member_promote(&ep, &id).await,
             MemberCmd::Remove { id } => client::member_remove(&ep, &id).await,
         },

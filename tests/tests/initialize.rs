@@ -93,3 +93,81 @@ async fn a_joining_member_is_initialized_once_and_only_with_its_own_token() -> R
     );
     Ok(())
 }
+
+/// The operator's growth path: initialize member 1, then add member 2 with the id
+/// the operator chose (pod ordinal + 1) as a learner, start it with `--join`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_added_with_an_explicit_id_joins_under_that_id() -> Result<()> {
+    let mut cluster = ClusterOptions::new().start(1).await?;
+    let first_ports = Ports::allocate()?;
+    let first_endpoint = first_ports.client_endpoint();
+    let first = cluster.add_joiner(11, first_ports)?;
+    wait::until(CONVERGE_TIMEOUT, "member 11 to answer /readyz", || async {
+        Ok(first.readyz().await.ok())
+    })
+    .await?;
+    let cli = RaftkvCli::new(std::slice::from_ref(&first_endpoint))?;
+    cli.run(&["initialize", "--cluster-token", "grow"])
+        .await?
+        .ok()?;
+    first.wait_ready().await?;
+    first.client().await?.put("grow/k", "v", None).await?;
+
+    let ports = Ports::allocate()?;
+    let peer_url = ports.peer_url();
+    let added = cli
+        .run(&[
+            "member",
+            "add",
+            "m12",
+            "--peer-urls",
+            &peer_url,
+            "--learner",
+            "--id",
+            "12",
+        ])
+        .await?
+        .ok()?;
+    ensure!(
+        added.stdout.starts_with("Member c added as a learner"),
+        "printed {:?}",
+        added.stdout
+    );
+    let second = cluster.add_joiner(12, ports)?;
+    let mut c = second.client().await?;
+    wait::until(
+        CONVERGE_TIMEOUT,
+        "member 12 to serve grow/k locally",
+        || {
+            let mut c = c.clone();
+            async move { Ok(raftkv_tests::kv::get_value_serializable(&mut c, "grow/k").await?) }
+        },
+    )
+    .await?;
+    let list = c.member_list().await?;
+    ensure!(
+        list.members()
+            .iter()
+            .any(|m| m.id() == 12 && m.is_learner()),
+        "member list lacks learner 12: {:?}",
+        list.members()
+    );
+    let dup = cli
+        .run(&[
+            "member",
+            "add",
+            "again",
+            "--peer-urls",
+            "http://127.0.0.1:1",
+            "--id",
+            "12",
+        ])
+        .await?
+        .failed()?;
+    ensure!(
+        dup.stderr.contains("member ID already exist"),
+        "stderr {:?}",
+        dup.stderr
+    );
+    Ok(())
+}

@@ -122,4 +122,27 @@ impl Admin for AdminService {
             initialized_now: true,
         }))
     }
+
+    async fn add_member(
+        &self,
+        req: Request<AddMemberRequest>,
+    ) -> Result<Response<AddMemberResponse>, Status> {
+        let req = req.into_inner();
+        if req.id == 0 {
+            return Err(Status::invalid_argument(
+                "raftkv: member id 0 is not allowed",
+            ));
+        }
+        if !crate::api::cluster::valid_peer_url(&req.peer_url) {
+            return Err(crate::errors::ApiError::member_bad_urls().into());
+        }
+        self.node
+            .change_membership(crate::node::Forwarded::AddMember {
+                id: req.id,
+                peer_url: req.peer_url.trim_end_matches('/').to_string(),
+                learner: req.is_learner,
+            })
+            .await?;
+        Ok(Response::new(AddMemberResponse {}))
+    }
 }

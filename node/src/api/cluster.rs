@@ -68,7 +68,7 @@ fn member_attributes(node: &Node, id: NodeId) -> Option<MemberAttributes> {
     MemberAttributes::decode(bytes.as_slice()).ok()
 }
 
-fn valid_peer_url(url: &str) -> bool {
+pub fn valid_peer_url(url: &str) -> bool {
     let Some(rest) = url
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("https://"))

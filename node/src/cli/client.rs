@@ -180,7 +180,23 @@ pub async fn member_add(
     name: String,
     peer_url: String,
     learner: bool,
+    id: Option<u64>,
 ) -> anyhow::Result<()> {
+    let role = if learner { "learner" } else { "voter" };
+    if let Some(id) = id {
+        let mut admin = AdminClient::new(ep.connect().await?);
+        admin
+            .add_member(crate::proto::raftkvpb::admin::AddMemberRequest {
+                id,
+                peer_url: peer_url.clone(),
+                is_learner: learner,
+            })
+            .await
+            .map_err(status_err)?;
+        println!("Member {id:x} added as a {role}");
+        println!("Start it with: raftkv serve --join --id {id} --name {name} --initial-advertise-peer-urls {peer_url} ...");
+        return Ok(());
+    }
     let mut cluster = ClusterClient::new(ep.connect().await?);
     let resp = cluster
         .member_add(MemberAddRequest {
