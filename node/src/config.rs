@@ -78,6 +78,13 @@ pub struct ServeArgs {
     /// Election timeout, in milliseconds.
     #[arg(long, env = "RAFTKV_ELECTION_TIMEOUT", default_value_t = 1000)]
     pub election_timeout: u64,
+    /// Seconds between progress notifications to watchers that asked for them.
+    #[arg(
+        long,
+        env = "RAFTKV_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        default_value_t = 600
+    )]
+    pub watch_progress_notify_interval: u64,
     #[arg(long, env = "RAFTKV_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
@@ -115,6 +122,7 @@ pub struct ServeConfig {
     pub max_txn_ops: usize,
     pub heartbeat_interval: u64,
     pub election_timeout: u64,
+    pub watch_progress_notify_interval: u64,
     pub log_format: LogFormat,
 }
 
@@ -260,6 +268,7 @@ impl ServeConfig {
             max_txn_ops: a.max_txn_ops,
             heartbeat_interval: a.heartbeat_interval,
             election_timeout: a.election_timeout,
+            watch_progress_notify_interval: a.watch_progress_notify_interval.max(1),
             log_format: a.log_format,
         })
     }

@@ -17,3 +17,4 @@ pub mod proto;
 pub mod raft;
 pub mod server;
 pub mod store;
+pub mod watch;

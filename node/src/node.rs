@@ -110,6 +110,7 @@ pub struct Node {
     pub limits: Limits,
     pub data_dir: PathBuf,
     pub leader_contact: Arc<LeaderContact>,
+    pub watch_hub: Arc<crate::watch::WatchHub>,
     /// A leader not heard from (or, as leader, not acknowledged by a quorum)
     /// for this long is considered gone: the longest election timeout.
     pub leader_timeout: Duration,
@@ -150,8 +151,16 @@ impl Node {
         let m = self.raft_metrics();
         let leader = m.current_leader?;
         let stale = if leader == self.id {
-            m.last_quorum_acked
-                .is_some_and(|at| openraft::Instant::elapsed(&*at) > self.leader_timeout)
+            // A lone voter is its own quorum; otherwise the followers must
+            // have acknowledged the leader recently.
+            let alone = m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .all(|v| v == self.id);
+            !alone
+                && m.last_quorum_acked
+                    .is_some_and(|at| openraft::Instant::elapsed(&*at) > self.leader_timeout)
         } else {
             self.leader_contact.since() > self.leader_timeout
         };

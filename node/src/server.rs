@@ -22,6 +22,7 @@ use crate::api::admin::AdminService;
 use crate::api::cluster::ClusterService;
 use crate::api::kv::KvService;
 use crate::api::maintenance::MaintenanceService;
+use crate::api::watch::WatchService;
 use crate::config::Bootstrap;
 use crate::config::ServeConfig;
 use crate::metrics::Metrics;
@@ -30,6 +31,7 @@ use crate::node::Node;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::proto::raftkvpb;
 use crate::proto::raftkvpb::admin::admin_server::AdminServer;
 use crate::proto::raftkvpb::peer::raft_peer_server::RaftPeerServer;
@@ -121,7 +123,13 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
 
     let metrics = Arc::new(Metrics::default());
     let log_store = LogStore::new(db.clone());
-    let sm = StateMachineStore::new(db.clone(), cfg.data_dir.join("snapshots"), metrics.clone());
+    let watch_hub = Arc::new(crate::watch::WatchHub::default());
+    let sm = StateMachineStore::new(
+        db.clone(),
+        cfg.data_dir.join("snapshots"),
+        metrics.clone(),
+        watch_hub.clone(),
+    );
     let peers = Arc::new(PeerClients::new(cfg.id, cluster_id.clone()));
     let network = PeerNetwork {
         clients: peers.clone(),
@@ -166,6 +174,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         },
         data_dir: cfg.data_dir.clone(),
         leader_contact: Default::default(),
+        watch_hub,
         leader_timeout: Duration::from_millis(cfg.election_timeout * 2),
     });
 
@@ -184,6 +193,10 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             node: node.clone(),
         }))
         .add_service(AdminServer::new(AdminService::new(node.clone())))
+        .add_service(WatchServer::new(WatchService {
+            node: node.clone(),
+            progress_every: Duration::from_secs(cfg.watch_progress_notify_interval),
+        }))
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(client_listener),
             stopped(stop_rx.clone()),

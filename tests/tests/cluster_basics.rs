@@ -174,3 +174,24 @@ async fn a_member_without_quorum_is_not_ready_and_refuses_linearizable_reads() -
     ensure!(get_value(&mut client, "basics/before").await?.as_deref() == Some("kept"));
     Ok(())
 }
+
+/// Regression: a lone member has no followers to acknowledge it, and must not
+/// take that for a lost quorum once the leader timeout (2 x election timeout) passes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lone_member_stays_leader_past_the_leader_timeout() -> anyhow::Result<()> {
+    let cluster = raftkv_tests::ClusterOptions::new()
+        .arg("--election-timeout", 500)
+        .start(1)
+        .await?;
+    let mut client = cluster.client().await?;
+    client.put("lone/a", "1", None).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    client.put("lone/b", "2", None).await?;
+    let member = &cluster.members()[0];
+    anyhow::ensure!(member.readyz().await? == 200, "a lone member is not ready");
+    anyhow::ensure!(
+        member.status().await?.leader() == 1,
+        "a lone member reports no leader"
+    );
+    Ok(())
+}

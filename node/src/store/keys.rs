@@ -59,6 +59,15 @@ pub fn decode_history_key(key: &[u8]) -> Option<(Vec<u8>, i64)> {
     None
 }
 
+/// The `kv_events` key of the `sub`-th change made at `revision`: events sort
+/// in the order they happened.
+pub fn event_key(revision: i64, sub: u32) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..8].copy_from_slice(&(revision as u64).to_be_bytes());
+    k[8..].copy_from_slice(&sub.to_be_bytes());
+    k
+}
+
 /// The smallest key greater than every key with this prefix (etcd's `GetPrefixRangeEnd`).
 /// `None` means "no upper bound" (the prefix is all 0xff or empty).
 pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {

@@ -3,7 +3,8 @@
 //! One database, several column families, one shared write-ahead log: the Raft
 //! log and vote (`raft_log`, `raft_meta`), and the MVCC state machine (`kv` holds
 //! each live key's current version, `kv_history` every version until compaction,
-//! `sm_meta` the store revision, last-applied log id and membership). Sharing the
+//! `sm_meta` the store revision, last-applied log id and membership, `kv_events`
+//! every change in revision order, for watches). Sharing the
 //! WAL lets one fsync cover a whole batch of log appends (group commit), and lets
 //! every state-machine apply be a single atomic `WriteBatch`.
 
@@ -35,8 +36,16 @@ pub const CF_RAFT_META: &str = "raft_meta";
 pub const CF_KV: &str = "kv";
 pub const CF_KV_HISTORY: &str = "kv_history";
 pub const CF_SM_META: &str = "sm_meta";
+pub const CF_KV_EVENTS: &str = "kv_events";
 
-const ALL_CFS: [&str; 5] = [CF_RAFT_LOG, CF_RAFT_META, CF_KV, CF_KV_HISTORY, CF_SM_META];
+const ALL_CFS: [&str; 6] = [
+    CF_RAFT_LOG,
+    CF_RAFT_META,
+    CF_KV,
+    CF_KV_HISTORY,
+    CF_SM_META,
+    CF_KV_EVENTS,
+];
 
 /// Open (or create) the member's database under `dir/db`.
 pub fn open_db(dir: &Path) -> anyhow::Result<Arc<DB>> {

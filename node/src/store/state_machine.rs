@@ -33,6 +33,7 @@ use crate::raft::Snapshot;
 use crate::raft::SnapshotMeta;
 use crate::raft::StoredMembership;
 use crate::raft::TypeConfig;
+use crate::watch::WatchHub;
 
 pub(crate) const KEY_LAST_APPLIED: &[u8] = b"last_applied";
 pub(crate) const KEY_MEMBERSHIP: &[u8] = b"membership";
@@ -42,14 +43,21 @@ pub struct StateMachineStore {
     db: Arc<DB>,
     snapshot_dir: PathBuf,
     metrics: Arc<Metrics>,
+    watch_hub: Arc<WatchHub>,
 }
 
 impl StateMachineStore {
-    pub fn new(db: Arc<DB>, snapshot_dir: PathBuf, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        db: Arc<DB>,
+        snapshot_dir: PathBuf,
+        metrics: Arc<Metrics>,
+        watch_hub: Arc<WatchHub>,
+    ) -> Self {
         Self {
             db,
             snapshot_dir,
             metrics,
+            watch_hub,
         }
     }
 
@@ -67,7 +75,10 @@ impl StateMachineStore {
         if let Some(m) = membership {
             batch.put_cf(meta, KEY_MEMBERSHIP, codec::encode(m)?);
         }
-        self.db.write(batch).map_err(io_err)
+        self.db.write(batch).map_err(io_err)?;
+        // Only committed changes reach watchers.
+        self.watch_hub.publish(std::mem::take(&mut applier.events));
+        Ok(())
     }
 }
 

@@ -18,6 +18,7 @@ use super::mvcc;
 use super::mvcc::KeyRange;
 use super::mvcc::View;
 use super::CF_KV;
+use super::CF_KV_EVENTS;
 use super::CF_KV_HISTORY;
 use super::CF_SM_META;
 use crate::errors::ApiError;
@@ -27,6 +28,8 @@ use crate::proto::etcdserverpb::compare::TargetUnion;
 use crate::proto::etcdserverpb::request_op::Request;
 use crate::proto::etcdserverpb::response_op::Response;
 use crate::proto::etcdserverpb::*;
+use crate::proto::mvccpb::event::EventType;
+use crate::proto::mvccpb::Event;
 use crate::proto::mvccpb::KeyValue;
 use crate::proto::raftkvpb;
 
@@ -37,6 +40,10 @@ pub(crate) struct Applier<'a> {
     overlay: BTreeMap<Vec<u8>, Option<KeyValue>>,
     pub revision: i64,
     pub compacted: i64,
+    /// Changes made so far, in order, for watchers (published once committed).
+    pub events: Vec<Event>,
+    /// (revision, next sub-revision) of the last recorded event.
+    event_sub: (i64, u32),
 }
 
 impl<'a> Applier<'a> {
@@ -50,6 +57,8 @@ impl<'a> Applier<'a> {
             overlay: BTreeMap::new(),
             revision,
             compacted,
+            events: Vec::new(),
+            event_sub: (0, 0),
         }
     }
 
@@ -156,6 +165,27 @@ impl<'a> Applier<'a> {
         Ok(merged.into_values().collect())
     }
 
+    /// Record a change in `kv_events` and for publication to watchers.
+    fn record_event(&mut self, kind: EventType, kv: KeyValue) {
+        let rev = kv.mod_revision;
+        if self.event_sub.0 != rev {
+            self.event_sub = (rev, 0);
+        }
+        let sub = self.event_sub.1;
+        self.event_sub.1 += 1;
+        let event = Event {
+            r#type: kind as i32,
+            kv: Some(kv),
+            prev_kv: None,
+        };
+        self.batch.put_cf(
+            cf(self.db, CF_KV_EVENTS),
+            keys::event_key(rev, sub),
+            event.encode_to_vec(),
+        );
+        self.events.push(event);
+    }
+
     fn write_put(&mut self, kv: KeyValue) {
         let mut hist = Vec::with_capacity(kv.encoded_len() + 1);
         hist.push(mvcc::HISTORY_PUT);
@@ -167,7 +197,8 @@ impl<'a> Applier<'a> {
         );
         self.batch
             .put_cf(cf(self.db, CF_KV), &kv.key, kv.encode_to_vec());
-        self.overlay.insert(kv.key.clone(), Some(kv));
+        self.overlay.insert(kv.key.clone(), Some(kv.clone()));
+        self.record_event(EventType::Put, kv);
     }
 
     fn write_delete(&mut self, key: &[u8], revision: i64) {
@@ -178,6 +209,13 @@ impl<'a> Applier<'a> {
         );
         self.batch.delete_cf(cf(self.db, CF_KV), key);
         self.overlay.insert(key.to_vec(), None);
+        // etcd's delete event carries the key and the deleting revision.
+        let tombstone = KeyValue {
+            key: key.to_vec(),
+            mod_revision: revision,
+            ..Default::default()
+        };
+        self.record_event(EventType::Delete, tombstone);
     }
 
     fn put_request(&mut self, req: &PutRequest) -> Result<PutResponse, ApiError> {
@@ -446,6 +484,12 @@ impl<'a> Applier<'a> {
             return Err(ApiError::future_revision());
         }
         compact_history(self.db, &mut self.batch, req.revision)?;
+        // Watches may start at the compact revision, not before it.
+        self.batch.delete_range_cf(
+            cf(self.db, CF_KV_EVENTS),
+            keys::event_key(0, 0),
+            keys::event_key(req.revision, 0),
+        );
         self.compacted = req.revision;
         Ok(CompactionResponse {
             header: self.header(),
