@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod errors;
 pub mod http;
+pub mod lease;
 pub mod membership;
 pub mod metrics;
 pub mod node;

@@ -1,4 +1,6 @@
-//! Membership changes on the leader: add (as learner or voter), promote, remove.
+//! Requests only the leader can carry out: membership changes (add as learner
+//! or voter, promote, remove) and lease keep-alives and TTLs (the leader keeps
+//! lease deadlines; see `crate::lease`).
 //!
 //! etcd's rules, checked before anything is proposed: ids and peer URLs are
 //! unique, only a learner that has caught up (90% of the leader's log, as etcd)
@@ -39,6 +41,18 @@ pub async fn run_on_leader(node: &Node, req: &Forwarded) -> ForwardReply {
         } => add(node, *id, peer_url, *learner).await,
         Forwarded::PromoteMember { id } => promote(node, *id).await,
         Forwarded::RemoveMember { id } => remove(node, *id).await,
+        Forwarded::LeaseKeepAlive { id } => {
+            return match node.lease_timers.renew(node, *id) {
+                Ok(ttl) => ForwardReply::Lease(ttl.map(|t| (t, t))),
+                Err(e) => reply_error(e),
+            }
+        }
+        Forwarded::LeaseTimeToLive { id } => {
+            return match node.lease_timers.remaining(node, *id) {
+                Ok(left) => ForwardReply::Lease(left),
+                Err(e) => reply_error(e),
+            }
+        }
     };
     match result {
         Ok(()) => ForwardReply::Done,

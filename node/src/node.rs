@@ -57,6 +57,12 @@ pub enum Forwarded {
     RemoveMember {
         id: NodeId,
     },
+    LeaseKeepAlive {
+        id: i64,
+    },
+    LeaseTimeToLive {
+        id: i64,
+    },
 }
 
 /// The leader's answer to a [`Forwarded`] request.
@@ -64,7 +70,12 @@ pub enum Forwarded {
 pub enum ForwardReply {
     Write(crate::raft::CommandResult),
     Done,
-    Error { code: i32, message: String },
+    /// A lease's (remaining, granted) TTL in seconds; `None` if it does not exist.
+    Lease(Option<(i64, i64)>),
+    Error {
+        code: i32,
+        message: String,
+    },
 }
 
 /// When this member last heard from a leader, for followers to notice a leader
@@ -111,6 +122,7 @@ pub struct Node {
     pub data_dir: PathBuf,
     pub leader_contact: Arc<LeaderContact>,
     pub watch_hub: Arc<crate::watch::WatchHub>,
+    pub lease_timers: Arc<crate::lease::LeaseTimers>,
     /// A leader not heard from (or, as leader, not acknowledged by a quorum)
     /// for this long is considered gone: the longest election timeout.
     pub leader_timeout: Duration,
@@ -242,7 +254,7 @@ impl Node {
                     ForwardReply::Error { code, message } => {
                         return Err(ApiError::new(code.into(), message))
                     }
-                    ForwardReply::Done => {
+                    ForwardReply::Done | ForwardReply::Lease(_) => {
                         return Err(ApiError::internal("unexpected reply to a forwarded write"))
                     }
                 }
@@ -386,6 +398,12 @@ impl Node {
 
     /// Run a membership change on the leader, wherever this member is.
     pub async fn change_membership(&self, req: Forwarded) -> Result<(), ApiError> {
+        self.on_leader(req).await.map(|_| ())
+    }
+
+    /// Carry out `req` on the leader (here, or forwarded), retrying only while
+    /// nothing was done (no leader yet, or the target was not the leader).
+    pub async fn on_leader(&self, req: Forwarded) -> Result<ForwardReply, ApiError> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         loop {
             let (leader, url) = self.await_leader(deadline).await?;
@@ -395,11 +413,11 @@ impl Node {
                 self.forward(leader, &url, &req, deadline).await?
             };
             match reply {
-                ForwardReply::Done | ForwardReply::Write(_) => return Ok(()),
                 ForwardReply::Error { code, message } if is_not_leader(code, &message) => {}
                 ForwardReply::Error { code, message } => {
                     return Err(ApiError::new(code.into(), message))
                 }
+                other => return Ok(other),
             }
             if Instant::now() >= deadline {
                 return Err(ApiError::timeout());

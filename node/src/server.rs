@@ -21,6 +21,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::api::admin::AdminService;
 use crate::api::cluster::ClusterService;
 use crate::api::kv::KvService;
+use crate::api::lease::LeaseService;
 use crate::api::maintenance::MaintenanceService;
 use crate::api::watch::WatchService;
 use crate::config::Bootstrap;
@@ -30,6 +31,7 @@ use crate::node::Limits;
 use crate::node::Node;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
+use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::proto::raftkvpb;
@@ -124,11 +126,13 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let log_store = LogStore::new(db.clone());
     let watch_hub = Arc::new(crate::watch::WatchHub::default());
+    let lease_timers = Arc::new(crate::lease::LeaseTimers::default());
     let sm = StateMachineStore::new(
         db.clone(),
         cfg.data_dir.join("snapshots"),
         metrics.clone(),
         watch_hub.clone(),
+        lease_timers.clone(),
     );
     let peers = Arc::new(PeerClients::new(cfg.id, cluster_id.clone()));
     let network = PeerNetwork {
@@ -175,6 +179,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         data_dir: cfg.data_dir.clone(),
         leader_contact: Default::default(),
         watch_hub,
+        lease_timers,
         leader_timeout: Duration::from_millis(cfg.election_timeout * 2),
     });
 
@@ -193,6 +198,10 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             node: node.clone(),
         }))
         .add_service(AdminServer::new(AdminService::new(node.clone())))
+        .add_service(LeaseServer::new(LeaseService {
+            node: node.clone(),
+            min_ttl: (cfg.election_timeout * 3 / 2).div_ceil(1000) as i64,
+        }))
         .add_service(WatchServer::new(WatchService {
             node: node.clone(),
             progress_every: Duration::from_secs(cfg.watch_progress_notify_interval),
@@ -223,6 +232,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         stop_rx.clone(),
     ));
     tokio::spawn(count_leader_changes(node.clone()));
+    tokio::spawn(crate::lease::run_expiry(node.clone()));
 
     tracing::info!(
         id = %format!("{:x}", cfg.id),

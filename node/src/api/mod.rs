@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod cluster;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
 pub mod validate;
 pub mod watch;

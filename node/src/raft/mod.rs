@@ -66,6 +66,8 @@ impl fmt::Display for Command {
             Some(Op::Txn(t)) => write!(f, "txn({} compares)", t.compare.len()),
             Some(Op::Compact(c)) => write!(f, "compact({})", c.revision),
             Some(Op::SetMemberAttributes(a)) => write!(f, "member_attributes({})", a.id),
+            Some(Op::LeaseGrant(l)) => write!(f, "lease_grant({:x}, ttl {})", l.id, l.ttl),
+            Some(Op::LeaseRevoke(l)) => write!(f, "lease_revoke({:x})", l.id),
             None => write!(f, "noop"),
         }
     }

@@ -356,3 +356,49 @@ fn a_txn_with_a_failing_op_changes_nothing() {
         before
     );
 }
+
+#[test]
+fn a_revoke_deletes_the_keys_still_on_the_lease_in_one_revision() {
+    let s = Store::new();
+    let grant = s
+        .apply(Op::LeaseGrant(LeaseGrantRequest { ttl: 5, id: 42 }))
+        .unwrap();
+    assert!(matches!(grant, Applied::LeaseGrant(ref g) if g.id == 42 && g.ttl == 5));
+    let dup = s.apply(Op::LeaseGrant(LeaseGrantRequest { ttl: 5, id: 42 }));
+    assert_eq!(dup.unwrap_err().message, "etcdserver: lease already exists");
+    let leased = |k: &str, lease: i64| {
+        Op::Put(PutRequest {
+            key: k.into(),
+            value: "v".into(),
+            lease,
+            ..Default::default()
+        })
+    };
+    s.apply(leased("l/a", 42)).unwrap();
+    s.apply(leased("l/b", 42)).unwrap();
+    s.apply(leased("l/moved", 42)).unwrap();
+    // Re-put without the lease: the key leaves the lease.
+    s.apply(leased("l/moved", 0)).unwrap();
+    let before = s.range("l/", "l0", 0).unwrap().header.unwrap().revision;
+    s.apply(Op::LeaseRevoke(LeaseRevokeRequest { id: 42 }))
+        .unwrap();
+    let after = s.range("l/", "l0", 0).unwrap();
+    let keys: Vec<_> = after.kvs.iter().map(|kv| kv.key.clone()).collect();
+    assert_eq!(keys, vec![b"l/moved".to_vec()]);
+    assert_eq!(
+        after.header.unwrap().revision,
+        before + 1,
+        "both deletes share one revision"
+    );
+    assert_eq!(
+        s.apply(Op::LeaseRevoke(LeaseRevokeRequest { id: 42 }))
+            .unwrap_err(),
+        ApiError::lease_not_found()
+    );
+    assert_eq!(
+        s.apply(leased("l/c", 42)).unwrap_err(),
+        ApiError::lease_not_found()
+    );
+    assert!(super::lease::all_leases(&s.db).unwrap().is_empty());
+    assert!(super::lease::lease_keys(&s.db, 42).unwrap().is_empty());
+}

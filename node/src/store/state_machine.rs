@@ -24,6 +24,7 @@ use super::io_err;
 use super::snapshot;
 use super::txn::Applier;
 use super::CF_SM_META;
+use crate::lease::LeaseTimers;
 use crate::metrics::Metrics;
 use crate::proto::raftkvpb;
 use crate::raft::codec;
@@ -44,6 +45,7 @@ pub struct StateMachineStore {
     snapshot_dir: PathBuf,
     metrics: Arc<Metrics>,
     watch_hub: Arc<WatchHub>,
+    lease_timers: Arc<LeaseTimers>,
 }
 
 impl StateMachineStore {
@@ -52,12 +54,14 @@ impl StateMachineStore {
         snapshot_dir: PathBuf,
         metrics: Arc<Metrics>,
         watch_hub: Arc<WatchHub>,
+        lease_timers: Arc<LeaseTimers>,
     ) -> Self {
         Self {
             db,
             snapshot_dir,
             metrics,
             watch_hub,
+            lease_timers,
         }
     }
 
@@ -76,8 +80,11 @@ impl StateMachineStore {
             batch.put_cf(meta, KEY_MEMBERSHIP, codec::encode(m)?);
         }
         self.db.write(batch).map_err(io_err)?;
-        // Only committed changes reach watchers.
+        // Only committed changes reach watchers and the leader's lease timers.
         self.watch_hub.publish(std::mem::take(&mut applier.events));
+        if std::mem::take(&mut applier.leases_changed) {
+            self.lease_timers.note_change();
+        }
         Ok(())
     }
 }
@@ -172,6 +179,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         tokio::task::spawn_blocking(move || snapshot::install(&db, &dir, &meta, snapshot))
             .await
             .map_err(io_err)??;
+        self.lease_timers.note_change();
         tracing::info!("installed a snapshot from the leader");
         Ok(())
     }

@@ -34,7 +34,7 @@ use crate::proto::mvccpb::KeyValue;
 use crate::proto::raftkvpb;
 
 pub(crate) struct Applier<'a> {
-    db: &'a DB,
+    pub(super) db: &'a DB,
     pub batch: WriteBatch,
     /// Current state of keys changed in this batch: `None` = deleted.
     overlay: BTreeMap<Vec<u8>, Option<KeyValue>>,
@@ -44,6 +44,11 @@ pub(crate) struct Applier<'a> {
     pub events: Vec<Event>,
     /// (revision, next sub-revision) of the last recorded event.
     event_sub: (i64, u32),
+    /// Leases granted (true) or revoked (false) in this batch.
+    pub(super) lease_overlay: BTreeMap<i64, bool>,
+    /// Whether this batch granted or revoked a lease (the leader's lease
+    /// timers then re-read the lease table).
+    pub leases_changed: bool,
 }
 
 impl<'a> Applier<'a> {
@@ -59,6 +64,8 @@ impl<'a> Applier<'a> {
             compacted,
             events: Vec::new(),
             event_sub: (0, 0),
+            lease_overlay: BTreeMap::new(),
+            leases_changed: false,
         }
     }
 
@@ -78,6 +85,7 @@ impl<'a> Applier<'a> {
             self.compacted.to_be_bytes(),
         );
         self.overlay.clear();
+        self.lease_overlay.clear();
         std::mem::take(&mut self.batch)
     }
 
@@ -86,7 +94,7 @@ impl<'a> Applier<'a> {
     pub fn needs_clean_db(cmd: &raftkvpb::Command) -> bool {
         use raftkvpb::command::Op;
         match &cmd.op {
-            Some(Op::Compact(_)) => true,
+            Some(Op::Compact(_)) | Some(Op::LeaseRevoke(_)) => true,
             Some(Op::Txn(t)) => txn_reads_history(t),
             _ => false,
         }
@@ -101,6 +109,8 @@ impl<'a> Applier<'a> {
             Some(Op::Put(req)) => self.put_request(req).map(R::Put),
             Some(Op::DeleteRange(req)) => self.delete_request(req).map(R::DeleteRange),
             Some(Op::Txn(req)) => self.txn_request(req).map(R::Txn),
+            Some(Op::LeaseGrant(req)) => self.lease_grant(req).map(R::LeaseGrant),
+            Some(Op::LeaseRevoke(req)) => self.lease_revoke(req).map(R::LeaseRevoke),
             Some(Op::Compact(req)) => self.compact(req).map(R::Compact),
             Some(Op::SetMemberAttributes(attrs)) => {
                 self.batch.put_cf(
@@ -117,7 +127,7 @@ impl<'a> Applier<'a> {
         }
     }
 
-    fn header(&self) -> Option<ResponseHeader> {
+    pub(super) fn header(&self) -> Option<ResponseHeader> {
         Some(ResponseHeader {
             revision: self.revision,
             ..Default::default()
@@ -242,8 +252,7 @@ impl<'a> Applier<'a> {
             ),
             (None, false, false) => (req.value.clone(), req.lease),
         };
-        if lease != 0 {
-            // Leases arrive with the Lease API; until then no lease exists.
+        if lease != 0 && !self.lease_exists(lease)? {
             return Err(ApiError::lease_not_found());
         }
         let kv = KeyValue {
@@ -254,6 +263,7 @@ impl<'a> Applier<'a> {
             value,
             lease,
         };
+        self.attach(prev.as_ref(), &kv);
         self.write_put(kv);
         Ok(PutResponse {
             header: None,
@@ -276,13 +286,14 @@ impl<'a> Applier<'a> {
         })
     }
 
-    fn delete_at(
+    pub(super) fn delete_at(
         &mut self,
         req: &DeleteRangeRequest,
         rev: i64,
     ) -> Result<DeleteRangeResponse, ApiError> {
         let victims = self.current(&KeyRange::new(&req.key, &req.range_end))?;
         for kv in &victims {
+            self.detach(kv);
             self.write_delete(&kv.key, rev);
         }
         Ok(DeleteRangeResponse {
@@ -372,7 +383,7 @@ impl<'a> Applier<'a> {
                     } else {
                         p.lease
                     };
-                    if lease != 0 {
+                    if lease != 0 && !self.lease_exists(lease)? {
                         return Err(ApiError::lease_not_found());
                     }
                 }

@@ -1,0 +1,198 @@
+//! Leases in the state machine: which exist, and which keys each one holds.
+//!
+//! `leases` maps a lease id to its granted TTL; `lease_keys` holds one entry per
+//! (lease, key) so a revoke finds its keys without scanning the store. Grant and
+//! revoke are log entries, so every member agrees on both; *when* a lease
+//! expires is decided by the leader alone (see `crate::lease`), which then
+//! proposes the revoke.
+
+use prost::Message;
+use rocksdb::IteratorMode;
+use rocksdb::DB;
+
+use super::cf;
+use super::txn::Applier;
+use super::CF_KV;
+use super::CF_LEASES;
+use super::CF_LEASE_KEYS;
+use crate::errors::ApiError;
+use crate::proto::etcdserverpb::DeleteRangeRequest;
+use crate::proto::etcdserverpb::LeaseGrantRequest;
+use crate::proto::etcdserverpb::LeaseGrantResponse;
+use crate::proto::etcdserverpb::LeaseRevokeRequest;
+use crate::proto::etcdserverpb::LeaseRevokeResponse;
+use crate::proto::mvccpb::KeyValue;
+
+/// The longest TTL etcd accepts, in seconds.
+pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
+
+fn lease_key(id: i64) -> [u8; 8] {
+    (id as u64).to_be_bytes()
+}
+
+fn lease_keys_prefix(id: i64) -> Vec<u8> {
+    lease_key(id).to_vec()
+}
+
+pub(crate) fn lease_key_entry(id: i64, key: &[u8]) -> Vec<u8> {
+    let mut k = lease_keys_prefix(id);
+    k.extend_from_slice(key);
+    k
+}
+
+/// Every lease and its granted TTL, in id order.
+pub fn all_leases(db: &DB) -> Result<Vec<(i64, i64)>, ApiError> {
+    let mut out = Vec::new();
+    for item in db.iterator_cf(cf(db, CF_LEASES), IteratorMode::Start) {
+        let (k, v) = item.map_err(ApiError::internal)?;
+        let id = u64::from_be_bytes(k.as_ref().try_into().map_err(ApiError::internal)?) as i64;
+        let grant = LeaseGrantRequest::decode(v.as_ref()).map_err(ApiError::internal)?;
+        out.push((id, grant.ttl));
+    }
+    Ok(out)
+}
+
+/// The granted TTL of a lease, if it exists.
+pub fn lease_ttl(db: &DB, id: i64) -> Result<Option<i64>, ApiError> {
+    let Some(v) = db
+        .get_cf(cf(db, CF_LEASES), lease_key(id))
+        .map_err(ApiError::internal)?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(
+        LeaseGrantRequest::decode(v.as_slice())
+            .map_err(ApiError::internal)?
+            .ttl,
+    ))
+}
+
+/// The keys attached to a lease.
+pub fn lease_keys(db: &DB, id: i64) -> Result<Vec<Vec<u8>>, ApiError> {
+    let prefix = lease_keys_prefix(id);
+    let iter = db.iterator_cf(
+        cf(db, CF_LEASE_KEYS),
+        IteratorMode::From(&prefix, rocksdb::Direction::Forward),
+    );
+    let mut out = Vec::new();
+    for item in iter {
+        let (k, _) = item.map_err(ApiError::internal)?;
+        if !k.starts_with(&prefix) {
+            break;
+        }
+        out.push(k[prefix.len()..].to_vec());
+    }
+    Ok(out)
+}
+
+impl Applier<'_> {
+    /// Whether lease `id` exists, counting grants and revokes earlier in this batch.
+    pub(crate) fn lease_exists(&self, id: i64) -> Result<bool, ApiError> {
+        if let Some(state) = self.lease_overlay.get(&id) {
+            return Ok(*state);
+        }
+        Ok(lease_ttl(self.db, id)?.is_some())
+    }
+
+    /// Move `kv`'s key from the lease it had (in `prev`) to the one it has now.
+    pub(crate) fn attach(&mut self, prev: Option<&KeyValue>, kv: &KeyValue) {
+        let handle = cf(self.db, CF_LEASE_KEYS);
+        if let Some(p) = prev {
+            if p.lease != 0 && p.lease != kv.lease {
+                self.batch
+                    .delete_cf(handle, lease_key_entry(p.lease, &p.key));
+            }
+        }
+        if kv.lease != 0 {
+            self.batch
+                .put_cf(handle, lease_key_entry(kv.lease, &kv.key), []);
+        }
+    }
+
+    /// A deleted key no longer belongs to its lease.
+    pub(crate) fn detach(&mut self, deleted: &KeyValue) {
+        if deleted.lease != 0 {
+            self.batch.delete_cf(
+                cf(self.db, CF_LEASE_KEYS),
+                lease_key_entry(deleted.lease, &deleted.key),
+            );
+        }
+    }
+
+    pub(crate) fn lease_grant(
+        &mut self,
+        req: &LeaseGrantRequest,
+    ) -> Result<LeaseGrantResponse, ApiError> {
+        if req.id <= 0 {
+            return Err(ApiError::internal(
+                "a lease grant reached the log without an id",
+            ));
+        }
+        if self.lease_exists(req.id)? {
+            return Err(ApiError::new(
+                tonic::Code::FailedPrecondition,
+                "etcdserver: lease already exists",
+            ));
+        }
+        self.batch.put_cf(
+            cf(self.db, CF_LEASES),
+            lease_key(req.id),
+            req.encode_to_vec(),
+        );
+        self.lease_overlay.insert(req.id, true);
+        self.leases_changed = true;
+        Ok(LeaseGrantResponse {
+            header: self.header(),
+            id: req.id,
+            ttl: req.ttl,
+            error: String::new(),
+        })
+    }
+
+    /// Delete the lease and all its keys at one new revision. The database is
+    /// clean here (see `needs_clean_db`), so `lease_keys` lists every key.
+    pub(crate) fn lease_revoke(
+        &mut self,
+        req: &LeaseRevokeRequest,
+    ) -> Result<LeaseRevokeResponse, ApiError> {
+        if !self.lease_exists(req.id)? {
+            return Err(ApiError::lease_not_found());
+        }
+        let keys = lease_keys(self.db, req.id)?;
+        let rev = self.revision + 1;
+        let mut deleted = 0;
+        for key in &keys {
+            // Only keys that still carry this lease (a later put may have moved them).
+            let held = self
+                .db
+                .get_cf(cf(self.db, CF_KV), key)
+                .map_err(ApiError::internal)?
+                .and_then(|b| KeyValue::decode(b.as_slice()).ok())
+                .is_some_and(|kv| kv.lease == req.id);
+            if held {
+                let resp = self.delete_at(
+                    &DeleteRangeRequest {
+                        key: key.clone(),
+                        ..Default::default()
+                    },
+                    rev,
+                )?;
+                deleted += resp.deleted;
+            }
+        }
+        if deleted > 0 {
+            self.revision = rev;
+        }
+        let handle = cf(self.db, CF_LEASE_KEYS);
+        for key in &keys {
+            self.batch.delete_cf(handle, lease_key_entry(req.id, key));
+        }
+        self.batch
+            .delete_cf(cf(self.db, CF_LEASES), lease_key(req.id));
+        self.lease_overlay.insert(req.id, false);
+        self.leases_changed = true;
+        Ok(LeaseRevokeResponse {
+            header: self.header(),
+        })
+    }
+}
