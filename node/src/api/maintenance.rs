@@ -1,8 +1,8 @@
 //! etcd's Maintenance service.
 //!
-//! Status and MoveLeader are served; Alarm reports no alarms (raftkv raises none
-//! yet). The rest (Defragment, Hash, HashKV, Snapshot, Downgrade) answer
-//! `Unimplemented` with a message until they are built.
+//! Status, Hash, HashKV, Defragment, Snapshot and MoveLeader are served; Alarm
+//! reports no alarms (raftkv raises none yet: no space quota); Downgrade answers
+//! `Unimplemented`.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use tonic::Status;
 use crate::node::Node;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::proto::etcdserverpb::*;
+use crate::store::hash;
 
 /// The etcd API level raftkv speaks; clients use it for feature detection.
 pub const ETCD_API_VERSION: &str = "3.5.0";
@@ -80,27 +81,71 @@ impl Maintenance for MaintenanceService {
         &self,
         _req: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        Err(not_yet("Defragment"))
+        let db = self.node.db.clone();
+        tokio::task::spawn_blocking(move || hash::defragment(&db))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(DefragmentResponse {
+            header: Some(self.node.header(self.node.mvcc.current_revision())),
+        }))
     }
 
     async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Err(not_yet("Hash"))
+        let db = self.node.db.clone();
+        let value = tokio::task::spawn_blocking(move || hash::hash_all(&db))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(HashResponse {
+            header: Some(self.node.header(self.node.mvcc.current_revision())),
+            hash: value,
+        }))
     }
 
     async fn hash_kv(
         &self,
-        _req: Request<HashKvRequest>,
+        req: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
-        Err(not_yet("HashKV"))
+        let revision = req.into_inner().revision;
+        let db = self.node.db.clone();
+        let (value, compacted, upto) =
+            tokio::task::spawn_blocking(move || hash::hash_kv(&db, revision))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(HashKvResponse {
+            header: Some(self.node.header(upto)),
+            hash: value,
+            compact_revision: compacted,
+        }))
     }
 
     type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
 
+    /// A consistent copy of this member's state, streamed as etcd streams its
+    /// database: the content padded with zeros to a multiple of 512 bytes, then
+    /// the SHA-256 of everything before it (etcdctl checks both). The content
+    /// is a raftkv snapshot file (see `store::snapshot`), whose records end
+    /// with an end marker and checksum, so the padding is unambiguous.
     async fn snapshot(
         &self,
         _req: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(not_yet("Snapshot"))
+        let db = self.node.db.clone();
+        let dir = self
+            .node
+            .data_dir
+            .join(format!("backup-{}.tmp", rand::random::<u64>()));
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<SnapshotResponse, Status>>(4);
+        let header = Some(self.node.header(self.node.mvcc.current_revision()));
+        tokio::task::spawn_blocking(move || {
+            let result = stream_backup(&db, &dir, header, &tx);
+            let _ = std::fs::remove_dir_all(&dir);
+            if let Err(e) = result {
+                let _ = tx.blocking_send(Err(Status::internal(format!("raftkv: snapshot: {e}"))));
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn move_leader(
@@ -147,4 +192,49 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<DowngradeResponse>, Status> {
         Err(not_yet("Downgrade"))
     }
+}
+
+/// Build a snapshot file in `dir` and send it, then its SHA-256, in chunks.
+fn stream_backup(
+    db: &rocksdb::DB,
+    dir: &std::path::Path,
+    header: Option<ResponseHeader>,
+    tx: &tokio::sync::mpsc::Sender<Result<SnapshotResponse, Status>>,
+) -> std::io::Result<()> {
+    use sha2::Digest;
+    use std::io::Read;
+    const CHUNK: usize = 1 << 20;
+    let (_, path) = crate::store::snapshot::build(db, dir)?;
+    let total = std::fs::metadata(&path)?.len();
+    let mut file = std::fs::File::open(&path)?;
+    let mut sha = sha2::Sha256::new();
+    let mut sent = 0u64;
+    loop {
+        let mut buf = vec![0u8; CHUNK];
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        buf.truncate(n);
+        sha.update(&buf);
+        sent += n as u64;
+        let msg = SnapshotResponse {
+            header,
+            remaining_bytes: total.next_multiple_of(512) - sent + 32,
+            blob: buf,
+        };
+        if tx.blocking_send(Ok(msg)).is_err() {
+            return Ok(()); // the client went away
+        }
+    }
+    let padding = vec![0u8; ((512 - total % 512) % 512) as usize];
+    sha.update(&padding);
+    let mut tail = padding;
+    tail.extend_from_slice(&sha.finalize());
+    let _ = tx.blocking_send(Ok(SnapshotResponse {
+        header,
+        remaining_bytes: 0,
+        blob: tail,
+    }));
+    Ok(())
 }

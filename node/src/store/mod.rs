@@ -9,6 +9,7 @@
 //! WAL lets one fsync cover a whole batch of log appends (group commit), and lets
 //! every state-machine apply be a single atomic `WriteBatch`.
 
+pub mod hash;
 pub mod keys;
 pub mod lease;
 pub mod log_store;
