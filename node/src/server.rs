@@ -20,8 +20,10 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::api::admin::AdminService;
 use crate::api::cluster::ClusterService;
+use crate::api::election::ElectionService;
 use crate::api::kv::KvService;
 use crate::api::lease::LeaseService;
+use crate::api::lock::LockService;
 use crate::api::maintenance::MaintenanceService;
 use crate::api::watch::WatchService;
 use crate::config::Bootstrap;
@@ -37,6 +39,8 @@ use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::proto::raftkvpb;
 use crate::proto::raftkvpb::admin::admin_server::AdminServer;
 use crate::proto::raftkvpb::peer::raft_peer_server::RaftPeerServer;
+use crate::proto::v3electionpb::election_server::ElectionServer;
+use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::raft::network::PeerClients;
 use crate::raft::network::PeerNetwork;
 use crate::raft::peer_service::PeerService;
@@ -202,6 +206,8 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             node: node.clone(),
             min_ttl: (cfg.election_timeout * 3 / 2).div_ceil(1000) as i64,
         }))
+        .add_service(LockServer::new(LockService { node: node.clone() }))
+        .add_service(ElectionServer::new(ElectionService { node: node.clone() }))
         .add_service(WatchServer::new(WatchService {
             node: node.clone(),
             progress_every: Duration::from_secs(cfg.watch_progress_notify_interval),

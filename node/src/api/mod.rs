@@ -2,8 +2,11 @@
 
 pub mod admin;
 pub mod cluster;
+pub mod election;
+pub mod key_queue;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod validate;
 pub mod watch;

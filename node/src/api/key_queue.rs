@@ -1,0 +1,176 @@
+//! A queue of keys under a prefix, ordered by create revision: what etcd's
+//! Lock and Election are built on (as its clientv3 `concurrency` package does).
+//!
+//! A contender puts `<prefix><lease id in hex>` with its lease, if that key does
+//! not exist yet; its place in line is the key's create revision. It owns the
+//! lock (or leads) once no key under the prefix is older; until then it waits
+//! for the deletion of the key just ahead of it (released, resigned, or expired
+//! with its lease), then looks again. Waiting uses the watch hub, subscribed
+//! before each look, so no deletion can slip between looking and waiting.
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::errors::ApiError;
+use crate::node::Node;
+use crate::proto::etcdserverpb::compare::*;
+use crate::proto::etcdserverpb::range_request::SortOrder;
+use crate::proto::etcdserverpb::range_request::SortTarget;
+use crate::proto::etcdserverpb::request_op::Request;
+use crate::proto::etcdserverpb::response_op::Response;
+use crate::proto::etcdserverpb::*;
+use crate::proto::mvccpb::event::EventType;
+use crate::proto::mvccpb::KeyValue;
+use crate::proto::raftkvpb;
+use crate::proto::raftkvpb::command_result::Result as Applied;
+use crate::raft::Command;
+use crate::store::keys::prefix_end;
+
+pub fn queue_prefix(name: &[u8]) -> Vec<u8> {
+    let mut p = name.to_vec();
+    p.push(b'/');
+    p
+}
+
+/// Propose a txn and return its response.
+pub async fn txn(node: &Node, req: TxnRequest) -> Result<TxnResponse, ApiError> {
+    let cmd = Command(raftkvpb::Command {
+        op: Some(raftkvpb::command::Op::Txn(req)),
+    });
+    match node.propose(cmd).await? {
+        Applied::Txn(t) => Ok(t),
+        _ => Err(ApiError::internal("unexpected result of a txn")),
+    }
+}
+
+/// Join the queue: create `key` with `value` and `lease` unless it exists.
+/// Returns the key as it now is (its create revision is its place in line).
+pub async fn enqueue(
+    node: &Node,
+    key: &[u8],
+    value: &[u8],
+    lease: i64,
+) -> Result<KeyValue, ApiError> {
+    let absent = Compare {
+        key: key.to_vec(),
+        target: CompareTarget::Create as i32,
+        result: CompareResult::Equal as i32,
+        target_union: Some(TargetUnion::CreateRevision(0)),
+        ..Default::default()
+    };
+    let put = RequestOp {
+        request: Some(Request::RequestPut(PutRequest {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            lease,
+            ..Default::default()
+        })),
+    };
+    let get = RequestOp {
+        request: Some(Request::RequestRange(RangeRequest {
+            key: key.to_vec(),
+            ..Default::default()
+        })),
+    };
+    let resp = txn(
+        node,
+        TxnRequest {
+            compare: vec![absent],
+            success: vec![put, get.clone()],
+            failure: vec![get],
+        },
+    )
+    .await?;
+    let read = resp.responses.into_iter().find_map(|r| match r.response {
+        Some(Response::ResponseRange(range)) => range.kvs.into_iter().next(),
+        _ => None,
+    });
+    read.ok_or_else(|| ApiError::internal("the queued key vanished"))
+}
+
+/// The oldest key under `prefix` created before `before` (any, when 0).
+pub async fn oldest_before(
+    node: &Node,
+    prefix: &[u8],
+    before: i64,
+) -> Result<Option<KeyValue>, ApiError> {
+    node.read_barrier().await?;
+    let req = RangeRequest {
+        key: prefix.to_vec(),
+        range_end: prefix_end(prefix).unwrap_or_else(|| vec![0]),
+        limit: 1,
+        sort_order: if before > 0 {
+            SortOrder::Descend
+        } else {
+            SortOrder::Ascend
+        } as i32,
+        sort_target: SortTarget::Create as i32,
+        max_create_revision: if before > 0 { before - 1 } else { 0 },
+        ..Default::default()
+    };
+    Ok(node.mvcc.range(&req)?.kvs.into_iter().next())
+}
+
+/// Wait until no key under `prefix` is older than `mine` (create revision).
+pub async fn wait_for_turn(node: &Arc<Node>, prefix: &[u8], mine: i64) -> Result<(), ApiError> {
+    loop {
+        let mut changes = node.watch_hub.subscribe();
+        let Some(ahead) = oldest_before(node, prefix, mine).await? else {
+            return Ok(());
+        };
+        wait_for_delete(&mut changes, &ahead.key).await;
+    }
+}
+
+/// Return once `key` is deleted (or when events were missed: look again).
+async fn wait_for_delete(
+    changes: &mut tokio::sync::broadcast::Receiver<Arc<Vec<crate::proto::mvccpb::Event>>>,
+    key: &[u8],
+) {
+    loop {
+        match changes.recv().await {
+            Ok(events) => {
+                let deleted = events.iter().any(|e| {
+                    e.r#type == EventType::Delete as i32
+                        && e.kv.as_ref().is_some_and(|kv| kv.key == key)
+                });
+                if deleted {
+                    return;
+                }
+            }
+            Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Delete `key` if it still is the one created at `create_revision`.
+pub async fn delete_if_owner(
+    node: &Node,
+    key: &[u8],
+    create_revision: i64,
+) -> Result<bool, ApiError> {
+    let owner = Compare {
+        key: key.to_vec(),
+        target: CompareTarget::Create as i32,
+        result: CompareResult::Equal as i32,
+        target_union: Some(TargetUnion::CreateRevision(create_revision)),
+        ..Default::default()
+    };
+    let delete = RequestOp {
+        request: Some(Request::RequestDeleteRange(DeleteRangeRequest {
+            key: key.to_vec(),
+            ..Default::default()
+        })),
+    };
+    let resp = txn(
+        node,
+        TxnRequest {
+            compare: vec![owner],
+            success: vec![delete],
+            failure: vec![],
+        },
+    )
+    .await?;
+    Ok(resp.succeeded)
+}

@@ -1,0 +1,59 @@
+//! etcd's Lock service (v3lock): a distributed mutex on a lease.
+//!
+//! `Lock(name, lease)` queues `<name>/<lease hex>` and returns it once it is
+//! the oldest key under `<name>/`; `Unlock(key)` deletes it. A lock holder that
+//! dies releases the lock when its lease expires. See `key_queue`.
+
+use std::sync::Arc;
+
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
+
+use super::key_queue;
+use crate::node::Node;
+use crate::proto::etcdserverpb::DeleteRangeRequest;
+use crate::proto::raftkvpb;
+use crate::proto::v3lockpb::lock_server::Lock;
+use crate::proto::v3lockpb::*;
+use crate::raft::Command;
+
+pub struct LockService {
+    pub node: Arc<Node>,
+}
+
+#[tonic::async_trait]
+impl Lock for LockService {
+    async fn lock(&self, req: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        let req = req.into_inner();
+        if req.name.is_empty() {
+            return Err(Status::invalid_argument("raftkv: lock name is empty"));
+        }
+        let prefix = key_queue::queue_prefix(&req.name);
+        let mut key = prefix.clone();
+        key.extend_from_slice(format!("{:x}", req.lease).as_bytes());
+        let mine = key_queue::enqueue(&self.node, &key, b"", req.lease).await?;
+        key_queue::wait_for_turn(&self.node, &prefix, mine.create_revision).await?;
+        Ok(Response::new(LockResponse {
+            header: Some(self.node.header(self.node.mvcc.current_revision())),
+            key,
+        }))
+    }
+
+    async fn unlock(
+        &self,
+        req: Request<UnlockRequest>,
+    ) -> Result<Response<UnlockResponse>, Status> {
+        let key = req.into_inner().key;
+        let cmd = Command(raftkvpb::Command {
+            op: Some(raftkvpb::command::Op::DeleteRange(DeleteRangeRequest {
+                key,
+                ..Default::default()
+            })),
+        });
+        self.node.propose(cmd).await?;
+        Ok(Response::new(UnlockResponse {
+            header: Some(self.node.header(self.node.mvcc.current_revision())),
+        }))
+    }
+}
