@@ -32,6 +32,30 @@ enum Cmd {
     Put {
         key: String,
         value: String,
+        /// Attach the key to this lease (hex id, as `lease grant` prints it).
+        #[arg(long)]
+        lease: Option<String>,
+        #[command(flatten)]
+        ep: Endpoints,
+    },
+    /// Watch a key (or a prefix) and print its events, until Ctrl-C.
+    Watch {
+        key: String,
+        #[arg(long)]
+        prefix: bool,
+        /// Start from this revision (history first, then live events).
+        #[arg(long, default_value_t = 0)]
+        rev: i64,
+        /// Print each key's previous value too.
+        #[arg(long)]
+        prev_kv: bool,
+        #[command(flatten)]
+        ep: Endpoints,
+    },
+    /// Grant, revoke, keep alive or inspect leases.
+    Lease {
+        #[command(subcommand)]
+        action: raftkv_node::cli::lease::LeaseCmd,
         #[command(flatten)]
         ep: Endpoints,
     },
@@ -177,7 +201,20 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
     match command {
         Cmd::Serve(_) => anyhow::bail!("serve is started by main"),
         Cmd::Dev(args) => dev::run(args).await,
-        Cmd::Put { key, value, ep } => client::put(&ep, key, value).await,
+        Cmd::Put {
+            key,
+            value,
+            lease,
+            ep,
+        } => client::put(&ep, key, value, lease).await,
+        Cmd::Watch {
+            key,
+            prefix,
+            rev,
+            prev_kv,
+            ep,
+        } => raftkv_node::cli::watch::run(&ep, key, prefix, rev, prev_kv).await,
+        Cmd::Lease { action, ep } => raftkv_node::cli::lease::run(&ep, action).await,
         Cmd::Get {
             key,
             prefix,

@@ -177,3 +177,91 @@ async fn member_and_status_subcommands_against_a_lone_member() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lease_and_watch_subcommands_against_a_lone_member() -> Result<()> {
+    let cluster = ClusterOptions::new().start(1).await?;
+    let cli = RaftkvCli::new(&cluster.endpoints())?;
+    let mut c = cluster.client().await?;
+
+    let grant = cli.run(&["lease", "grant", "60"]).await?.ok()?.stdout;
+    ensure!(
+        grant.trim().ends_with("granted with TTL(60s)"),
+        "grant printed {grant:?}"
+    );
+    let id = grant
+        .split_whitespace()
+        .nth(1)
+        .context("no id")?
+        .to_string();
+    cli.run(&["put", "cli/leased", "v", "--lease", &id])
+        .await?
+        .ok()?;
+    let kv = c.get("cli/leased", None).await?.kvs()[0].clone();
+    ensure!(
+        format!("{:x}", kv.lease()) == id,
+        "put --lease attached {:x}, not {id}",
+        kv.lease()
+    );
+    let ttl = cli
+        .run(&["lease", "ttl", &id, "--keys"])
+        .await?
+        .ok()?
+        .stdout;
+    ensure!(
+        ttl.contains("attached keys([cli/leased])"),
+        "ttl printed {ttl:?}"
+    );
+    let ka = cli
+        .run(&["lease", "keep-alive", &id, "--once"])
+        .await?
+        .ok()?
+        .stdout;
+    ensure!(
+        ka.trim() == format!("lease {id} keepalived with TTL(60)"),
+        "keep-alive printed {ka:?}"
+    );
+    cli.run(&["lease", "revoke", &id]).await?.ok()?;
+    ensure!(
+        get_value(&mut c, "cli/leased").await?.is_none(),
+        "revoke left the key"
+    );
+    let bad = cli.run(&["lease", "revoke", "zz"]).await?.failed()?;
+    ensure!(
+        bad.stderr.contains("not hexadecimal"),
+        "bad id stderr {:?}",
+        bad.stderr
+    );
+
+    // watch --rev replays history; stop it once it printed what we expect.
+    let rev = revision(c.put("cli/w", "1", None).await?.header())?;
+    c.put("cli/w", "2", None).await?;
+    let mut child = tokio::process::Command::new(raftkv_tests::binaries::raftkv_bin()?)
+        .args([
+            "watch",
+            "cli/w",
+            "--rev",
+            &rev.to_string(),
+            "--endpoints",
+            &cluster.endpoints()[0],
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let mut got = Vec::new();
+    while got.len() < 6 {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line())
+            .await
+            .with_context(|| format!("raftkv watch printed only {got:?}"))??
+            .context("raftkv watch exited")?;
+        got.push(line);
+    }
+    child.kill().await.ok();
+    ensure!(
+        got == ["PUT", "cli/w", "1", "PUT", "cli/w", "2"],
+        "raftkv watch printed {got:?}"
+    );
+    Ok(())
+}

@@ -70,7 +70,7 @@ pub async fn connect(url: &str) -> anyhow::Result<Channel> {
         .with_context(|| format!("cannot connect to {url}"))
 }
 
-fn status_err(s: tonic::Status) -> anyhow::Error {
+pub fn status_err(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", s.message())
 }
 
@@ -82,11 +82,22 @@ fn print_kv(k: &[u8], v: &[u8]) {
     );
 }
 
-pub async fn put(ep: &Endpoints, key: String, value: String) -> anyhow::Result<()> {
+pub async fn put(
+    ep: &Endpoints,
+    key: String,
+    value: String,
+    lease: Option<String>,
+) -> anyhow::Result<()> {
+    let lease = lease
+        .as_deref()
+        .map(super::lease::parse_lease_id)
+        .transpose()?
+        .unwrap_or(0);
     let mut kv = KvClient::new(ep.connect().await?);
     kv.put(PutRequest {
         key: key.into_bytes(),
         value: value.into_bytes(),
+        lease,
         ..Default::default()
     })
     .await

@@ -3,3 +3,5 @@
 
 pub mod client;
 pub mod dev;
+pub mod lease;
+pub mod watch;
