@@ -37,6 +37,7 @@ pub mod grpc;
 pub mod http;
 pub mod kv;
 pub mod member;
+pub mod pod_set;
 pub mod ports;
 pub mod wait;
 

@@ -1,0 +1,444 @@
+//! The kube-runtime controller for RaftClusters: reconcile and error policy.
+//!
+//! One reconcile: make sure the owned objects exist (server-side apply), observe
+//! the StatefulSet, the volumes and the members, ask the planner for the next
+//! step, carry out at most that one step (Kubernetes steps here, Raft steps
+//! through the executor), publish an event for it, write status, and requeue
+//! soon while a change is in flight.
+
+use crate::crd::RaftCluster;
+use crate::membership::executor::{ExecError, Executor, MemberObservation, Outcome};
+use crate::membership::{plan_next_step, Observed, Plan, Step};
+use crate::metrics::Metrics;
+use crate::naming::{ClusterNames, DATA_VOLUME, MANAGER};
+use crate::resources::{self, BuildError, Owned};
+use crate::status::{build_status, step_reason, StatusInput};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use std::future::Future;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The finalizer the operator puts on every RaftCluster.
+pub const FINALIZER: &str = "raftkv.io/cleanup";
+
+/// Requeue while a change is in flight (a pod starting, a learner catching up).
+pub const REQUEUE_BUSY: Duration = Duration::from_secs(3);
+/// Requeue while refused (waiting for the cluster to heal).
+pub const REQUEUE_BLOCKED: Duration = Duration::from_secs(20);
+/// Re-check a converged cluster's health this often.
+pub const REQUEUE_IDLE: Duration = Duration::from_secs(60);
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("building objects: {0}")]
+    Build(#[from] BuildError),
+    #[error("{what}: {source}")]
+    Kube {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{step:?} failed: {source}")]
+    Step {
+        step: Step,
+        #[source]
+        source: ExecError,
+    },
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Kube { what, source }
+}
+
+/// The members of one RaftCluster, as the controller reaches them. Injectable
+/// so reconciler tests can stand in for real members.
+pub trait MemberApi: Send + Sync + 'static {
+    fn observe(
+        &self,
+        names: &ClusterNames,
+        token: &str,
+        ordinals: Range<u32>,
+    ) -> impl Future<Output = MemberObservation> + Send;
+
+    fn execute(
+        &self,
+        names: &ClusterNames,
+        token: &str,
+        step: &Step,
+        observed: &Observed,
+    ) -> impl Future<Output = Result<Outcome, ExecError>> + Send;
+}
+
+/// Real members, reached by their DNS names under the headless Service.
+pub struct LiveMembers;
+
+impl MemberApi for LiveMembers {
+    async fn observe(
+        &self,
+        names: &ClusterNames,
+        token: &str,
+        ordinals: Range<u32>,
+    ) -> MemberObservation {
+        Executor::new(names.clone(), token).observe(ordinals).await
+    }
+
+    async fn execute(
+        &self,
+        names: &ClusterNames,
+        token: &str,
+        step: &Step,
+        observed: &Observed,
+    ) -> Result<Outcome, ExecError> {
+        Executor::new(names.clone(), token)
+            .execute(step, observed)
+            .await
+    }
+}
+
+/// Shared by every reconcile.
+pub struct Context<M> {
+    pub client: Client,
+    pub members: M,
+    pub reporter: Reporter,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Reconcile one RaftCluster (behind its finalizer).
+pub async fn reconcile<M: MemberApi>(
+    rc: Arc<RaftCluster>,
+    ctx: Arc<Context<M>>,
+) -> Result<Action, Error> {
+    ctx.metrics.reconciles.inc();
+    let ns = rc.namespace().unwrap_or_else(|| "default".to_string());
+    let api: Api<RaftCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, rc, |event| async {
+        match event {
+            Finalizer::Apply(rc) => apply(&rc, &ctx).await,
+            Finalizer::Cleanup(rc) => cleanup(&rc, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// Log, count, retry later.
+pub fn error_policy<M: MemberApi>(
+    rc: Arc<RaftCluster>,
+    error: &Error,
+    ctx: Arc<Context<M>>,
+) -> Action {
+    tracing::warn!(cluster = %rc.name_any(), error = %error, "reconcile failed");
+    ctx.metrics.reconcile_errors.inc();
+    Action::requeue(Duration::from_secs(10))
+}
+
+async fn server_side_apply<K>(api: &Api<K>, name: &str, obj: &K) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    api.patch(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(obj),
+    )
+    .await
+    .map_err(kube_err(format!("applying {} {name}", K::kind(&()))))?;
+    Ok(())
+}
+
+async fn apply<M: MemberApi>(rc: &RaftCluster, ctx: &Context<M>) -> Result<Action, Error> {
+    let owned = Owned::of(rc)?;
+    let names = owned.names.clone();
+    let ns = names.namespace.as_str();
+    let client = ctx.client.clone();
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), ns);
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let token = rc.metadata.uid.clone().unwrap_or_default();
+
+    server_side_apply(
+        &services,
+        &names.peer_service(),
+        &resources::peer_service(&owned),
+    )
+    .await?;
+    server_side_apply(
+        &services,
+        &names.client_service(),
+        &resources::client_service(&owned),
+    )
+    .await?;
+    server_side_apply(
+        &pdbs,
+        &names.pod_disruption_budget(),
+        &resources::pod_disruption_budget(&owned),
+    )
+    .await?;
+
+    // The replica count is the planner's: keep what the StatefulSet has.
+    let current = statefulsets
+        .get_opt(&names.statefulset())
+        .await
+        .map_err(kube_err("reading the StatefulSet"))?;
+    let sts_replicas = current
+        .as_ref()
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.replicas)
+        .map(|r| r.max(0) as u32);
+    let replicas = sts_replicas.unwrap_or(0);
+    server_side_apply(
+        &statefulsets,
+        &names.statefulset(),
+        &resources::statefulset(rc, &owned, replicas as i32),
+    )
+    .await?;
+
+    let claims = pvcs
+        .list(&ListParams::default().labels(&names.selector_string()))
+        .await
+        .map_err(kube_err("listing volumes"))?;
+    let prefix = format!("{DATA_VOLUME}-{}-", names.statefulset());
+    let volumes = claims
+        .items
+        .iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_none())
+        .filter_map(|c| c.name_any().strip_prefix(&prefix)?.parse::<u32>().ok())
+        .collect();
+
+    let now = Timestamp::now();
+    let status = rc.status.clone().unwrap_or_default();
+    let learner_waiting_for = status
+        .pending_learner
+        .as_ref()
+        .and_then(|p| p.since.parse::<Timestamp>().ok())
+        .and_then(|since| Duration::try_from(now.duration_since(since)).ok());
+    let mut observed = Observed {
+        desired_replicas: rc.spec.replicas.max(1) as u32,
+        statefulset_replicas: Some(replicas),
+        volumes,
+        initialized: status.initialized.is_some(),
+        learner_waiting_for,
+        ..Observed::default()
+    };
+    ctx.members
+        .observe(&names, &token, 0..replicas)
+        .await
+        .fill(&mut observed);
+
+    let plan = plan_next_step(&observed);
+    tracing::info!(cluster = %names.cluster, plan = ?plan, "planned");
+    let recorder = Recorder::new(client.clone(), ctx.reporter.clone());
+    let reference = rc.object_ref(&());
+
+    let mut step_error = None;
+    let mut initialized_cluster_id = None;
+    let mut failure = None;
+    if let Plan::Act(step) = &plan {
+        let result = match step {
+            Step::ScaleStatefulSet { to, .. } => server_side_apply(
+                &statefulsets,
+                &names.statefulset(),
+                &resources::statefulset(rc, &owned, *to as i32),
+            )
+            .await
+            .map(|()| None),
+            Step::DeleteVolume { ordinal } => {
+                delete_volume(&pvcs, &names, *ordinal).await.map(|()| None)
+            }
+            Step::ResetMember { ordinal } => {
+                let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+                reset_member(&pvcs, &pods, &names, *ordinal)
+                    .await
+                    .map(|()| None)
+            }
+            raft => ctx
+                .members
+                .execute(&names, &token, raft, &observed)
+                .await
+                .map(Some)
+                .map_err(|source| Error::Step {
+                    step: raft.clone(),
+                    source,
+                }),
+        };
+        match result {
+            Ok(outcome) => {
+                if let Some(Outcome::Initialized { cluster_id, .. }) = outcome {
+                    initialized_cluster_id = Some(cluster_id);
+                }
+                if !matches!(outcome, Some(Outcome::NotYet(_))) {
+                    ctx.metrics.steps.inc();
+                    publish(
+                        &recorder,
+                        &reference,
+                        EventType::Normal,
+                        step_reason(step),
+                        format!("{step:?}"),
+                    )
+                    .await;
+                }
+            }
+            Err(err) => {
+                step_error = Some(err.to_string());
+                publish(
+                    &recorder,
+                    &reference,
+                    EventType::Warning,
+                    "StepFailed",
+                    err.to_string(),
+                )
+                .await;
+                failure = Some(err);
+            }
+        }
+    }
+
+    let new_status = build_status(&StatusInput {
+        rc,
+        names: &names,
+        observed: &observed,
+        plan: &plan,
+        step_error,
+        initialized_cluster_id,
+        now,
+    });
+    let api: Api<RaftCluster> = Api::namespaced(client, ns);
+    api.patch_status(
+        &names.cluster,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({ "status": new_status })),
+    )
+    .await
+    .map_err(kube_err("writing status"))?;
+
+    if let Some(err) = failure {
+        return Err(err);
+    }
+    Ok(match plan {
+        Plan::Act(_) | Plan::Wait(_) => Action::requeue(REQUEUE_BUSY),
+        Plan::Refuse(_) => Action::requeue(REQUEUE_BLOCKED),
+        Plan::Converged => Action::requeue(REQUEUE_IDLE),
+    })
+}
+
+async fn delete_volume(
+    pvcs: &Api<PersistentVolumeClaim>,
+    names: &ClusterNames,
+    ordinal: u32,
+) -> Result<(), Error> {
+    let name = names.pvc(ordinal);
+    match pvcs.delete(&name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(source) => Err(Error::Kube {
+            what: format!("deleting volume {name}"),
+            source,
+        }),
+    }
+}
+
+/// Delete a stale member's volume, then its pod: the StatefulSet re-creates the
+/// pod with a fresh, empty volume.
+async fn reset_member(
+    pvcs: &Api<PersistentVolumeClaim>,
+    pods: &Api<Pod>,
+    names: &ClusterNames,
+    ordinal: u32,
+) -> Result<(), Error> {
+    delete_volume(pvcs, names, ordinal).await?;
+    let name = names.pod(ordinal);
+    match pods.delete(&name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(source) => Err(Error::Kube {
+            what: format!("deleting pod {name}"),
+            source,
+        }),
+    }
+}
+
+/// Events are for humans: failing to publish one must not fail the reconcile.
+async fn publish(
+    recorder: &Recorder,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: reason.to_string(),
+        secondary: None,
+    };
+    if let Err(err) = recorder.publish(&event, reference).await {
+        tracing::warn!(error = %err, reason, "publishing event failed");
+    }
+}
+
+/// The RaftCluster is being deleted. Owned objects go with it through owner
+/// references; the volumes stay (the StatefulSet's retention policy keeps them
+/// on deletion), so an accidental delete loses no data. Nothing to undo in Raft.
+async fn cleanup<M: MemberApi>(rc: &RaftCluster, ctx: &Context<M>) -> Result<Action, Error> {
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    publish(
+        &recorder,
+        &rc.object_ref(&()),
+        EventType::Normal,
+        "Deleting",
+        "owned objects are garbage-collected; member volumes are kept".to_string(),
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+/// Run the controller until the process is told to stop.
+pub async fn run(client: Client, metrics: Arc<Metrics>) {
+    let clusters: Api<RaftCluster> = Api::all(client.clone());
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        members: LiveMembers,
+        reporter: Reporter {
+            controller: MANAGER.to_string(),
+            instance: std::env::var("POD_NAME").ok(),
+        },
+        metrics,
+    });
+    Controller::new(clusters, watcher::Config::default())
+        .owns(
+            Api::<StatefulSet>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .owns(Api::<Service>::all(client), watcher::Config::default())
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::debug!(cluster = %obj.name, "reconciled"),
+                Err(err) => tracing::debug!(error = %err, "reconcile error"),
+            }
+        })
+        .await;
+}

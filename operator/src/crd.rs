@@ -1,0 +1,241 @@
+//! The `RaftCluster` custom resource: what a user asks for (spec) and what the
+//! operator reports back (status).
+//!
+//! The CRD YAML in `crds/` is generated from these types (`raftkv-operator crd`),
+//! never written by hand, so the schema the API server validates against and the
+//! structs the operator deserializes into cannot drift apart. A test fails when the
+//! checked-in file differs from what these types generate.
+
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, CustomResourceExt};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Most members a RaftCluster may have. Raft's write latency and the leader's
+/// fan-out grow with every voter; etcd recommends at most 7, and 9 is the hard cap.
+pub const MAX_REPLICAS: i32 = 9;
+
+/// Volume size used when `spec.storage.size` is not given.
+pub const DEFAULT_STORAGE_SIZE: &str = "1Gi";
+
+/// A Raft-replicated raftkv cluster: one member per pod of a StatefulSet.
+// Each printcolumn(...) repeats `type_ = ...`; clippy reads that as a duplicate.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "raftkv.io",
+    version = "v1alpha1",
+    kind = "RaftCluster",
+    namespaced,
+    shortname = "rc",
+    doc = "A raftkv cluster: Raft members in a StatefulSet, scaled one safe membership change at a time.",
+    status = "RaftClusterStatus",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(
+        name = "Replicas",
+        type_ = "integer",
+        json_path = ".spec.replicas",
+        description = "Members asked for"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "integer",
+        json_path = ".status.readyReplicas",
+        description = "Members that are voters and ready"
+    ),
+    printcolumn(
+        name = "Leader",
+        type_ = "string",
+        json_path = ".status.leader",
+        description = "Pod of the current Raft leader"
+    ),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RaftClusterSpec {
+    /// Number of members (Raft voters), 1 to 9. Odd numbers are recommended: an even
+    /// count tolerates no more failures than one member fewer (a condition says so).
+    #[schemars(range(min = 1, max = 9))]
+    pub replicas: i32,
+    /// Container image holding the `raftkv` binary.
+    pub image: String,
+    /// The persistent volume each member keeps its Raft log and data on.
+    #[serde(default)]
+    pub storage: StorageSpec,
+    /// CPU and memory requests and limits of the raftkv container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Additions to every member pod: labels, annotations and scheduling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodTemplateOverrides>,
+}
+
+/// Persistent storage of each member.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Size of each member's volume, e.g. `10Gi`. Default `1Gi`.
+    #[serde(default = "default_storage_size")]
+    pub size: String,
+    /// StorageClass of the volumes; the cluster's default class when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        StorageSpec {
+            size: default_storage_size(),
+            storage_class_name: None,
+        }
+    }
+}
+
+fn default_storage_size() -> String {
+    DEFAULT_STORAGE_SIZE.to_string()
+}
+
+/// What a user may add to the member pods. The operator's own labels, the
+/// container and its command always win: they are what makes a pod a member.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTemplateOverrides {
+    /// Extra pod labels (the `app.kubernetes.io/*` labels the operator sets win).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+}
+
+/// Coarse state for `kubectl get rc`. The conditions say why.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    /// Objects created; waiting for the first member's pod.
+    Pending,
+    /// The first member is being initialized as a one-member cluster.
+    Initializing,
+    /// A membership change or a StatefulSet resize is in progress.
+    Scaling,
+    /// Membership matches the spec and every member is ready.
+    Running,
+    /// Membership matches or is moving, but some member is not ready, or the
+    /// operator refuses a step (see the Degraded condition).
+    Degraded,
+}
+
+/// What the operator observed and did, written after every reconcile.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RaftClusterStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Pods the StatefulSet runs (the scale subresource's status replicas).
+    #[serde(default)]
+    pub replicas: i32,
+    /// Voters that answer `/readyz` with 200.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    #[serde(default)]
+    pub voters: i32,
+    #[serde(default)]
+    pub learners: i32,
+    /// Pod name of the Raft leader, if one is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberSummary>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Label selector of the member pods (the scale subresource's selector).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// Set once member 1 (pod 0) has been initialized as the first member. Never
+    /// cleared: from then on no member is ever initialized again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initialized: Option<InitializedRecord>,
+    /// The learner being added, and since when, so a learner that never catches
+    /// up is reported instead of waited for silently.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_learner: Option<PendingLearner>,
+}
+
+/// Proof that the cluster was bootstrapped, and with which identity.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InitializedRecord {
+    /// The Raft cluster id the first member reported, in hex.
+    pub cluster_id: String,
+    /// The token passed to Admin.Initialize: the RaftCluster's metadata.uid.
+    pub cluster_token: String,
+}
+
+/// A learner added by the operator and not yet promoted.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingLearner {
+    pub id: u64,
+    /// When the operator first saw it as a learner (RFC 3339).
+    pub since: String,
+}
+
+/// One Raft member as the operator last saw it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberSummary {
+    /// Raft member id (pod ordinal + 1).
+    pub id: u64,
+    /// Pod name (empty until the member has started and published it).
+    pub name: String,
+    /// `leader`, `follower`, `candidate`, `learner`, or `unreachable`.
+    pub role: String,
+    /// Applied everything it knows to be committed, and knows a leader.
+    pub caught_up: bool,
+}
+
+/// The CRD as YAML, exactly as checked in under `crds/`.
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    serde_yaml::to_string(&RaftCluster::crd())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_defaults_fill_storage_and_leave_overrides_empty() {
+        let spec: RaftClusterSpec =
+            serde_json::from_value(serde_json::json!({"replicas": 3, "image": "raftkv:dev"}))
+                .expect("minimal spec parses");
+        assert_eq!(spec.storage.size, "1Gi");
+        assert_eq!(spec.storage.storage_class_name, None);
+        assert!(spec.pod_template.is_none());
+    }
+
+    #[test]
+    fn crd_has_names_scope_and_short_name() {
+        let crd = RaftCluster::crd();
+        assert_eq!(crd.metadata.name.as_deref(), Some("raftclusters.raftkv.io"));
+        assert_eq!(crd.spec.scope, "Namespaced");
+        assert_eq!(crd.spec.names.kind, "RaftCluster");
+        assert_eq!(crd.spec.names.short_names, Some(vec!["rc".to_string()]));
+    }
+}

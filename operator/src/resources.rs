@@ -1,0 +1,293 @@
+//! The Kubernetes objects a RaftCluster owns, as pure functions of it.
+//!
+//! Nothing here talks to the API server: the controller server-side-applies what
+//! these return. Keeping them pure is what lets tests check every flag, probe,
+//! volume, label and owner reference without a cluster.
+//!
+//! The one input that is not in the RaftCluster is the StatefulSet's replica
+//! count: the membership planner owns it (it moves one pod at a time, and only
+//! after the Raft membership allows), so the controller passes it in.
+
+use crate::crd::RaftCluster;
+use crate::naming::{ClusterNames, CLIENT_PORT, DATA_DIR, DATA_VOLUME, METRICS_PORT, PEER_PORT};
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, Service,
+    ServicePort, ServiceSpec, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+use std::collections::BTreeMap;
+
+/// Why an object cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("RaftCluster has no {0} yet (it must come from the API server)")]
+    MissingMetadata(&'static str),
+}
+
+/// Names and owner reference shared by every owned object.
+pub struct Owned {
+    pub names: ClusterNames,
+    owner: OwnerReference,
+}
+
+impl Owned {
+    pub fn of(rc: &RaftCluster) -> Result<Owned, BuildError> {
+        let namespace = rc
+            .namespace()
+            .ok_or(BuildError::MissingMetadata("namespace"))?;
+        if rc.meta().uid.is_none() {
+            return Err(BuildError::MissingMetadata("uid"));
+        }
+        let owner = rc
+            .controller_owner_ref(&())
+            .ok_or(BuildError::MissingMetadata("name"))?;
+        Ok(Owned {
+            names: ClusterNames::new(rc.name_any(), namespace),
+            owner,
+        })
+    }
+
+    fn meta(&self, name: String) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name),
+            namespace: Some(self.names.namespace.clone()),
+            labels: Some(self.names.labels()),
+            owner_references: Some(vec![self.owner.clone()]),
+            ..ObjectMeta::default()
+        }
+    }
+}
+
+fn port(name: &str, number: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.to_string()),
+        port: number,
+        target_port: Some(IntOrString::Int(number)),
+        ..ServicePort::default()
+    }
+}
+
+/// The headless Service that gives each pod its DNS name. It publishes pods that
+/// are not ready, because a member is not ready until it has been added to the
+/// cluster, and the operator and peers must reach it before that.
+pub fn peer_service(owned: &Owned) -> Service {
+    Service {
+        metadata: owned.meta(owned.names.peer_service()),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".to_string()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(owned.names.selector_labels()),
+            ports: Some(vec![port("peer", PEER_PORT), port("client", CLIENT_PORT)]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// The Service applications use: ready members only, port 2379.
+pub fn client_service(owned: &Owned) -> Service {
+    Service {
+        metadata: owned.meta(owned.names.client_service()),
+        spec: Some(ServiceSpec {
+            selector: Some(owned.names.selector_labels()),
+            ports: Some(vec![port("client", CLIENT_PORT)]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// At most one member down by voluntary disruption (drains, upgrades): with 3 or
+/// more voters one missing member never costs quorum.
+pub fn pod_disruption_budget(owned: &Owned) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: owned.meta(owned.names.pod_disruption_budget()),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(owned.names.selector_labels()),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
+}
+
+/// The shell line that starts a member. The node id is the pod ordinal + 1, and
+/// the ordinal is only known inside the pod (the suffix of its name), so a tiny
+/// POSIX shell prologue computes it; everything else is a plain `raftkv serve`
+/// flag. Every pod uses `--join`: no pod ever bootstraps a cluster on its own.
+pub fn member_command(names: &ClusterNames) -> String {
+    let host = format!(
+        "${{POD_NAME}}.{}.${{POD_NAMESPACE}}.svc",
+        names.peer_service()
+    );
+    [
+        "set -eu".to_string(),
+        r#"ordinal="${POD_NAME##*-}""#.to_string(),
+        format!(
+            "exec raftkv serve --join --id \"$((ordinal + 1))\" --name \"${{POD_NAME}}\" \
+             --data-dir {DATA_DIR} \
+             --listen-client-urls http://0.0.0.0:{CLIENT_PORT} \
+             --advertise-client-urls \"http://{host}:{CLIENT_PORT}\" \
+             --listen-peer-urls http://0.0.0.0:{PEER_PORT} \
+             --initial-advertise-peer-urls \"http://{host}:{PEER_PORT}\" \
+             --listen-metrics-urls http://0.0.0.0:{METRICS_PORT} \
+             --log-format json"
+        ),
+    ]
+    .join("\n")
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.to_string(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_string()),
+            port: IntOrString::Int(METRICS_PORT),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(2),
+        ..Probe::default()
+    }
+}
+
+fn member_container(rc: &RaftCluster, names: &ClusterNames) -> Container {
+    let container_port = |name: &str, port: i32| ContainerPort {
+        name: Some(name.to_string()),
+        container_port: port,
+        ..ContainerPort::default()
+    };
+    Container {
+        name: "raftkv".to_string(),
+        image: Some(rc.spec.image.clone()),
+        command: Some(vec!["/bin/sh".to_string(), "-c".to_string()]),
+        args: Some(vec![member_command(names)]),
+        env: Some(vec![
+            field_env("POD_NAME", "metadata.name"),
+            field_env("POD_NAMESPACE", "metadata.namespace"),
+        ]),
+        ports: Some(vec![
+            container_port("client", CLIENT_PORT),
+            container_port("peer", PEER_PORT),
+            container_port("metrics", METRICS_PORT),
+        ]),
+        // Ready = in the cluster, knows a leader, caught up: what the client
+        // Service and the PDB should count.
+        readiness_probe: Some(http_probe("/readyz", 5, 1)),
+        // Alive = the process serves HTTP. A member waiting to be added is alive.
+        liveness_probe: Some(Probe {
+            initial_delay_seconds: Some(10),
+            ..http_probe("/healthz", 10, 6)
+        }),
+        resources: rc.spec.resources.clone(),
+        volume_mounts: Some(vec![VolumeMount {
+            name: DATA_VOLUME.to_string(),
+            mount_path: DATA_DIR.to_string(),
+            ..VolumeMount::default()
+        }]),
+        ..Container::default()
+    }
+}
+
+fn data_claim(rc: &RaftCluster, owned: &Owned) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(DATA_VOLUME.to_string()),
+            labels: Some(owned.names.labels()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_string()]),
+            storage_class_name: rc.spec.storage.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    Quantity(rc.spec.storage.size.clone()),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
+    }
+}
+
+/// The StatefulSet running one member per pod, with `replicas` pods (decided by
+/// the membership planner, never directly by the spec).
+pub fn statefulset(rc: &RaftCluster, owned: &Owned, replicas: i32) -> StatefulSet {
+    let overrides = rc.spec.pod_template.clone().unwrap_or_default();
+    // The user's labels first, so the operator's (which the selector needs) win.
+    let mut pod_labels = overrides.labels.clone();
+    pod_labels.extend(owned.names.labels());
+    let annotations = (!overrides.annotations.is_empty()).then(|| overrides.annotations.clone());
+    StatefulSet {
+        metadata: owned.meta(owned.names.statefulset()),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(replicas),
+            service_name: Some(owned.names.peer_service()),
+            // The operator orders pod creation itself (one member at a time, after
+            // Raft allows); OrderedReady would also block restarting pod N while
+            // pod N-1 is not ready, which a recovering cluster cannot afford.
+            pod_management_policy: Some("Parallel".to_string()),
+            selector: LabelSelector {
+                match_labels: Some(owned.names.selector_labels()),
+                ..LabelSelector::default()
+            },
+            // A scaled-down member's volume goes with it, so a later scale-up
+            // never resumes a removed member from stale data. Deleting the
+            // RaftCluster keeps the volumes (the data outlives an accident).
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_scaled: Some("Delete".to_string()),
+                    when_deleted: Some("Retain".to_string()),
+                },
+            ),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations,
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![member_container(rc, &owned.names)],
+                    node_selector: (!overrides.node_selector.is_empty())
+                        .then(|| overrides.node_selector.clone()),
+                    tolerations: (!overrides.tolerations.is_empty())
+                        .then(|| overrides.tolerations.clone()),
+                    affinity: overrides.affinity.clone(),
+                    // Give a member time to hand off leadership and flush on SIGTERM.
+                    termination_grace_period_seconds: Some(30),
+                    ..PodSpec::default()
+                }),
+            },
+            volume_claim_templates: Some(vec![data_claim(rc, owned)]),
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    }
+}

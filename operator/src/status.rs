@@ -1,0 +1,278 @@
+//! The RaftCluster status the operator writes after each reconcile, computed
+//! purely from what was observed and what the planner answered.
+//!
+//! Conditions follow Kubernetes conventions: `Available` (a ready quorum
+//! serves), `Progressing` (a change is under way), `Degraded` (something needs
+//! attention: a member not ready, a refused step, a stalled learner, a failed
+//! call), plus `ReplicaCountWarning` for an even member count. A condition's
+//! `lastTransitionTime` moves only when its status flips.
+
+use crate::crd::{MemberSummary, PendingLearner, Phase, RaftCluster, RaftClusterStatus};
+use crate::membership::planner::quorum;
+use crate::membership::{Observed, Plan, Refusal, Role, Step, Wait};
+use crate::naming::{ordinal_of, ClusterNames};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+/// Everything status is computed from.
+pub struct StatusInput<'a> {
+    pub rc: &'a RaftCluster,
+    pub names: &'a ClusterNames,
+    pub observed: &'a Observed,
+    pub plan: &'a Plan,
+    /// The step taken this round failed with this message.
+    pub step_error: Option<String>,
+    /// Set when this round initialized the cluster (ids are recorded in hex).
+    pub initialized_cluster_id: Option<u64>,
+    pub now: Timestamp,
+}
+
+/// The new status.
+pub fn build_status(input: &StatusInput<'_>) -> RaftClusterStatus {
+    let previous = input.rc.status.clone().unwrap_or_default();
+    let o = input.observed;
+    let membership = o.membership.clone().unwrap_or_default();
+    let voters: Vec<u64> = membership
+        .iter()
+        .filter(|m| !m.is_learner)
+        .map(|m| m.id)
+        .collect();
+    let learners = membership.len() - voters.len();
+    let ready_voters = voters
+        .iter()
+        .filter(|&&id| o.report_of(id).is_some_and(|r| r.is_ready()))
+        .count();
+    let leader_id = o
+        .reports
+        .values()
+        .find(|r| r.role == Role::Leader && voters.contains(&r.id))
+        .map(|r| r.id);
+
+    let members = membership
+        .iter()
+        .map(|m| {
+            let report = o.report_of(m.id);
+            MemberSummary {
+                id: m.id,
+                name: ordinal_of(m.id)
+                    .map(|ord| input.names.pod(ord))
+                    .unwrap_or_default(),
+                role: report
+                    .map_or("unreachable", |r| r.role.as_str())
+                    .to_string(),
+                caught_up: report.is_some_and(|r| r.is_ready()),
+            }
+        })
+        .collect();
+
+    let initialized = match (input.initialized_cluster_id, previous.initialized.clone()) {
+        (_, Some(done)) => Some(done),
+        (Some(id), None) => Some(crate::crd::InitializedRecord {
+            cluster_id: format!("{id:x}"),
+            cluster_token: input.rc.metadata.uid.clone().unwrap_or_default(),
+        }),
+        (None, None) => None,
+    };
+
+    let pending_learner = membership.iter().find(|m| m.is_learner).map(|l| {
+        match previous.pending_learner.as_ref().filter(|p| p.id == l.id) {
+            Some(p) => p.clone(),
+            None => PendingLearner {
+                id: l.id,
+                since: input.now.to_string(),
+            },
+        }
+    });
+
+    let available =
+        leader_id.is_some() && !voters.is_empty() && ready_voters >= quorum(voters.len());
+    let stalled = matches!(
+        input.plan,
+        Plan::Wait(Wait::LearnerCatchingUp { stalled: true, .. })
+    );
+    let (degraded, degraded_reason, degraded_message) =
+        degraded(input, &voters, ready_voters, stalled);
+    let (progressing, progressing_reason, progressing_message) = progressing(input.plan);
+
+    let phase = if initialized.is_none() {
+        if o.reports.contains_key(&0) {
+            Phase::Initializing
+        } else {
+            Phase::Pending
+        }
+    } else if degraded {
+        Phase::Degraded
+    } else if progressing {
+        Phase::Scaling
+    } else {
+        Phase::Running
+    };
+
+    let generation = input.rc.metadata.generation;
+    let mut conditions = Vec::new();
+    let mut set = |type_: &str, status: bool, reason: &str, message: String| {
+        conditions.push(condition(
+            &previous.conditions,
+            type_,
+            status,
+            reason,
+            message,
+            generation,
+            input.now,
+        ));
+    };
+    set(
+        "Available",
+        available,
+        if available {
+            "QuorumReady"
+        } else {
+            "NoReadyQuorum"
+        },
+        format!("{ready_voters} of {} voters ready", voters.len()),
+    );
+    set(
+        "Progressing",
+        progressing,
+        progressing_reason,
+        progressing_message,
+    );
+    set("Degraded", degraded, degraded_reason, degraded_message);
+    let even = input.rc.spec.replicas % 2 == 0;
+    set(
+        "ReplicaCountWarning",
+        even,
+        if even { "EvenReplicas" } else { "OddReplicas" },
+        if even {
+            format!(
+                "{} members tolerate as many failures as {}; an odd count is recommended",
+                input.rc.spec.replicas,
+                input.rc.spec.replicas - 1
+            )
+        } else {
+            String::new()
+        },
+    );
+
+    RaftClusterStatus {
+        phase: Some(phase),
+        replicas: o.statefulset_replicas.unwrap_or(0) as i32,
+        ready_replicas: ready_voters as i32,
+        voters: voters.len() as i32,
+        learners: learners as i32,
+        leader: leader_id
+            .and_then(ordinal_of)
+            .map(|ord| input.names.pod(ord)),
+        members,
+        conditions,
+        observed_generation: generation,
+        selector: Some(input.names.selector_string()),
+        initialized,
+        pending_learner,
+    }
+}
+
+fn degraded(
+    input: &StatusInput<'_>,
+    voters: &[u64],
+    ready_voters: usize,
+    stalled: bool,
+) -> (bool, &'static str, String) {
+    if let Some(err) = &input.step_error {
+        return (true, "StepFailed", err.clone());
+    }
+    match input.plan {
+        Plan::Refuse(Refusal::UnhealthyRefusingToShrink { not_ready }) => (
+            true,
+            "ShrinkRefusedUnhealthy",
+            format!("not removing a member while voters {not_ready:?} are not ready"),
+        ),
+        Plan::Refuse(Refusal::PromotionWouldLoseQuorum { id }) => (
+            true,
+            "PromotionRefused",
+            format!("promoting member {id} now would leave no ready quorum"),
+        ),
+        Plan::Refuse(Refusal::ForeignMember { id }) => (
+            true,
+            "ForeignMember",
+            format!("member {id:x} was not added by the operator; remove it by hand"),
+        ),
+        _ if stalled => (
+            true,
+            "LearnerNotCatchingUp",
+            "the learner has not caught up with the leader; it is kept, not removed".to_string(),
+        ),
+        _ if ready_voters < voters.len() => (
+            true,
+            "MemberNotReady",
+            format!(
+                "{} of {} voters not ready",
+                voters.len() - ready_voters,
+                voters.len()
+            ),
+        ),
+        _ => (false, "AllMembersReady", String::new()),
+    }
+}
+
+fn progressing(plan: &Plan) -> (bool, &'static str, String) {
+    match plan {
+        Plan::Converged => (
+            false,
+            "Converged",
+            "membership matches spec.replicas".to_string(),
+        ),
+        Plan::Act(step) => (true, step_reason(step), format!("{step:?}")),
+        Plan::Wait(Wait::PodStarting { ordinal }) => (
+            true,
+            "WaitingForPod",
+            format!("pod ordinal {ordinal} is not answering yet"),
+        ),
+        Plan::Wait(Wait::NoLeader) => (true, "WaitingForLeader", "no leader answered".to_string()),
+        Plan::Wait(Wait::LearnerCatchingUp { id, .. }) => (
+            true,
+            "LearnerCatchingUp",
+            format!("member {id} is replicating the log"),
+        ),
+        Plan::Refuse(_) => (true, "Blocked", "see the Degraded condition".to_string()),
+    }
+}
+
+/// The event and condition reason of a step.
+pub fn step_reason(step: &Step) -> &'static str {
+    match step {
+        Step::ScaleStatefulSet { from, to } if to > from => "ScalingUp",
+        Step::ScaleStatefulSet { .. } => "ScalingDown",
+        Step::Initialize => "Initializing",
+        Step::AddLearner { .. } => "AddingLearner",
+        Step::Promote { .. } => "PromotingLearner",
+        Step::RemoveMember { .. } => "RemovingMember",
+        Step::DeleteVolume { .. } => "DeletingVolume",
+        Step::ResetMember { .. } => "ResettingStaleMember",
+    }
+}
+
+fn condition(
+    previous: &[Condition],
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let status = if status { "True" } else { "False" }.to_string();
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: type_.to_string(),
+        status,
+        reason: reason.to_string(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}

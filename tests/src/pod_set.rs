@@ -1,0 +1,156 @@
+//! A stand-in for a StatefulSet, for driving the operator's executor against
+//! real `raftkv` processes: "pods" by ordinal, each `raftkv serve --join --id
+//! <ordinal+1>` on its own ports, with a data dir that plays the pod's volume.
+//!
+//! Like a StatefulSet, an ordinal keeps its name and addresses across
+//! re-creation (the ports are allocated once per ordinal, as DNS names are), and
+//! scaling down stops the highest pods but leaves their volumes behind.
+
+use crate::binaries::raftkv_bin;
+use crate::member::Member;
+use crate::ports::Ports;
+use anyhow::{Context, Result};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use tempfile::TempDir;
+
+/// Up to `capacity` pods on 127.0.0.1; see the module docs.
+pub struct PodSet {
+    name: String,
+    ports: Vec<Ports>,
+    pods: BTreeMap<u32, Member>,
+    replicas: u32,
+    bin: PathBuf,
+    dir: TempDir,
+}
+
+impl PodSet {
+    /// No pods yet; ports for ordinals `0..capacity` reserved.
+    pub fn new(name: &str, capacity: u32) -> Result<PodSet> {
+        let dir = tempfile::Builder::new()
+            .prefix("raftkv-podset-")
+            .tempdir()
+            .context("creating the pod set's temporary dir")?;
+        Ok(PodSet {
+            name: name.to_string(),
+            ports: (0..capacity)
+                .map(|_| Ports::allocate())
+                .collect::<Result<_>>()?,
+            pods: BTreeMap::new(),
+            replicas: 0,
+            bin: raftkv_bin()?,
+            dir,
+        })
+    }
+
+    /// The ports of every ordinal (what DNS would resolve).
+    pub fn ports(&self) -> &[Ports] {
+        &self.ports
+    }
+
+    pub fn replicas(&self) -> u32 {
+        self.replicas
+    }
+
+    pub fn pod_name(&self, ordinal: u32) -> String {
+        format!("{}-{ordinal}", self.name)
+    }
+
+    fn pod_dir(&self, ordinal: u32) -> PathBuf {
+        self.dir.path().join(self.pod_name(ordinal))
+    }
+
+    /// Ordinals whose volume (data dir) exists, with or without a pod.
+    pub fn volumes(&self) -> BTreeSet<u32> {
+        (0..self.ports.len() as u32)
+            .filter(|&o| Member::data_dir_of(&self.pod_dir(o)).exists())
+            .collect()
+    }
+
+    /// Start or stop the highest pods so exactly `replicas` run.
+    pub fn scale_to(&mut self, replicas: u32) -> Result<()> {
+        for ordinal in self.replicas..replicas {
+            self.start(ordinal)?;
+        }
+        for ordinal in (replicas..self.replicas).rev() {
+            if let Some(mut pod) = self.pods.remove(&ordinal) {
+                pod.kill9()?;
+            }
+        }
+        self.replicas = replicas;
+        Ok(())
+    }
+
+    fn start(&mut self, ordinal: u32) -> Result<()> {
+        let ports = self.ports[ordinal as usize];
+        let id = u64::from(ordinal) + 1;
+        let name = self.pod_name(ordinal);
+        let dir = self.pod_dir(ordinal);
+        let data_dir = Member::data_dir_of(&dir);
+        let args: Vec<String> = [
+            "serve",
+            "--join",
+            "--id",
+            &id.to_string(),
+            "--name",
+            &name,
+            "--data-dir",
+            &data_dir.to_string_lossy(),
+            "--listen-client-urls",
+            &ports.client_url(),
+            "--advertise-client-urls",
+            &ports.client_url(),
+            "--listen-peer-urls",
+            &ports.peer_url(),
+            "--initial-advertise-peer-urls",
+            &ports.peer_url(),
+            "--listen-metrics-urls",
+            &ports.metrics_url(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let pod = Member::start(&self.bin, id, &name, dir, ports, args)?;
+        self.pods.insert(ordinal, pod);
+        Ok(())
+    }
+
+    /// Delete the volume of an ordinal that has no pod.
+    pub fn delete_volume(&mut self, ordinal: u32) -> Result<()> {
+        anyhow::ensure!(
+            !self.pods.contains_key(&ordinal),
+            "volume of {} is in use by its pod",
+            self.pod_name(ordinal)
+        );
+        remove_data(&self.pod_dir(ordinal))
+    }
+
+    /// Delete a pod and its volume; the "StatefulSet" re-creates it empty.
+    pub fn reset(&mut self, ordinal: u32) -> Result<()> {
+        if let Some(mut pod) = self.pods.remove(&ordinal) {
+            pod.kill9()?;
+        }
+        remove_data(&self.pod_dir(ordinal))?;
+        if ordinal < self.replicas {
+            self.start(ordinal)?;
+        }
+        Ok(())
+    }
+
+    /// Log tails of every running pod, for a failure message.
+    pub fn log_tails(&self, lines: usize) -> String {
+        self.pods
+            .values()
+            .map(|m| format!("==== {} ====\n{}", m.name, m.log_tail(lines)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+fn remove_data(pod_dir: &Path) -> Result<()> {
+    let data = Member::data_dir_of(pod_dir);
+    if data.exists() {
+        std::fs::remove_dir_all(&data).with_context(|| format!("removing {}", data.display()))?;
+    }
+    Ok(())
+}
