@@ -34,10 +34,7 @@ async fn watch_until(
             return Ok(());
         }
         let opts = WatchOptions::new().with_prefix().with_start_revision(next);
-        let stream = match client.watch("ev/", Some(opts)).await {
-            Ok(s) => Some(s),
-            Err(_) => None,
-        };
+        let stream = client.watch("ev/", Some(opts)).await.ok();
         if let Some(mut stream) = stream {
             while let Ok(Ok(Some(resp))) =
                 tokio::time::timeout(Duration::from_secs(2), stream.message()).await
