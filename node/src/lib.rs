@@ -6,6 +6,7 @@
 //! `server` (wiring and lifecycle), `cli` (the `raftkv` command's client side).
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod errors;

@@ -123,12 +123,30 @@ pub struct Node {
     pub leader_contact: Arc<LeaderContact>,
     pub watch_hub: Arc<crate::watch::WatchHub>,
     pub lease_timers: Arc<crate::lease::LeaseTimers>,
+    pub tokens: Arc<crate::auth::Tokens>,
     /// A leader not heard from (or, as leader, not acknowledged by a quorum)
     /// for this long is considered gone: the longest election timeout.
     pub leader_timeout: Duration,
 }
 
 impl Node {
+    /// Who sent a request (see `crate::auth`): fails when auth is enabled and
+    /// the request carries no valid token.
+    pub async fn caller(
+        &self,
+        md: &tonic::metadata::MetadataMap,
+    ) -> Result<crate::auth::Caller, ApiError> {
+        match self.tokens.caller(&self.db, md) {
+            // The token may have been issued through another member and not be
+            // applied here yet: catch up with the leader's commit, look again.
+            Err(e) if e == crate::auth::invalid_token() => {
+                self.read_barrier().await?;
+                self.tokens.caller(&self.db, md)
+            }
+            other => other,
+        }
+    }
+
     /// A copy of openraft's latest metrics for this member.
     pub fn raft_metrics(&self) -> openraft::RaftMetrics<crate::raft::TypeConfig> {
         use openraft::type_config::async_runtime::WatchReceiver;

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::api::admin::AdminService;
+use crate::api::auth::AuthService;
 use crate::api::cluster::ClusterService;
 use crate::api::election::ElectionService;
 use crate::api::kv::KvService;
@@ -31,6 +32,7 @@ use crate::config::ServeConfig;
 use crate::metrics::Metrics;
 use crate::node::Limits;
 use crate::node::Node;
+use crate::proto::etcdserverpb::auth_server::AuthServer;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
@@ -131,12 +133,14 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let log_store = LogStore::new(db.clone());
     let watch_hub = Arc::new(crate::watch::WatchHub::default());
     let lease_timers = Arc::new(crate::lease::LeaseTimers::default());
+    let tokens = Arc::new(crate::auth::Tokens::default());
     let sm = StateMachineStore::new(
         db.clone(),
         cfg.data_dir.join("snapshots"),
         metrics.clone(),
         watch_hub.clone(),
         lease_timers.clone(),
+        tokens.clone(),
     );
     let peers = Arc::new(PeerClients::new(cfg.id, cluster_id.clone()));
     let network = PeerNetwork {
@@ -184,6 +188,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         leader_contact: Default::default(),
         watch_hub,
         lease_timers,
+        tokens,
         leader_timeout: Duration::from_millis(cfg.election_timeout * 2),
     });
 
@@ -207,6 +212,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             min_ttl: (cfg.election_timeout * 3 / 2).div_ceil(1000) as i64,
         }))
         .add_service(LockServer::new(LockService { node: node.clone() }))
+        .add_service(AuthServer::new(AuthService { node: node.clone() }))
         .add_service(ElectionServer::new(ElectionService { node: node.clone() }))
         .add_service(WatchServer::new(WatchService {
             node: node.clone(),

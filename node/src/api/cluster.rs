@@ -111,6 +111,10 @@ impl Cluster for ClusterService {
         &self,
         req: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        self.node
+            .caller(req.metadata())
+            .await?
+            .require_root(&self.node.db)?;
         let req = req.into_inner();
         if req.peer_ur_ls.is_empty() || !req.peer_ur_ls.iter().all(|u| valid_peer_url(u)) {
             return Err(ApiError::member_bad_urls().into());
@@ -149,6 +153,10 @@ impl Cluster for ClusterService {
         &self,
         req: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        self.node
+            .caller(req.metadata())
+            .await?
+            .require_root(&self.node.db)?;
         let id = req.into_inner().id;
         self.node
             .change_membership(Forwarded::RemoveMember { id })
@@ -192,6 +200,10 @@ impl Cluster for ClusterService {
         &self,
         req: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        self.node
+            .caller(req.metadata())
+            .await?
+            .require_root(&self.node.db)?;
         let id = req.into_inner().id;
         self.node
             .change_membership(Forwarded::PromoteMember { id })

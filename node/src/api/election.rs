@@ -81,6 +81,10 @@ impl Election for ElectionService {
         &self,
         req: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
+        let caller = self.node.caller(req.metadata()).await?;
+        let queue = key_queue::queue_prefix(&req.get_ref().name);
+        let end = crate::store::keys::prefix_end(&queue).unwrap_or_else(|| vec![0]);
+        caller.require(&self.node.db, &queue, &end, crate::auth::Need::Write)?;
         let req = req.into_inner();
         if req.name.is_empty() {
             return Err(Status::invalid_argument("raftkv: election name is empty"));

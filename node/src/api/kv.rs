@@ -11,6 +11,8 @@ use tonic::Response;
 use tonic::Status;
 
 use super::validate;
+use crate::auth::Caller;
+use crate::auth::Need;
 use crate::errors::ApiError;
 use crate::node::Node;
 use crate::proto::etcdserverpb::kv_server::Kv;
@@ -40,7 +42,9 @@ impl KvService {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let caller = self.node.caller(req.metadata()).await?;
         let req = req.into_inner();
+        caller.require(&self.node.db, &req.key, &req.range_end, Need::Read)?;
         validate::size(&req, &self.node.limits)?;
         validate::range(&req)?;
         if !req.serializable {
@@ -52,7 +56,9 @@ impl Kv for KvService {
     }
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let caller = self.node.caller(req.metadata()).await?;
         let req = req.into_inner();
+        check_put(&caller, &self.node, &req)?;
         validate::size(&req, &self.node.limits)?;
         validate::put(&req)?;
         let Applied::Put(mut resp) = self.propose(Op::Put(req)).await? else {
@@ -66,7 +72,9 @@ impl Kv for KvService {
         &self,
         req: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let caller = self.node.caller(req.metadata()).await?;
         let req = req.into_inner();
+        check_delete(&caller, &self.node, &req)?;
         validate::size(&req, &self.node.limits)?;
         validate::delete(&req)?;
         let Applied::DeleteRange(mut resp) = self.propose(Op::DeleteRange(req)).await? else {
@@ -77,7 +85,9 @@ impl Kv for KvService {
     }
 
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let caller = self.node.caller(req.metadata()).await?;
         let req = req.into_inner();
+        check_txn(&caller, &self.node, &req)?;
         validate::size(&req, &self.node.limits)?;
         validate::txn(&req, &self.node.limits)?;
         let mut resp = if is_read_only(&req) {
@@ -101,6 +111,10 @@ impl Kv for KvService {
         &self,
         req: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
+        self.node
+            .caller(req.metadata())
+            .await?
+            .require_root(&self.node.db)?;
         let req = req.into_inner();
         let Applied::Compact(mut resp) = self.propose(Op::Compact(req)).await? else {
             return Err(unexpected("compact"));
@@ -147,4 +161,40 @@ fn complete_txn_headers(node: &Node, resp: &mut TxnResponse) {
             None => {}
         }
     }
+}
+
+fn check_put(caller: &Caller, node: &Node, req: &PutRequest) -> Result<(), ApiError> {
+    caller.require(&node.db, &req.key, &[], Need::Write)?;
+    if req.prev_kv {
+        caller.require(&node.db, &req.key, &[], Need::Read)?;
+    }
+    Ok(())
+}
+
+fn check_delete(caller: &Caller, node: &Node, req: &DeleteRangeRequest) -> Result<(), ApiError> {
+    caller.require(&node.db, &req.key, &req.range_end, Need::Write)?;
+    if req.prev_kv {
+        caller.require(&node.db, &req.key, &req.range_end, Need::Read)?;
+    }
+    Ok(())
+}
+
+/// Every compare and every op of both branches, as etcd checks a txn.
+fn check_txn(caller: &Caller, node: &Node, req: &TxnRequest) -> Result<(), ApiError> {
+    use request_op::Request as R;
+    for c in &req.compare {
+        caller.require(&node.db, &c.key, &c.range_end, Need::Read)?;
+    }
+    for op in req.success.iter().chain(&req.failure) {
+        match &op.request {
+            Some(R::RequestRange(r)) => {
+                caller.require(&node.db, &r.key, &r.range_end, Need::Read)?
+            }
+            Some(R::RequestPut(p)) => check_put(caller, node, p)?,
+            Some(R::RequestDeleteRange(d)) => check_delete(caller, node, d)?,
+            Some(R::RequestTxn(t)) => check_txn(caller, node, t)?,
+            None => {}
+        }
+    }
+    Ok(())
 }

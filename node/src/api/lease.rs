@@ -46,6 +46,7 @@ impl Lease for LeaseService {
         &self,
         req: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
+        self.node.caller(req.metadata()).await?;
         let mut req = req.into_inner();
         if req.ttl > MAX_LEASE_TTL {
             return Err(Status::out_of_range("etcdserver: too large lease TTL"));
@@ -72,6 +73,11 @@ impl Lease for LeaseService {
         &self,
         req: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        // Revoking deletes the lease's keys: the caller must be allowed to.
+        let caller = self.node.caller(req.metadata()).await?;
+        for key in lease_keys(&self.node.db, req.get_ref().id)? {
+            caller.require(&self.node.db, &key, &[], crate::auth::Need::Write)?;
+        }
         let cmd = Command(raftkvpb::Command {
             op: Some(raftkvpb::command::Op::LeaseRevoke(req.into_inner())),
         });
@@ -89,6 +95,7 @@ impl Lease for LeaseService {
         &self,
         req: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        self.node.caller(req.metadata()).await?;
         let node = self.node.clone();
         let replies = req.into_inner().then(move |item| {
             let node = node.clone();

@@ -79,8 +79,12 @@ impl Maintenance for MaintenanceService {
 
     async fn defragment(
         &self,
-        _req: Request<DefragmentRequest>,
+        req: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        self.node
+            .caller(req.metadata())
+            .await?
+            .require_root(&self.node.db)?;
         let db = self.node.db.clone();
         tokio::task::spawn_blocking(move || hash::defragment(&db))
             .await
@@ -90,7 +94,11 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+    async fn hash(&self, req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        self.node
+            .caller(req.metadata())
+            .await?
+            .require_root(&self.node.db)?;
         let db = self.node.db.clone();
         let value = tokio::task::spawn_blocking(move || hash::hash_all(&db))
             .await
@@ -105,6 +113,10 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
+        self.node
+            .caller(req.metadata())
+            .await?
+            .require_root(&self.node.db)?;
         let revision = req.into_inner().revision;
         let db = self.node.db.clone();
         let (value, compacted, upto) =
@@ -127,8 +139,12 @@ impl Maintenance for MaintenanceService {
     /// with an end marker and checksum, so the padding is unambiguous.
     async fn snapshot(
         &self,
-        _req: Request<SnapshotRequest>,
+        req: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.node
+            .caller(req.metadata())
+            .await?
+            .require_root(&self.node.db)?;
         let db = self.node.db.clone();
         let dir = self
             .node
@@ -152,6 +168,10 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
+        self.node
+            .caller(req.metadata())
+            .await?
+            .require_root(&self.node.db)?;
         let target = req.into_inner().target_id;
         let m = self.node.raft_metrics();
         if m.state != ServerState::Leader {

@@ -33,8 +33,9 @@ impl Watch for WatchService {
         &self,
         req: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let caller = self.node.caller(req.metadata()).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
-        let stream = WatchStream::new(self.node.clone(), tx);
+        let stream = WatchStream::new(self.node.clone(), tx, caller);
         tokio::spawn(stream.run(req.into_inner(), self.progress_every));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

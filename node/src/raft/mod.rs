@@ -68,6 +68,8 @@ impl fmt::Display for Command {
             Some(Op::SetMemberAttributes(a)) => write!(f, "member_attributes({})", a.id),
             Some(Op::LeaseGrant(l)) => write!(f, "lease_grant({:x}, ttl {})", l.id, l.ttl),
             Some(Op::LeaseRevoke(l)) => write!(f, "lease_revoke({:x})", l.id),
+            Some(Op::Auth(_)) => write!(f, "auth_change"),
+            Some(Op::AuthToken(_)) => write!(f, "auth_token"),
             None => write!(f, "noop"),
         }
     }

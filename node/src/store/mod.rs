@@ -4,11 +4,13 @@
 //! log and vote (`raft_log`, `raft_meta`), and the MVCC state machine (`kv` holds
 //! each live key's current version, `kv_history` every version until compaction,
 //! `sm_meta` the store revision, last-applied log id and membership, `kv_events`
-//! every change in revision order, for watches; `leases` and `lease_keys`).
+//! every change in revision order, for watches; `leases` and `lease_keys`;
+//! `auth` users, roles and the auth switch).
 //! Sharing the
 //! WAL lets one fsync cover a whole batch of log appends (group commit), and lets
 //! every state-machine apply be a single atomic `WriteBatch`.
 
+pub mod auth;
 pub mod hash;
 pub mod keys;
 pub mod lease;
@@ -42,8 +44,9 @@ pub const CF_SM_META: &str = "sm_meta";
 pub const CF_KV_EVENTS: &str = "kv_events";
 pub const CF_LEASES: &str = "leases";
 pub const CF_LEASE_KEYS: &str = "lease_keys";
+pub const CF_AUTH: &str = "auth";
 
-const ALL_CFS: [&str; 8] = [
+const ALL_CFS: [&str; 9] = [
     CF_RAFT_LOG,
     CF_RAFT_META,
     CF_KV,
@@ -52,6 +55,7 @@ const ALL_CFS: [&str; 8] = [
     CF_KV_EVENTS,
     CF_LEASES,
     CF_LEASE_KEYS,
+    CF_AUTH,
 ];
 
 /// Open (or create) the member's database under `dir/db`.

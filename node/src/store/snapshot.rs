@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! "RKVSNAP1" | u32 meta_len | meta (postcard SnapshotMeta)
-//! { u8 family | u32 key_len | key | u32 value_len | value }*   family 1..=6
+//! { u8 family | u32 key_len | key | u32 value_len | value }*   family 1..=7
 //! u8 0 (end) | u32 crc32 of every byte before it
 //! ```
 //!
@@ -29,6 +29,7 @@ use super::cf;
 use super::io_err;
 use super::state_machine::KEY_LAST_APPLIED;
 use super::state_machine::KEY_MEMBERSHIP;
+use super::CF_AUTH;
 use super::CF_KV;
 use super::CF_KV_EVENTS;
 use super::CF_KV_HISTORY;
@@ -41,13 +42,14 @@ use crate::raft::SnapshotMeta;
 use crate::raft::StoredMembership;
 
 const MAGIC: &[u8; 8] = b"RKVSNAP1";
-const FAMILIES: [(u8, &str); 6] = [
+const FAMILIES: [(u8, &str); 7] = [
     (1, CF_KV),
     (2, CF_KV_HISTORY),
     (3, CF_SM_META),
     (4, CF_KV_EVENTS),
     (5, CF_LEASES),
     (6, CF_LEASE_KEYS),
+    (7, CF_AUTH),
 ];
 const KEEP_SNAPSHOTS: usize = 2;
 

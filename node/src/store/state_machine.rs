@@ -46,6 +46,7 @@ pub struct StateMachineStore {
     metrics: Arc<Metrics>,
     watch_hub: Arc<WatchHub>,
     lease_timers: Arc<LeaseTimers>,
+    tokens: Arc<crate::auth::Tokens>,
 }
 
 impl StateMachineStore {
@@ -55,6 +56,7 @@ impl StateMachineStore {
         metrics: Arc<Metrics>,
         watch_hub: Arc<WatchHub>,
         lease_timers: Arc<LeaseTimers>,
+        tokens: Arc<crate::auth::Tokens>,
     ) -> Self {
         Self {
             db,
@@ -62,6 +64,7 @@ impl StateMachineStore {
             metrics,
             watch_hub,
             lease_timers,
+            tokens,
         }
     }
 
@@ -84,6 +87,9 @@ impl StateMachineStore {
         self.watch_hub.publish(std::mem::take(&mut applier.events));
         if std::mem::take(&mut applier.leases_changed) {
             self.lease_timers.note_change();
+        }
+        for (token, user) in applier.tokens.drain(..) {
+            self.tokens.insert(token, user);
         }
         Ok(())
     }

@@ -49,6 +49,8 @@ pub(crate) struct Applier<'a> {
     /// Whether this batch granted or revoked a lease (the leader's lease
     /// timers then re-read the lease table).
     pub leases_changed: bool,
+    /// Auth tokens issued in this batch: (token, user), for every member's memory.
+    pub tokens: Vec<(String, String)>,
 }
 
 impl<'a> Applier<'a> {
@@ -66,6 +68,7 @@ impl<'a> Applier<'a> {
             event_sub: (0, 0),
             lease_overlay: BTreeMap::new(),
             leases_changed: false,
+            tokens: Vec::new(),
         }
     }
 
@@ -94,7 +97,7 @@ impl<'a> Applier<'a> {
     pub fn needs_clean_db(cmd: &raftkvpb::Command) -> bool {
         use raftkvpb::command::Op;
         match &cmd.op {
-            Some(Op::Compact(_)) | Some(Op::LeaseRevoke(_)) => true,
+            Some(Op::Compact(_)) | Some(Op::LeaseRevoke(_)) | Some(Op::Auth(_)) => true,
             Some(Op::Txn(t)) => txn_reads_history(t),
             _ => false,
         }
@@ -111,6 +114,13 @@ impl<'a> Applier<'a> {
             Some(Op::Txn(req)) => self.txn_request(req).map(R::Txn),
             Some(Op::LeaseGrant(req)) => self.lease_grant(req).map(R::LeaseGrant),
             Some(Op::LeaseRevoke(req)) => self.lease_revoke(req).map(R::LeaseRevoke),
+            Some(Op::AuthToken(t)) => {
+                self.tokens.push((t.token.clone(), t.user.clone()));
+                Ok(R::Empty(raftkvpb::Empty {}))
+            }
+            Some(Op::Auth(change)) => self
+                .auth_change(change)
+                .map(|()| R::Empty(raftkvpb::Empty {})),
             Some(Op::Compact(req)) => self.compact(req).map(R::Compact),
             Some(Op::SetMemberAttributes(attrs)) => {
                 self.batch.put_cf(

@@ -56,6 +56,8 @@ impl Watcher {
 
 pub struct WatchStream {
     node: Arc<Node>,
+    /// Who opened the stream: each watch it creates needs read permission.
+    caller: crate::auth::Caller,
     out: mpsc::Sender<Result<WatchResponse, Status>>,
     watchers: BTreeMap<i64, Watcher>,
     next_id: i64,
@@ -65,9 +67,14 @@ pub struct WatchStream {
 struct Closed;
 
 impl WatchStream {
-    pub fn new(node: Arc<Node>, out: mpsc::Sender<Result<WatchResponse, Status>>) -> Self {
+    pub fn new(
+        node: Arc<Node>,
+        out: mpsc::Sender<Result<WatchResponse, Status>>,
+        caller: crate::auth::Caller,
+    ) -> Self {
         Self {
             node,
+            caller,
             out,
             watchers: BTreeMap::new(),
             next_id: 0,
@@ -147,6 +154,23 @@ impl WatchStream {
             c.key.clone()
         };
         let range = KeyRange::new(&key, &c.range_end);
+        if self
+            .caller
+            .require(&self.node.db, &key, &c.range_end, crate::auth::Need::Read)
+            .is_err()
+        {
+            // etcd: the watch is created, then canceled for lack of permission.
+            return self
+                .send(WatchResponse {
+                    header: self.header(),
+                    watch_id: c.watch_id,
+                    created: true,
+                    canceled: true,
+                    cancel_reason: "etcdserver: permission denied".into(),
+                    ..Default::default()
+                })
+                .await;
+        }
         let id = if c.watch_id != 0 {
             if self.watchers.contains_key(&c.watch_id) {
                 return self
