@@ -15,8 +15,8 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, Service,
-    ServicePort, ServiceSpec, VolumeMount, VolumeResourceRequirements,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec,
+    Probe, Service, ServicePort, ServiceSpec, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -24,6 +24,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 use std::collections::BTreeMap;
+
+/// The uid (and gid) the image runs raftkv as; see the Dockerfile.
+pub const MEMBER_UID: i64 = 65532;
 
 /// Why an object cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -282,6 +285,16 @@ pub fn statefulset(rc: &RaftCluster, owned: &Owned, replicas: i32) -> StatefulSe
                     affinity: overrides.affinity.clone(),
                     // Give a member time to hand off leadership and flush on SIGTERM.
                     termination_grace_period_seconds: Some(30),
+                    // The image runs raftkv as uid 65532 (not root); most storage
+                    // hands out root-owned volumes, so the data volume's group is
+                    // set to that uid's group for the member to be able to write.
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(MEMBER_UID),
+                        run_as_group: Some(MEMBER_UID),
+                        fs_group: Some(MEMBER_UID),
+                        ..PodSecurityContext::default()
+                    }),
                     ..PodSpec::default()
                 }),
             },

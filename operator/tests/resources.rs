@@ -208,3 +208,21 @@ fn pod_template_overrides_are_applied_but_cannot_break_the_selector() {
     assert_eq!(meta.annotations.unwrap()["a"], "b");
     assert_eq!(template.spec.unwrap().node_selector.unwrap()["disk"], "ssd");
 }
+
+#[test]
+fn member_pods_run_as_the_image_user_and_own_their_volume() {
+    let rc = raft_cluster("demo", 3);
+    let sts = raftkv_operator::resources::statefulset(&rc, &owned("demo"), 3);
+    let pod = sts.spec.unwrap().template.spec.unwrap();
+    let ctx = pod.security_context.expect("a pod security context");
+    assert_eq!(ctx.run_as_non_root, Some(true));
+    assert_eq!(
+        ctx.run_as_user,
+        Some(raftkv_operator::resources::MEMBER_UID)
+    );
+    assert_eq!(
+        ctx.fs_group,
+        Some(raftkv_operator::resources::MEMBER_UID),
+        "the data volume must be writable"
+    );
+}
