@@ -69,6 +69,10 @@ pub struct ServeArgs {
     /// Largest client request accepted, in bytes.
     #[arg(long, env = "RAFTKV_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
     pub max_request_bytes: usize,
+    /// Most data the store may hold before writes are refused (NOSPACE alarm);
+    /// 0 means the default, 2 GiB, as etcd.
+    #[arg(long, env = "RAFTKV_QUOTA_BACKEND_BYTES", default_value_t = 0)]
+    pub quota_backend_bytes: u64,
     /// Most operations in one txn branch.
     #[arg(long, env = "RAFTKV_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: usize,
@@ -120,6 +124,7 @@ pub struct ServeConfig {
     pub snapshot_count: u64,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
+    pub quota_backend_bytes: u64,
     pub heartbeat_interval: u64,
     pub election_timeout: u64,
     pub watch_progress_notify_interval: u64,
@@ -266,6 +271,11 @@ impl ServeConfig {
             snapshot_count: a.snapshot_count,
             max_request_bytes: a.max_request_bytes,
             max_txn_ops: a.max_txn_ops,
+            quota_backend_bytes: if a.quota_backend_bytes == 0 {
+                2 << 30
+            } else {
+                a.quota_backend_bytes
+            },
             heartbeat_interval: a.heartbeat_interval,
             election_timeout: a.election_timeout,
             watch_progress_notify_interval: a.watch_progress_notify_interval.max(1),

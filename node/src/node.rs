@@ -78,6 +78,27 @@ pub enum ForwardReply {
     },
 }
 
+/// The database's size on disk, measured at most every 250ms (a directory
+/// walk per write would cost more than the write).
+#[derive(Default)]
+pub struct DiskUsage {
+    last: std::sync::Mutex<Option<(Instant, u64)>>,
+}
+
+impl DiskUsage {
+    pub fn get(&self, data_dir: &std::path::Path) -> u64 {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        match *last {
+            Some((at, bytes)) if at.elapsed() < Duration::from_millis(250) => bytes,
+            _ => {
+                let bytes = crate::store::disk_size(data_dir);
+                *last = Some((Instant::now(), bytes));
+                bytes
+            }
+        }
+    }
+}
+
 /// When this member last heard from a leader, for followers to notice a leader
 /// that is gone even when no new one can be elected (etcd reports "no leader"
 /// then, and so do we: in Status, `/readyz`, and by refusing to forward).
@@ -119,6 +140,10 @@ pub struct Node {
     pub cluster_id: Arc<AtomicU64>,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
+    /// `--quota-backend-bytes`: above this much data, writes that add data are
+    /// refused and a NOSPACE alarm is raised.
+    pub quota_bytes: u64,
+    pub disk_usage: DiskUsage,
     pub data_dir: PathBuf,
     pub leader_contact: Arc<LeaderContact>,
     pub watch_hub: Arc<crate::watch::WatchHub>,
@@ -145,6 +170,30 @@ impl Node {
             }
             other => other,
         }
+    }
+
+    /// Refuse a write that adds data when the space quota is exhausted, raising
+    /// the NOSPACE alarm for this member (once) so every member refuses too.
+    pub async fn check_quota(&self) -> Result<(), ApiError> {
+        if self.disk_usage.get(&self.data_dir) <= self.quota_bytes {
+            return Ok(());
+        }
+        if !crate::store::alarm::space_alarm_raised(&self.db) {
+            use crate::proto::etcdserverpb::{alarm_request::AlarmAction, AlarmRequest, AlarmType};
+            let raise = Command(raftkvpb::Command {
+                op: Some(raftkvpb::command::Op::Alarm(AlarmRequest {
+                    action: AlarmAction::Activate as i32,
+                    member_id: self.id,
+                    alarm: AlarmType::Nospace as i32,
+                })),
+            });
+            tracing::warn!(
+                quota = self.quota_bytes,
+                "space quota exceeded: raising the NOSPACE alarm"
+            );
+            self.propose(raise).await?;
+        }
+        Err(crate::store::alarm::no_space())
     }
 
     /// A copy of openraft's latest metrics for this member.

@@ -184,6 +184,8 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             max_request_bytes: cfg.max_request_bytes,
             max_txn_ops: cfg.max_txn_ops,
         },
+        quota_bytes: cfg.quota_backend_bytes,
+        disk_usage: Default::default(),
         data_dir: cfg.data_dir.clone(),
         leader_contact: Default::default(),
         watch_hub,

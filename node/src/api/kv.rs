@@ -59,6 +59,7 @@ impl Kv for KvService {
         let caller = self.node.caller(req.metadata()).await?;
         let req = req.into_inner();
         check_put(&caller, &self.node, &req)?;
+        self.node.check_quota().await?;
         validate::size(&req, &self.node.limits)?;
         validate::put(&req)?;
         let Applied::Put(mut resp) = self.propose(Op::Put(req)).await? else {
@@ -88,6 +89,9 @@ impl Kv for KvService {
         let caller = self.node.caller(req.metadata()).await?;
         let req = req.into_inner();
         check_txn(&caller, &self.node, &req)?;
+        if crate::store::txn_puts(&req) {
+            self.node.check_quota().await?;
+        }
         validate::size(&req, &self.node.limits)?;
         validate::txn(&req, &self.node.limits)?;
         let mut resp = if is_read_only(&req) {

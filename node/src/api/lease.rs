@@ -47,6 +47,7 @@ impl Lease for LeaseService {
         req: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
         self.node.caller(req.metadata()).await?;
+        self.node.check_quota().await?;
         let mut req = req.into_inner();
         if req.ttl > MAX_LEASE_TTL {
             return Err(Status::out_of_range("etcdserver: too large lease TTL"));

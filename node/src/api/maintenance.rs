@@ -1,8 +1,7 @@
 //! etcd's Maintenance service.
 //!
-//! Status, Hash, HashKV, Defragment, Snapshot and MoveLeader are served; Alarm
-//! reports no alarms (raftkv raises none yet: no space quota); Downgrade answers
-//! `Unimplemented`.
+//! Status, Alarm, Hash, HashKV, Defragment, Snapshot and MoveLeader are
+//! served; Downgrade answers `Unimplemented`.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,6 +15,7 @@ use tonic::Status;
 use crate::node::Node;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::proto::etcdserverpb::*;
+use crate::store::alarm;
 use crate::store::hash;
 
 /// The etcd API level raftkv speaks; clients use it for feature detection.
@@ -31,28 +31,52 @@ fn not_yet(what: &str) -> Status {
 
 /// Bytes used by the member's database files on disk.
 pub fn db_size(node: &Node) -> i64 {
-    fn walk(dir: &std::path::Path) -> u64 {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return 0;
-        };
-        entries
-            .flatten()
-            .map(|e| match e.metadata() {
-                Ok(m) if m.is_dir() => walk(&e.path()),
-                Ok(m) => m.len(),
-                Err(_) => 0,
-            })
-            .sum()
-    }
-    walk(&node.data_dir.join("db")) as i64
+    crate::store::disk_size(&node.data_dir) as i64
 }
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
-    async fn alarm(&self, _req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+    async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        use crate::proto::etcdserverpb::alarm_request::AlarmAction;
+        let caller = self.node.caller(req.metadata()).await?;
+        let req = req.into_inner();
+        let matches = |a: &AlarmMember| {
+            (req.member_id == 0 || a.member_id == req.member_id)
+                && (req.alarm == AlarmType::None as i32 || a.alarm == req.alarm)
+        };
+        let before: Vec<AlarmMember> = alarm::alarms(&self.node.db)?
+            .into_iter()
+            .filter(matches)
+            .collect();
+        if AlarmAction::try_from(req.action) == Ok(AlarmAction::Get) {
+            return Ok(Response::new(AlarmResponse {
+                header: Some(self.node.header(self.node.mvcc.current_revision())),
+                alarms: before,
+            }));
+        }
+        caller.require_root(&self.node.db)?;
+        // etcdctl disarms with member 0 and alarm NONE: clear every match.
+        let targets = if AlarmAction::try_from(req.action) == Ok(AlarmAction::Deactivate) {
+            before.clone()
+        } else {
+            vec![AlarmMember {
+                member_id: req.member_id,
+                alarm: req.alarm,
+            }]
+        };
+        for t in &targets {
+            let cmd = crate::raft::Command(crate::proto::raftkvpb::Command {
+                op: Some(crate::proto::raftkvpb::command::Op::Alarm(AlarmRequest {
+                    action: req.action,
+                    member_id: t.member_id,
+                    alarm: t.alarm,
+                })),
+            });
+            self.node.propose(cmd).await?;
+        }
         Ok(Response::new(AlarmResponse {
             header: Some(self.node.header(self.node.mvcc.current_revision())),
-            alarms: vec![],
+            alarms: targets,
         }))
     }
 
@@ -71,7 +95,13 @@ impl Maintenance for MaintenanceService {
             raft_index: m.last_log_index.unwrap_or(0),
             raft_term: m.current_term,
             raft_applied_index: m.last_applied.map_or(0, |l| l.index),
-            errors: vec![],
+            errors: alarm::alarms(&self.node.db)?
+                .iter()
+                .map(|a| {
+                    let kind = AlarmType::try_from(a.alarm).map_or("UNKNOWN", |t| t.as_str_name());
+                    format!("memberID:{} alarm:{kind} ", a.member_id)
+                })
+                .collect(),
             db_size_in_use: size,
             is_learner: !voters.contains(&self.node.id),
         }))
@@ -88,7 +118,7 @@ impl Maintenance for MaintenanceService {
         let db = self.node.db.clone();
         tokio::task::spawn_blocking(move || hash::defragment(&db))
             .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(|e| Status::internal(e.to_string()))??;
         Ok(Response::new(DefragmentResponse {
             header: Some(self.node.header(self.node.mvcc.current_revision())),
         }))

@@ -70,6 +70,7 @@ impl fmt::Display for Command {
             Some(Op::LeaseRevoke(l)) => write!(f, "lease_revoke({:x})", l.id),
             Some(Op::Auth(_)) => write!(f, "auth_change"),
             Some(Op::AuthToken(_)) => write!(f, "auth_token"),
+            Some(Op::Alarm(a)) => write!(f, "alarm({:?})", a.action),
             None => write!(f, "noop"),
         }
     }

@@ -63,9 +63,13 @@ pub fn hash_all(db: &DB) -> Result<u32, ApiError> {
     Ok(h.finalize())
 }
 
-/// Compact every column family's files (Maintenance Defragment).
-pub fn defragment(db: &DB) {
+/// Flush and compact every column family (Maintenance Defragment): deleted and
+/// compacted-away data leaves the table files, and flushed memtables let the
+/// write-ahead log files go.
+pub fn defragment(db: &DB) -> Result<(), ApiError> {
     for family in super::ALL_CFS {
+        db.flush_cf(cf(db, family)).map_err(ApiError::internal)?;
         db.compact_range_cf(cf(db, family), None::<&[u8]>, None::<&[u8]>);
     }
+    Ok(())
 }

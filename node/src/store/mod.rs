@@ -10,6 +10,7 @@
 //! WAL lets one fsync cover a whole batch of log appends (group commit), and lets
 //! every state-machine apply be a single atomic `WriteBatch`.
 
+pub mod alarm;
 pub mod auth;
 pub mod hash;
 pub mod keys;
@@ -23,6 +24,7 @@ pub mod state_machine;
 mod txn;
 
 pub(crate) use txn::member_attr_key;
+pub(crate) use txn::txn_puts;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -90,4 +92,23 @@ pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
 
 pub(crate) fn io_err(e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(e.to_string())
+}
+
+/// Bytes the member's database takes on disk (what Status reports as the db
+/// size, and what the space quota limits).
+pub fn disk_size(data_dir: &Path) -> u64 {
+    fn walk(dir: &Path) -> u64 {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .map(|e| match e.metadata() {
+                Ok(m) if m.is_dir() => walk(&e.path()),
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            })
+            .sum()
+    }
+    walk(&data_dir.join("db"))
 }

@@ -51,6 +51,8 @@ pub(crate) struct Applier<'a> {
     pub leases_changed: bool,
     /// Auth tokens issued in this batch: (token, user), for every member's memory.
     pub tokens: Vec<(String, String)>,
+    /// A NOSPACE alarm is raised: refuse writes that add data.
+    pub(super) no_space: bool,
 }
 
 impl<'a> Applier<'a> {
@@ -69,6 +71,7 @@ impl<'a> Applier<'a> {
             lease_overlay: BTreeMap::new(),
             leases_changed: false,
             tokens: Vec::new(),
+            no_space: super::alarm::space_alarm_raised(db),
         }
     }
 
@@ -97,7 +100,10 @@ impl<'a> Applier<'a> {
     pub fn needs_clean_db(cmd: &raftkvpb::Command) -> bool {
         use raftkvpb::command::Op;
         match &cmd.op {
-            Some(Op::Compact(_)) | Some(Op::LeaseRevoke(_)) | Some(Op::Auth(_)) => true,
+            Some(Op::Compact(_))
+            | Some(Op::LeaseRevoke(_))
+            | Some(Op::Auth(_))
+            | Some(Op::Alarm(_)) => true,
             Some(Op::Txn(t)) => txn_reads_history(t),
             _ => false,
         }
@@ -109,6 +115,11 @@ impl<'a> Applier<'a> {
         use raftkvpb::command::Op;
         use raftkvpb::command_result::Result as R;
         let result = match &cmd.op {
+            Some(Op::Put(_)) | Some(Op::LeaseGrant(_)) if self.no_space => {
+                Err(super::alarm::no_space())
+            }
+            Some(Op::Txn(t)) if self.no_space && txn_puts(t) => Err(super::alarm::no_space()),
+            Some(Op::Alarm(req)) => self.alarm(req).map(|()| R::Empty(raftkvpb::Empty {})),
             Some(Op::Put(req)) => self.put_request(req).map(R::Put),
             Some(Op::DeleteRange(req)) => self.delete_request(req).map(R::DeleteRange),
             Some(Op::Txn(req)) => self.txn_request(req).map(R::Txn),
@@ -541,6 +552,17 @@ fn compare_kv(c: &Compare, target: CompareTarget, kv: &KeyValue) -> bool {
         CompareResult::Less => ord == Ordering::Less,
         CompareResult::NotEqual => ord != Ordering::Equal,
     }
+}
+
+pub(crate) fn txn_puts(t: &TxnRequest) -> bool {
+    t.success
+        .iter()
+        .chain(&t.failure)
+        .any(|op| match &op.request {
+            Some(Request::RequestPut(_)) => true,
+            Some(Request::RequestTxn(inner)) => txn_puts(inner),
+            _ => false,
+        })
 }
 
 fn txn_reads_history(t: &TxnRequest) -> bool {
