@@ -52,6 +52,26 @@ enum Cmd {
         #[command(flatten)]
         ep: Endpoints,
     },
+    /// Acquire a distributed lock; hold it until Ctrl-C, or while COMMAND runs
+    /// (put flags such as --endpoints before NAME: what follows is the command).
+    Lock {
+        name: String,
+        /// A command to run while holding the lock.
+        #[arg(trailing_var_arg = true)]
+        command: Vec<String>,
+        #[command(flatten)]
+        ep: Endpoints,
+    },
+    /// Campaign to lead an election with PROPOSAL (until Ctrl-C), or watch its
+    /// leaders with --listen.
+    Elect {
+        name: String,
+        proposal: Option<String>,
+        #[arg(long, short = 'l')]
+        listen: bool,
+        #[command(flatten)]
+        ep: Endpoints,
+    },
     /// Grant, revoke, keep alive or inspect leases.
     Lease {
         #[command(subcommand)]
@@ -215,6 +235,15 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             ep,
         } => raftkv_node::cli::watch::run(&ep, key, prefix, rev, prev_kv).await,
         Cmd::Lease { action, ep } => raftkv_node::cli::lease::run(&ep, action).await,
+        Cmd::Lock { name, command, ep } => {
+            raftkv_node::cli::lock_elect::lock(&ep, name, command).await
+        }
+        Cmd::Elect {
+            name,
+            proposal,
+            listen,
+            ep,
+        } => raftkv_node::cli::lock_elect::elect(&ep, name, proposal, listen).await,
         Cmd::Get {
             key,
             prefix,

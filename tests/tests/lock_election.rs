@@ -140,3 +140,92 @@ async fn election_campaign_proclaim_observe_resign() -> Result<()> {
     );
     Ok(())
 }
+
+/// Spawn a long-running command and return it with its stdout lines.
+fn spawn_lines(
+    program: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<(
+    tokio::process::Child,
+    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+)> {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let out = child.stdout.take().context("no stdout")?;
+    Ok((child, tokio::io::BufReader::new(out).lines()))
+}
+
+async fn read_lines(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    n: usize,
+) -> Result<Vec<String>> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let line = tokio::time::timeout(Duration::from_secs(15), lines.next_line())
+            .await
+            .with_context(|| format!("printed only {got:?}"))??
+            .context("exited early")?;
+        got.push(line);
+    }
+    Ok(got)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn raftkv_lock_and_elect_work_with_etcdctl() -> Result<()> {
+    let cluster = ClusterOptions::new().start(3).await?;
+    let ep = cluster.endpoints()[0].clone();
+    let raftkv = raftkv_tests::binaries::raftkv_bin()?;
+    // Flags go before the name: what follows it is the command to run.
+    let (_lock, mut out) = spawn_lines(
+        &raftkv,
+        &["lock", "--endpoints", &ep, "cli-lock", "echo", "held"],
+        &[],
+    )?;
+    let ran = read_lines(&mut out, 1).await?;
+    ensure!(ran == ["held"], "raftkv lock COMMAND printed {ran:?}");
+
+    let (mut candidate, mut said) = spawn_lines(
+        &raftkv,
+        &["elect", "--endpoints", &ep, "cli-elect", "alice"],
+        &[],
+    )?;
+    let won = read_lines(&mut said, 2).await?;
+    ensure!(
+        won[0].starts_with("cli-elect/") && won[1] == "alice",
+        "raftkv elect printed {won:?}"
+    );
+    let etcdctl = raftkv_tests::binaries::etcdctl_bin()?;
+    let (_observer, mut seen) = spawn_lines(
+        &etcdctl,
+        &[&format!("--endpoints={ep}"), "elect", "-l", "cli-elect"],
+        &[("ETCDCTL_API", "3")],
+    )?;
+    let observed = read_lines(&mut seen, 2).await?;
+    ensure!(
+        observed == won,
+        "etcdctl elect -l printed {observed:?}, the leader is {won:?}"
+    );
+
+    // Ctrl-C makes the candidate resign: no leader remains.
+    let pid = candidate.id().context("candidate exited")? as i32;
+    // SAFETY: plain kill(2) on a child this test started.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    tokio::time::timeout(Duration::from_secs(10), candidate.wait()).await??;
+    let mut c = cluster.client().await?;
+    let err = c
+        .leader("cli-elect")
+        .await
+        .expect_err("a leader remained after resigning");
+    ensure!(
+        grpc_status(&err).is_some_and(|s| s.message() == "election: no leader"),
+        "{err:?}"
+    );
+    Ok(())
+}

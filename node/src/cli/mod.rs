@@ -4,4 +4,5 @@
 pub mod client;
 pub mod dev;
 pub mod lease;
+pub mod lock_elect;
 pub mod watch;
