@@ -12,6 +12,7 @@
 
 pub mod alarm;
 pub mod auth;
+mod compaction;
 pub mod hash;
 pub mod keys;
 pub mod lease;

@@ -515,7 +515,7 @@ impl<'a> Applier<'a> {
         if req.revision > self.revision {
             return Err(ApiError::future_revision());
         }
-        compact_history(self.db, &mut self.batch, req.revision)?;
+        super::compaction::compact_history(self.db, &mut self.batch, req.revision)?;
         // Watches may start at the compact revision, not before it.
         self.batch.delete_range_cf(
             cf(self.db, CF_KV_EVENTS),
@@ -576,37 +576,6 @@ fn txn_reads_history(t: &TxnRequest) -> bool {
         })
 }
 
-/// Drop every version that no read at or after `revision` can see: for each key,
-/// all versions older than its newest one at or before `revision`, and that one
-/// too if it is a tombstone.
-fn compact_history(db: &DB, batch: &mut WriteBatch, revision: i64) -> Result<(), ApiError> {
-    let hist = cf(db, CF_KV_HISTORY);
-    let mut pending: Option<(Vec<u8>, Vec<u8>, bool)> = None; // (user key, history key, is tombstone)
-    for item in db.iterator_cf(hist, rocksdb::IteratorMode::Start) {
-        let (hkey, value) = item.map_err(ApiError::internal)?;
-        let Some((user_key, rev)) = keys::decode_history_key(&hkey) else {
-            return Err(ApiError::internal("corrupt history key"));
-        };
-        if let Some((k, older, tomb)) = pending.take() {
-            // Drop the older version when a newer one at or before `revision`
-            // follows it, and a tombstone when nothing newer needs it.
-            if (k == user_key && rev <= revision) || tomb {
-                batch.delete_cf(hist, &older);
-            }
-        }
-        if rev <= revision {
-            pending = Some((
-                user_key,
-                hkey.to_vec(),
-                value.first() == Some(&mvcc::HISTORY_TOMBSTONE),
-            ));
-        }
-    }
-    if let Some((_, older, true)) = pending {
-        batch.delete_cf(hist, &older);
-    }
-    Ok(())
-}
 
 pub(crate) fn member_attr_key(id: u64) -> Vec<u8> {
     let mut k = b"member/".to_vec();
