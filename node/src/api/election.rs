@@ -81,17 +81,15 @@ impl Election for ElectionService {
         &self,
         req: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
-        let caller = self.node.caller(req.metadata()).await?;
-        let queue = key_queue::queue_prefix(&req.get_ref().name);
-        let end = crate::store::keys::prefix_end(&queue).unwrap_or_else(|| vec![0]);
-        caller.require(&self.node.db, &queue, &end, crate::auth::Need::Write)?;
+        let (prefix, key) = key_queue::contender(
+            &self.node,
+            req.metadata(),
+            &req.get_ref().name,
+            req.get_ref().lease,
+            "election",
+        )
+        .await?;
         let req = req.into_inner();
-        if req.name.is_empty() {
-            return Err(Status::invalid_argument("raftkv: election name is empty"));
-        }
-        let prefix = key_queue::queue_prefix(&req.name);
-        let mut key = prefix.clone();
-        key.extend_from_slice(format!("{:x}", req.lease).as_bytes());
         let mine = key_queue::enqueue(&self.node, &key, &req.value, req.lease).await?;
         let leader = LeaderKey {
             name: req.name.clone(),

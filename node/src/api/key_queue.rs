@@ -33,6 +33,31 @@ pub fn queue_prefix(name: &[u8]) -> Vec<u8> {
     p
 }
 
+/// A contender's queue (prefix) and its own key in it, once the caller is
+/// known to be allowed to write there. `what` names the queue in errors.
+pub async fn contender(
+    node: &Node,
+    md: &tonic::metadata::MetadataMap,
+    name: &[u8],
+    lease: i64,
+    what: &str,
+) -> Result<(Vec<u8>, Vec<u8>), ApiError> {
+    if name.is_empty() {
+        return Err(ApiError::new(
+            tonic::Code::InvalidArgument,
+            format!("raftkv: {what} name is empty"),
+        ));
+    }
+    let prefix = queue_prefix(name);
+    let end = prefix_end(&prefix).unwrap_or_else(|| vec![0]);
+    node.caller(md)
+        .await?
+        .require(&node.db, &prefix, &end, crate::auth::Need::Write)?;
+    let mut key = prefix.clone();
+    key.extend_from_slice(format!("{lease:x}").as_bytes());
+    Ok((prefix, key))
+}
+
 /// Propose a txn and return its response.
 pub async fn txn(node: &Node, req: TxnRequest) -> Result<TxnResponse, ApiError> {
     let cmd = Command(raftkvpb::Command {

@@ -17,7 +17,11 @@ use crate::errors::ApiError;
 /// Drop every version that no read at or after `revision` can see: for each key,
 /// all versions older than its newest one at or before `revision`, and that one
 /// too if it is a tombstone.
-pub(crate) fn compact_history(db: &DB, batch: &mut WriteBatch, revision: i64) -> Result<(), ApiError> {
+pub(crate) fn compact_history(
+    db: &DB,
+    batch: &mut WriteBatch,
+    revision: i64,
+) -> Result<(), ApiError> {
     let hist = cf(db, CF_KV_HISTORY);
     let mut pending: Option<(Vec<u8>, Vec<u8>, bool)> = None; // (user key, history key, is tombstone)
     for item in db.iterator_cf(hist, rocksdb::IteratorMode::Start) {

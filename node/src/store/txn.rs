@@ -384,14 +384,7 @@ impl<'a> Applier<'a> {
         req: &TxnRequest,
         path: &mut impl Iterator<Item = bool>,
     ) -> Result<(), ApiError> {
-        let succeeded = path
-            .next()
-            .ok_or_else(|| ApiError::internal("txn path too short"))?;
-        let ops = if succeeded {
-            &req.success
-        } else {
-            &req.failure
-        };
+        let (_, ops) = branch(req, path)?;
         for op in ops {
             match &op.request {
                 Some(Request::RequestPut(p)) => {
@@ -436,14 +429,7 @@ impl<'a> Applier<'a> {
         path: &mut impl Iterator<Item = bool>,
         wrote: &mut bool,
     ) -> Result<TxnResponse, ApiError> {
-        let succeeded = path
-            .next()
-            .ok_or_else(|| ApiError::internal("txn path too short"))?;
-        let ops = if succeeded {
-            &req.success
-        } else {
-            &req.failure
-        };
+        let (succeeded, ops) = branch(req, path)?;
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             let response = match &op.request {
@@ -554,6 +540,24 @@ fn compare_kv(c: &Compare, target: CompareTarget, kv: &KeyValue) -> bool {
     }
 }
 
+/// The branch the decided `path` takes at this txn: (succeeded, its ops).
+fn branch<'t>(
+    req: &'t TxnRequest,
+    path: &mut impl Iterator<Item = bool>,
+) -> Result<(bool, &'t [RequestOp]), ApiError> {
+    let succeeded = path
+        .next()
+        .ok_or_else(|| ApiError::internal("txn path too short"))?;
+    Ok((
+        succeeded,
+        if succeeded {
+            &req.success
+        } else {
+            &req.failure
+        },
+    ))
+}
+
 pub(crate) fn txn_puts(t: &TxnRequest) -> bool {
     t.success
         .iter()
@@ -575,7 +579,6 @@ fn txn_reads_history(t: &TxnRequest) -> bool {
             _ => false,
         })
 }
-
 
 pub(crate) fn member_attr_key(id: u64) -> Vec<u8> {
     let mut k = b"member/".to_vec();
