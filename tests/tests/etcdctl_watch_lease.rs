@@ -158,3 +158,72 @@ async fn etcdctl_watch_lease_hashkv_and_snapshot_save() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn etcdctl_watch_prefix_progress_and_move_leader() -> Result<()> {
+    let mut cluster = ClusterOptions::new().start(3).await?;
+    let endpoints = cluster.endpoints();
+    let ctl = Etcdctl::new(&endpoints)?;
+
+    // watch --prefix (live): events for keys under the prefix only.
+    let watcher = {
+        let ep = endpoints[0].clone();
+        tokio::spawn(async move { watch_lines(&ep, &["pfx/", "--prefix"], 6).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ctl.run(&["put", "pfx/a", "1"]).await?.ok()?;
+    ctl.run(&["put", "other", "x"]).await?.ok()?;
+    ctl.run(&["put", "pfx/b", "2"]).await?.ok()?;
+    let lines = tokio::time::timeout(Duration::from_secs(20), watcher).await???;
+    ensure!(
+        lines == ["PUT", "pfx/a", "1", "PUT", "pfx/b", "2"],
+        "watch --prefix printed {lines:?}"
+    );
+
+    // A progress request is answered with the current revision, for the stream.
+    let mut c = cluster.client().await?;
+    let rev = c
+        .put("pfx/c", "3", None)
+        .await?
+        .header()
+        .context("no header")?
+        .revision();
+    let mut stream = c
+        .watch(
+            "none/",
+            Some(etcd_client::WatchOptions::new().with_prefix()),
+        )
+        .await?;
+    stream.message().await?.context("no create response")?;
+    stream.request_progress().await?;
+    let progress = stream.message().await?.context("no progress response")?;
+    ensure!(
+        progress.events().is_empty() && progress.header().map(|h| h.revision()) == Some(rev),
+        "progress response {progress:?}"
+    );
+
+    // move-leader, sent to the leader, hands leadership to the named member.
+    let leader = cluster.wait_leader().await?;
+    let target = cluster
+        .live_ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .context("no follower")?;
+    let at_leader = Etcdctl::new(&[cluster.member(leader).client_endpoint()])?;
+    let moved = at_leader
+        .run(&["move-leader", &format!("{target:x}")])
+        .await?
+        .ok()?;
+    ensure!(
+        moved.stdout.contains(&format!(
+            "Leadership transferred from {leader:x} to {target:x}"
+        )),
+        "move-leader printed {:?}",
+        moved.stdout
+    );
+    ensure!(
+        cluster.wait_leader().await? == target,
+        "leadership did not move to {target:x}"
+    );
+    Ok(())
+}
