@@ -152,15 +152,13 @@ pub fn parse_listen_url(flag: &str, url: &str) -> anyhow::Result<SocketAddr> {
 
 fn check_url(flag: &str, url: &str) -> anyhow::Result<String> {
     let u = url.trim_end_matches('/');
-    let hostport = u
-        .strip_prefix("http://")
-        .with_context(|| format!("--{flag}: {url:?} is not an http:// URL"))?;
-    match hostport.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
-            Ok(u.to_string())
-        }
-        _ => bail!("--{flag}: {url:?} must be http://host:port"),
+    if !u.starts_with("http://") {
+        bail!("--{flag}: {url:?} is not an http:// URL");
     }
+    if !crate::api::cluster::valid_peer_url(u) {
+        bail!("--{flag}: {url:?} must be http://host:port");
+    }
+    Ok(u.to_string())
 }
 
 /// Parse `ID=URL,ID=URL`.

@@ -296,40 +296,18 @@ impl Node {
         }
     }
 
+    /// Replicate `cmd` through the leader, wherever it is.
     async fn propose_until(
         &self,
         cmd: Command,
         deadline: Instant,
     ) -> Result<crate::raft::CommandResult, ApiError> {
-        loop {
-            let (leader, url) = self.await_leader(deadline).await?;
-            if leader == self.id {
-                match self.propose_local(cmd.clone()).await {
-                    Err(LocalError::NotLeader) => {}
-                    other => return other.map_err(LocalError::into_api),
-                }
-            } else {
-                self.metrics
-                    .proposals_forwarded
-                    .fetch_add(1, Ordering::Relaxed);
-                match self
-                    .forward(leader, &url, &Forwarded::Write(cmd.clone()), deadline)
-                    .await?
-                {
-                    ForwardReply::Write(r) => return Ok(r),
-                    ForwardReply::Error { code, message } if is_not_leader(code, &message) => {}
-                    ForwardReply::Error { code, message } => {
-                        return Err(ApiError::new(code.into(), message))
-                    }
-                    ForwardReply::Done | ForwardReply::Lease(_) => {
-                        return Err(ApiError::internal("unexpected reply to a forwarded write"))
-                    }
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(ApiError::timeout());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        match self
+            .on_leader_until(Forwarded::Write(cmd), deadline)
+            .await?
+        {
+            ForwardReply::Write(r) => Ok(r),
+            _ => Err(ApiError::internal("unexpected reply to a forwarded write")),
         }
     }
 
@@ -471,12 +449,25 @@ impl Node {
     /// Carry out `req` on the leader (here, or forwarded), retrying only while
     /// nothing was done (no leader yet, or the target was not the leader).
     pub async fn on_leader(&self, req: Forwarded) -> Result<ForwardReply, ApiError> {
-        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        self.on_leader_until(req, Instant::now() + REQUEST_TIMEOUT)
+            .await
+    }
+
+    async fn on_leader_until(
+        &self,
+        req: Forwarded,
+        deadline: Instant,
+    ) -> Result<ForwardReply, ApiError> {
         loop {
             let (leader, url) = self.await_leader(deadline).await?;
             let reply = if leader == self.id {
                 crate::membership::run_on_leader(self, &req).await
             } else {
+                if matches!(req, Forwarded::Write(_)) {
+                    self.metrics
+                        .proposals_forwarded
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 self.forward(leader, &url, &req, deadline).await?
             };
             match reply {
@@ -489,7 +480,7 @@ impl Node {
             if Instant::now() >= deadline {
                 return Err(ApiError::timeout());
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }

@@ -50,6 +50,15 @@ impl AuthService {
     }
 }
 
+/// bcrypt is deliberately slow: hash on a blocking thread, not an async worker.
+async fn hash_off_thread(password: String) -> Result<String, Status> {
+    Ok(
+        tokio::task::spawn_blocking(move || hash_password(&password))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??,
+    )
+}
+
 fn role_not_found() -> ApiError {
     auth::auth_err(tonic::Code::FailedPrecondition, "role name not found")
 }
@@ -131,10 +140,7 @@ impl Auth for AuthService {
         let mut r = req.into_inner();
         let no_password = r.options.is_some_and(|o| o.no_password);
         if !no_password && r.hashed_password.is_empty() {
-            let password = std::mem::take(&mut r.password);
-            r.hashed_password = tokio::task::spawn_blocking(move || hash_password(&password))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))??;
+            r.hashed_password = hash_off_thread(std::mem::take(&mut r.password)).await?;
         }
         r.password.clear();
         let header = self.change(&md, Op::UserAdd(r)).await?;
@@ -183,10 +189,7 @@ impl Auth for AuthService {
         let md = req.metadata().clone();
         let mut r = req.into_inner();
         if r.hashed_password.is_empty() {
-            let password = std::mem::take(&mut r.password);
-            r.hashed_password = tokio::task::spawn_blocking(move || hash_password(&password))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))??;
+            r.hashed_password = hash_off_thread(std::mem::take(&mut r.password)).await?;
         }
         r.password.clear();
         let header = self.change(&md, Op::UserChangePassword(r)).await?;

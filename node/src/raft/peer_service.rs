@@ -23,7 +23,6 @@ use super::Snapshot;
 use super::SnapshotMeta;
 use super::Vote;
 use crate::node::Forwarded;
-use crate::node::LocalError;
 use crate::node::Node;
 use crate::proto::raftkvpb::peer::raft_peer_server::RaftPeer;
 use crate::proto::raftkvpb::peer::PeerHeader;
@@ -212,16 +211,10 @@ impl RaftPeer for PeerService {
 
     async fn read_index(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let () = self.open(req.get_ref(), Adopt::Never)?;
-        let result: Result<u64, (i32, String)> = match self.node.read_index_local().await {
-            Ok(i) => Ok(i),
-            Err(e) => {
-                let e = match e {
-                    LocalError::NotLeader => crate::errors::ApiError::not_leader(),
-                    LocalError::Failed(e) => e,
-                };
-                Err((e.code as i32, e.message))
-            }
-        };
+        let result: Result<u64, (i32, String)> = self.node.read_index_local().await.map_err(|e| {
+            let e = e.into_api();
+            (e.code as i32, e.message)
+        });
         reply(&result)
     }
 

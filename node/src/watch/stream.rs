@@ -159,30 +159,17 @@ impl WatchStream {
             .require(&self.node.db, &key, &c.range_end, crate::auth::Need::Read)
             .is_err()
         {
-            // etcd: the watch is created, then canceled for lack of permission.
             return self
-                .send(WatchResponse {
-                    header: self.header(),
-                    watch_id: c.watch_id,
-                    created: true,
-                    canceled: true,
-                    cancel_reason: "etcdserver: permission denied".into(),
-                    ..Default::default()
-                })
+                .refuse(c.watch_id, "etcdserver: permission denied")
                 .await;
         }
         let id = if c.watch_id != 0 {
             if self.watchers.contains_key(&c.watch_id) {
                 return self
-                    .send(WatchResponse {
-                        header: self.header(),
-                        watch_id: c.watch_id,
-                        created: true,
-                        canceled: true,
-                        cancel_reason: "mvcc: duplicate watch ID provided on the WatchStream"
-                            .into(),
-                        ..Default::default()
-                    })
+                    .refuse(
+                        c.watch_id,
+                        "mvcc: duplicate watch ID provided on the WatchStream",
+                    )
                     .await;
             }
             c.watch_id
@@ -226,6 +213,19 @@ impl WatchStream {
             self.replay(Some(id)).await?;
         }
         Ok(())
+    }
+
+    /// etcd's answer to a watch it will not serve: created, then canceled.
+    async fn refuse(&self, id: i64, reason: &str) -> Result<(), Closed> {
+        self.send(WatchResponse {
+            header: self.header(),
+            watch_id: id,
+            created: true,
+            canceled: true,
+            cancel_reason: reason.into(),
+            ..Default::default()
+        })
+        .await
     }
 
     async fn send_compacted(&self, id: i64, compacted: i64) -> Result<(), Closed> {
