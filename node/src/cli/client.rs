@@ -319,7 +319,10 @@ pub async fn status(ep: &Endpoints) -> anyhow::Result<()> {
 pub async fn initialize(ep: &Endpoints, cluster_token: String) -> anyhow::Result<()> {
     let mut admin = AdminClient::new(ep.connect().await?);
     let resp = admin
-        .initialize(InitializeRequest { cluster_token })
+        .initialize(InitializeRequest {
+            cluster_token,
+            restore_from_backup: String::new(),
+        })
         .await
         .map_err(status_err)?
         .into_inner();

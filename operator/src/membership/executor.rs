@@ -281,6 +281,7 @@ impl<A: MemberAddresses> Executor<A> {
         let r = admin
             .initialize(InitializeRequest {
                 cluster_token: self.cluster_token.clone(),
+                restore_from_backup: String::new(),
             })
             .await
             .map_err(|status| ExecError::Admin {
