@@ -1,0 +1,96 @@
+//! The fault campaign: seeded fault schedules against a real cluster, with
+//! every client operation checked (linearizability of the registers, no lost or
+//! invented set elements, gap-free watches, equal HashKV on every member).
+//!
+//! Every `cargo test` runs a short campaign with a new seed, printed on stderr
+//! (uncaptured, so CI logs show it even when the test passes):
+//!
+//! ```text
+//! RAFTKV_FAULT_SEED=N            first schedule's seed (replays a campaign)
+//! RAFTKV_SOAK_SCHEDULES=K        number of schedules (default 3; seeds N..N+K)
+//! RAFTKV_FAULT_FAULTS=F          faults per schedule (default 3)
+//! ```
+//!
+//! A long soak: `RAFTKV_SOAK_SCHEDULES=40 cargo test -p raftkv-tests --test
+//! fault_campaign -- --nocapture` (see RELIABILITY.md).
+
+use anyhow::Result;
+use raftkv_tests::fault::campaign::{
+    kinds_covered, partitions_unavailable, run_schedule, RunConfig, RunReport,
+};
+use std::io::Write;
+
+fn env_u64(name: &str) -> Option<u64> {
+    let value = std::env::var(name).ok()?;
+    match value.trim().parse() {
+        Ok(n) => Some(n),
+        Err(_) => panic!("{name}={value:?} is not a number"),
+    }
+}
+
+/// Print past libtest's output capture: the seed must be in every CI log.
+fn announce(text: &str) {
+    let mut err = std::io::stderr();
+    let _ = writeln!(err, "{text}");
+    let _ = err.flush();
+}
+
+async fn campaign(first_seed: u64, schedules: u64, config: &RunConfig) -> Result<Vec<RunReport>> {
+    announce(&format!(
+        "fault campaign: {schedules} schedule(s), seeds {first_seed}..{} \
+         (replay: RAFTKV_FAULT_SEED={first_seed} RAFTKV_SOAK_SCHEDULES={schedules})",
+        first_seed + schedules - 1
+    ));
+    if let Some(reason) = partitions_unavailable(config) {
+        announce(&format!("fault campaign: partitions skipped: {reason}"));
+    }
+    let mut reports = Vec::new();
+    for seed in first_seed..first_seed + schedules {
+        let report = run_schedule(seed, config).await?;
+        announce(&format!("fault campaign: {}", report.summary()));
+        if report.anomalies.is_empty() {
+            for line in &report.nemesis.lines {
+                announce(&format!("    {line}"));
+            }
+        } else {
+            announce(&report.details());
+        }
+        reports.push(report);
+    }
+    let ops: usize = reports.iter().map(RunReport::operations).sum();
+    let faults: usize = reports.iter().map(|r| r.nemesis.injected.len()).sum();
+    let anomalies: usize = reports.iter().map(|r| r.anomalies.len()).sum();
+    announce(&format!(
+        "fault campaign total: {} schedules, {ops} operations, {faults} faults injected {:?}, {anomalies} anomalies",
+        reports.len(),
+        kinds_covered(&reports)
+    ));
+    Ok(reports)
+}
+
+fn assert_clean(reports: &[RunReport]) {
+    let failed: Vec<String> = reports
+        .iter()
+        .filter(|r| !r.anomalies.is_empty())
+        .map(RunReport::details)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} schedule(s) found anomalies:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fault_campaign() -> Result<()> {
+    let first_seed = env_u64("RAFTKV_FAULT_SEED").unwrap_or_else(|| rand::random::<u32>() as u64);
+    let schedules = env_u64("RAFTKV_SOAK_SCHEDULES").unwrap_or(3).max(1);
+    let mut config = RunConfig::default();
+    if let Some(f) = env_u64("RAFTKV_FAULT_FAULTS") {
+        config.faults_per_schedule = f.max(1) as usize;
+    }
+    let reports = campaign(first_seed, schedules, &config).await?;
+    assert_clean(&reports);
+    Ok(())
+}
