@@ -349,6 +349,10 @@ fn malformed_protobuf_gets_clean_errors() -> Result<()> {
     let mut client = rt.block_on(cluster.client())?;
     for (method, body) in malformed_messages() {
         let answer = rt.block_on(raw_call(&endpoint, method, body.clone()))?;
+        eprintln!(
+            "{method} {body:02x?}: {:?}",
+            answer.as_ref().map_err(|s| (s.code(), s.message()))
+        );
         if let Err(status) = &answer {
             check_status(status, &format!("{method} {body:02x?}"))
                 .map_err(|err| anyhow::anyhow!("{err}"))?;

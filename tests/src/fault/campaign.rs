@@ -130,8 +130,14 @@ pub fn partitions_unavailable(config: &RunConfig) -> Option<String> {
 
 /// Run the schedule of `seed`; `Err` only when the harness itself fails.
 pub async fn run_schedule(seed: u64, config: &RunConfig) -> Result<RunReport> {
+    run_with_schedule(schedule(seed, config.faults_per_schedule), config).await
+}
+
+/// Run `schedule` (its seed also seeds the clients); `Err` only when the
+/// harness itself fails.
+pub async fn run_with_schedule(schedule: Schedule, config: &RunConfig) -> Result<RunReport> {
     let started = Instant::now();
-    let schedule = schedule(seed, config.faults_per_schedule);
+    let seed = schedule.seed;
     let no_partitions = partitions_unavailable(config);
     let mut options = ClusterOptions::new();
     if no_partitions.is_none() {

@@ -17,7 +17,7 @@ use crate::fault::history::{
 use crate::fault::watch_check::{WatchEvent, WatcherLog};
 use crate::grpc::connect_with_timeout;
 use anyhow::{Context, Result};
-use etcd_client::{Client, Compare, CompareOp, EventType, Txn, TxnOp, WatchOptions};
+use etcd_client::{Client, Compare, CompareOp, EventType, GetOptions, Txn, TxnOp, WatchOptions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,6 +37,10 @@ pub struct WorkloadConfig {
     pub op_timeout: Duration,
     /// Pause after an operation that did not succeed, before the next member.
     pub backoff: Duration,
+    /// Serializable (local, possibly stale) register reads. Only for the
+    /// negative control that shows the checker catches stale reads: such reads
+    /// are not linearizable and never go into a real campaign's history.
+    pub serializable_reads: bool,
 }
 
 impl Default for WorkloadConfig {
@@ -48,6 +52,7 @@ impl Default for WorkloadConfig {
             watchers: 3,
             op_timeout: Duration::from_secs(3),
             backoff: Duration::from_millis(400),
+            serializable_reads: false,
         }
     }
 }
@@ -199,7 +204,7 @@ async fn register_client(
         let result = match conn.as_mut() {
             Some(c) => tokio::time::timeout(
                 config.op_timeout + Duration::from_secs(1),
-                register_op(c, &key, op),
+                register_op(c, &key, op, config.serializable_reads),
             )
             .await
             .unwrap_or(Err(Outcome::Unknown)),
@@ -239,6 +244,7 @@ async fn register_op(
     client: &mut Client,
     key: &str,
     op: RegisterOp,
+    serializable: bool,
 ) -> std::result::Result<(RegisterRet, i64), Outcome<RegisterRet>> {
     let unknown_unless_unsent = |err: etcd_client::Error| {
         if certainly_not_sent(&err) {
@@ -249,7 +255,11 @@ async fn register_op(
     };
     match op {
         RegisterOp::Read => {
-            let resp = client.get(key, None).await.map_err(unknown_unless_unsent)?;
+            let options = serializable.then(|| GetOptions::new().with_serializable());
+            let resp = client
+                .get(key, options)
+                .await
+                .map_err(unknown_unless_unsent)?;
             let revision = resp.header().map_or(0, |h| h.revision());
             let value = match resp.kvs() {
                 [] => None,
