@@ -12,11 +12,16 @@
 //! test failed without flooding passing runs. Set `RAFTKV_TEST_KEEP_DIRS=1` to keep
 //! the data dirs and full logs after the test.
 //!
+//! With [`ClusterOptions::in_netns`] every member runs in its own network
+//! namespace on its own address (see [`crate::fault::netns`]), so tests can cut
+//! links between members; otherwise everything is on 127.0.0.1.
+//!
 //! Only one cluster runs at a time in a test binary (override with
 //! `RAFTKV_TEST_CLUSTERS=N`): several 3-member clusters at once on a loaded 2-core
 //! CI machine miss election timeouts and turn timing into flaky failures.
 
 use crate::binaries::raftkv_bin;
+use crate::fault::netns::NetnsNetwork;
 use crate::grpc;
 use crate::member::Member;
 use crate::ports::Ports;
@@ -36,6 +41,7 @@ const LOG_TAIL_LINES: usize = 60;
 pub struct ClusterOptions {
     extra_args: Vec<String>,
     initial_cluster: bool,
+    netns: bool,
 }
 
 impl Default for ClusterOptions {
@@ -43,6 +49,7 @@ impl Default for ClusterOptions {
         ClusterOptions {
             extra_args: Vec::new(),
             initial_cluster: true,
+            netns: false,
         }
     }
 }
@@ -66,6 +73,13 @@ impl ClusterOptions {
         self
     }
 
+    /// Run every member in its own network namespace (needs root and `ip`; see
+    /// [`crate::fault::netns::unavailable_reason`]).
+    pub fn in_netns(mut self) -> ClusterOptions {
+        self.netns = true;
+        self
+    }
+
     /// Start `n` members and wait until each is ready.
     pub async fn start(self, n: usize) -> Result<Cluster> {
         if n == 0 {
@@ -83,8 +97,21 @@ impl ClusterOptions {
             .prefix("raftkv-test-")
             .tempdir()
             .context("creating the cluster's temporary dir")?;
+        let network = match self.netns {
+            true => Some(NetnsNetwork::create()?),
+            false => None,
+        };
+        let mut cluster = Cluster {
+            members: Vec::new(),
+            options: self,
+            bin,
+            dir: Some(dir),
+            network,
+            slots_used: 0,
+            _slot: slot,
+        };
         let ports = (0..n)
-            .map(|_| Ports::allocate())
+            .map(|_| cluster.allocate_ports())
             .collect::<Result<Vec<_>>>()?;
         let initial_cluster = ports
             .iter()
@@ -92,13 +119,6 @@ impl ClusterOptions {
             .map(|(i, p)| format!("{}={}", i + 1, p.peer_url()))
             .collect::<Vec<_>>()
             .join(",");
-        let mut cluster = Cluster {
-            members: Vec::new(),
-            options: self,
-            bin,
-            dir: Some(dir),
-            _slot: slot,
-        };
         for (i, ports) in ports.into_iter().enumerate() {
             let id = i as u64 + 1;
             let name = format!("m{id}");
@@ -113,7 +133,8 @@ impl ClusterOptions {
                 ]);
             }
             args.extend(cluster.options.extra_args.iter().cloned());
-            let member = Member::start(&cluster.bin, id, &name, member_dir, ports, args)?;
+            let netns = cluster.namespace_of(&ports);
+            let member = Member::start(&cluster.bin, id, &name, member_dir, ports, args, netns)?;
             cluster.members.push(member);
         }
         cluster.wait_ready_all().await?;
@@ -171,6 +192,10 @@ pub struct Cluster {
     bin: PathBuf,
     /// `None` only while being dropped with `RAFTKV_TEST_KEEP_DIRS` set.
     dir: Option<TempDir>,
+    /// Dropped after the members are killed (fields drop after `Drop::drop`).
+    network: Option<NetnsNetwork>,
+    /// Network namespace slots handed out so far.
+    slots_used: u8,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -178,6 +203,27 @@ impl Cluster {
     /// `n` members from `--initial-cluster`, default flags; ready when this returns.
     pub async fn start(n: usize) -> Result<Cluster> {
         ClusterOptions::new().start(n).await
+    }
+
+    /// Ports for a new member: fresh ports on 127.0.0.1, or in netns mode a new
+    /// namespace with its own address and etcd's fixed ports.
+    pub fn allocate_ports(&mut self) -> Result<Ports> {
+        match &self.network {
+            None => Ports::allocate(),
+            Some(network) => {
+                self.slots_used += 1;
+                Ok(Ports::fixed_on(network.add_slot(self.slots_used)?))
+            }
+        }
+    }
+
+    /// The network of namespaces the members run in, if started [`ClusterOptions::in_netns`].
+    pub fn network(&self) -> Option<&NetnsNetwork> {
+        self.network.as_ref()
+    }
+
+    fn namespace_of(&self, ports: &Ports) -> Option<String> {
+        self.network.as_ref()?.namespace_of(ports.host)
     }
 
     /// The temporary dir holding every member's dir.
@@ -234,7 +280,7 @@ impl Cluster {
     }
 
     /// Start a member that joins an existing cluster: `--join --id ID`, on `ports`
-    /// (use [`Ports::allocate`], and the same ports' peer URL in MemberAdd), named
+    /// (use [`Cluster::allocate_ports`], and the same ports' peer URL in MemberAdd), named
     /// `m<k>` where k counts every member this cluster has started. Does not wait
     /// for it: a joiner is ready only once the leader has added it.
     pub fn add_joiner(&mut self, id: u64, ports: Ports) -> Result<&mut Member> {
@@ -246,7 +292,8 @@ impl Cluster {
         let mut args = serve_args(id, &name, &member_dir, &ports);
         args.push("--join".to_string());
         args.extend(self.options.extra_args.iter().cloned());
-        let member = Member::start(&self.bin, id, &name, member_dir, ports, args)?;
+        let netns = self.namespace_of(&ports);
+        let member = Member::start(&self.bin, id, &name, member_dir, ports, args, netns)?;
         self.members.push(member);
         Ok(self.members.last_mut().expect("just pushed"))
     }

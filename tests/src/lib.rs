@@ -33,6 +33,7 @@ pub mod cluster;
 pub mod cluster_waits;
 pub mod command;
 pub mod etcdctl;
+pub mod fault;
 pub mod grpc;
 pub mod http;
 pub mod kv;

@@ -29,6 +29,8 @@ pub struct Member {
     dir: PathBuf,
     bin: PathBuf,
     args: Vec<String>,
+    /// The network namespace the process runs in (`ip netns exec`), if not the test's own.
+    netns: Option<String>,
     child: Option<Child>,
     last_exit: Option<ExitStatus>,
     /// Started and not deliberately killed or stopped since: if such a member is
@@ -46,6 +48,7 @@ impl Member {
         dir: PathBuf,
         ports: Ports,
         args: Vec<String>,
+        netns: Option<String>,
     ) -> Result<Member> {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut member = Member {
@@ -55,6 +58,7 @@ impl Member {
             dir,
             bin: bin.to_path_buf(),
             args,
+            netns,
             child: None,
             last_exit: None,
             expected_running: false,
@@ -80,7 +84,16 @@ impl Member {
             self.bin.display(),
             self.args.join(" ")
         )?;
-        let mut cmd = Command::new(&self.bin);
+        // `ip netns exec` enters the namespace and execs the binary: same pid, so
+        // signals and the parent-death signal below reach raftkv itself.
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns]).arg(&self.bin);
+                cmd
+            }
+            None => Command::new(&self.bin),
+        };
         cmd.args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))
@@ -130,12 +143,12 @@ impl Member {
         &self.args
     }
 
-    /// `127.0.0.1:PORT` for etcd-client and etcdctl.
+    /// `HOST:PORT` for etcd-client and etcdctl.
     pub fn client_endpoint(&self) -> String {
         self.ports.client_endpoint()
     }
 
-    /// `http://127.0.0.1:PORT`, as advertised in the member list.
+    /// `http://HOST:PORT`, as advertised in the member list.
     pub fn client_url(&self) -> String {
         self.ports.client_url()
     }
@@ -203,12 +216,27 @@ impl Member {
     /// Send SIGTERM without waiting (see [`Member::wait_exit`]).
     pub fn signal_term(&mut self) -> Result<()> {
         self.expected_running = false;
+        self.signal(libc::SIGTERM, "SIGTERM")
+    }
+
+    /// SIGSTOP: the process is frozen (it neither answers nor times out) until
+    /// [`Member::resume`]. It still counts as running.
+    pub fn pause(&mut self) -> Result<()> {
+        self.signal(libc::SIGSTOP, "SIGSTOP")
+    }
+
+    /// SIGCONT after [`Member::pause`].
+    pub fn resume(&mut self) -> Result<()> {
+        self.signal(libc::SIGCONT, "SIGCONT")
+    }
+
+    fn signal(&mut self, signal: libc::c_int, signal_name: &str) -> Result<()> {
         if let Some(pid) = self.pid() {
             let pid = libc::pid_t::try_from(pid).context("pid out of range")?;
             // SAFETY: plain syscall on a pid we spawned and have not reaped.
-            if unsafe { libc::kill(pid, libc::SIGTERM) } == -1 {
+            if unsafe { libc::kill(pid, signal) } == -1 {
                 let err = std::io::Error::last_os_error();
-                bail!("SIGTERM to {} (pid {pid}): {err}", self.name);
+                bail!("{signal_name} to {} (pid {pid}): {err}", self.name);
             }
         }
         Ok(())

@@ -110,7 +110,7 @@ impl PodSet {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let pod = Member::start(&self.bin, id, &name, dir, ports, args)?;
+        let pod = Member::start(&self.bin, id, &name, dir, ports, args, None)?;
         self.pods.insert(ordinal, pod);
         Ok(())
     }

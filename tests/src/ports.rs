@@ -1,54 +1,70 @@
-//! Free TCP ports on 127.0.0.1.
+//! Free TCP ports on 127.0.0.1 (and fixed ports on a member's own address).
 //!
 //! Every member needs a client, a peer and a metrics port, and tests of one binary
 //! run in parallel, so fixed ports would collide. The kernel picks a free port when
 //! we bind port 0; we release it at once and hand the number to `raftkv`. Another
 //! process could grab it in between, but that window is small. Numbers handed out
 //! by this test process are remembered, so two members never get the same one.
+//!
+//! A member in its own network namespace (the fault campaign's partitions, see
+//! `fault::netns`) has an address of its own, so it gets etcd's fixed ports there.
 
 use anyhow::{bail, Context, Result};
 use std::collections::HashSet;
-use std::net::TcpListener;
+use std::net::{Ipv4Addr, TcpListener};
 use std::sync::{Mutex, OnceLock};
 
-/// The three ports of one member.
+/// The address and three ports of one member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ports {
+    /// 127.0.0.1, or the member's own address in its network namespace.
+    pub host: Ipv4Addr,
     pub client: u16,
     pub peer: u16,
     pub metrics: u16,
 }
 
 impl Ports {
-    /// Three fresh ports.
+    /// Three fresh ports on 127.0.0.1.
     pub fn allocate() -> Result<Ports> {
         Ok(Ports {
+            host: Ipv4Addr::LOCALHOST,
             client: free_port()?,
             peer: free_port()?,
             metrics: free_port()?,
         })
     }
 
-    /// `127.0.0.1:PORT` of the client (gRPC) listener, as etcdctl and etcd-client take it.
+    /// etcd's ports (2379, 2380, 2381) on `host`, an address no other member uses.
+    pub fn fixed_on(host: Ipv4Addr) -> Ports {
+        Ports {
+            host,
+            client: 2379,
+            peer: 2380,
+            metrics: 2381,
+        }
+    }
+
+    /// `HOST:PORT` of the client (gRPC) listener, as etcdctl and etcd-client take it.
     pub fn client_endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.client)
+        format!("{}:{}", self.host, self.client)
     }
 
     pub fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client)
+        format!("http://{}:{}", self.host, self.client)
     }
 
     pub fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer)
+        format!("http://{}:{}", self.host, self.peer)
     }
 
     pub fn metrics_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.metrics)
+        format!("http://{}:{}", self.host, self.metrics)
     }
 
-    /// `127.0.0.1:PORT` of the metrics (HTTP) listener.
+    /// `HOST:PORT` of the metrics (HTTP) listener.
     pub fn metrics_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.metrics)
+        format!("{}:{}", self.host, self.metrics)
     }
 }
 

@@ -1,0 +1,461 @@
+//! The nemesis: seeded fault schedules, and injecting them into a cluster.
+//!
+//! A [`Schedule`] is a pure function of its seed: which faults, in which order,
+//! the quiet gap before each, how long each is held, and a number that picks the
+//! victim among candidates ("the second follower by id"). Who the leader is at
+//! that moment depends on timing, so a replay injects the same faults into the
+//! same roles, not necessarily into the same member ids, and the workload's
+//! interleaving differs: the schedule is deterministic, the run is not.
+//!
+//! Fault kinds cycle through [`ALL_KINDS`] by seed (schedule `s` with `f` faults
+//! gets kinds `s*f .. s*f+f` modulo the list), so any `ceil(9 / f)` consecutive
+//! seeds cover every kind. Faults run one at a time and each heals itself
+//! (restart, SIGCONT, routes removed, member re-added) before the next gap.
+
+use crate::cluster::Cluster;
+use crate::grpc::connect_with_timeout;
+use crate::wait::{self, CONVERGE_TIMEOUT};
+use anyhow::{anyhow, bail, Context, Result};
+use etcd_client::MemberAddOptions;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+/// One kind of fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FaultKind {
+    /// `kill -9` the leader, restart it after the hold.
+    KillLeader,
+    /// `kill -9` a follower, restart it after the hold.
+    KillFollower,
+    /// SIGSTOP the leader for longer than the election timeout, then SIGCONT.
+    PauseLeader,
+    PauseFollower,
+    /// Cut the leader off from every other member.
+    IsolateLeader,
+    /// Split the members into a minority and a majority (random sides).
+    MinoritySplit,
+    /// Two groups that cannot reach each other, and one member reaching both.
+    Bridge,
+    /// Remove a member (the leader for an even pick), kill it, and add a fresh
+    /// member with a new id and an empty data dir: learner, then voter.
+    ReplaceMember,
+    /// MoveLeader to a follower, under load.
+    MoveLeader,
+}
+
+/// Every kind, in the order schedules cycle through them.
+pub const ALL_KINDS: [FaultKind; 9] = [
+    FaultKind::KillLeader,
+    FaultKind::IsolateLeader,
+    FaultKind::PauseFollower,
+    FaultKind::ReplaceMember,
+    FaultKind::MinoritySplit,
+    FaultKind::PauseLeader,
+    FaultKind::MoveLeader,
+    FaultKind::Bridge,
+    FaultKind::KillFollower,
+];
+
+impl FaultKind {
+    pub fn is_partition(self) -> bool {
+        matches!(
+            self,
+            FaultKind::IsolateLeader | FaultKind::MinoritySplit | FaultKind::Bridge
+        )
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::KillLeader => "kill-leader",
+            FaultKind::KillFollower => "kill-follower",
+            FaultKind::PauseLeader => "pause-leader",
+            FaultKind::PauseFollower => "pause-follower",
+            FaultKind::IsolateLeader => "isolate-leader",
+            FaultKind::MinoritySplit => "minority-split",
+            FaultKind::Bridge => "bridge",
+            FaultKind::ReplaceMember => "replace-member",
+            FaultKind::MoveLeader => "move-leader",
+        }
+    }
+}
+
+/// One step of a schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    pub kind: FaultKind,
+    /// Quiet time before the fault.
+    pub gap: Duration,
+    /// How long the fault lasts (kills, pauses, partitions).
+    pub hold: Duration,
+    /// Chooses the victim among the candidates.
+    pub pick: u64,
+}
+
+/// A seeded list of faults; see the module docs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    pub seed: u64,
+    pub faults: Vec<Fault>,
+}
+
+/// The schedule of `seed` with `faults` faults.
+pub fn schedule(seed: u64, faults: usize) -> Schedule {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let first = (seed % ALL_KINDS.len() as u64) as usize * faults;
+    let faults = (0..faults)
+        .map(|j| Fault {
+            kind: ALL_KINDS[(first + j) % ALL_KINDS.len()],
+            gap: Duration::from_millis(rng.random_range(1500..4000)),
+            hold: Duration::from_millis(rng.random_range(2500..6000)),
+            pick: rng.random_range(0..1000),
+        })
+        .collect();
+    Schedule { seed, faults }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "schedule seed {}:", self.seed)?;
+        for (i, fault) in self.faults.iter().enumerate() {
+            write!(
+                f,
+                "\n  {i}: after {:.1}s {} for {:.1}s (pick {})",
+                fault.gap.as_secs_f64(),
+                fault.kind.name(),
+                fault.hold.as_secs_f64(),
+                fault.pick
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// What the nemesis did during one schedule.
+#[derive(Debug, Clone, Default)]
+pub struct NemesisLog {
+    /// One line per action, with the time since the run started.
+    pub lines: Vec<String>,
+    /// Faults actually injected, by kind.
+    pub injected: Vec<FaultKind>,
+    /// Faults skipped (partitions without network namespaces), with the reason.
+    pub skipped: Vec<String>,
+    /// Faults that could not be completed (e.g. a member could not be re-added).
+    pub errors: Vec<String>,
+}
+
+/// Injects a schedule's faults into `cluster`.
+pub struct Nemesis<'a> {
+    cluster: &'a mut Cluster,
+    started: Instant,
+    /// Members removed from the cluster (never restarted).
+    removed: BTreeSet<u64>,
+    /// Why partitions are skipped, if they are.
+    no_partitions: Option<String>,
+    pub log: NemesisLog,
+}
+
+impl<'a> Nemesis<'a> {
+    pub fn new(cluster: &'a mut Cluster, started: Instant, no_partitions: Option<String>) -> Self {
+        Nemesis {
+            cluster,
+            started,
+            removed: BTreeSet::new(),
+            no_partitions,
+            log: NemesisLog::default(),
+        }
+    }
+
+    fn note(&mut self, line: String) {
+        let line = format!("[{:>7.2}s] {line}", self.started.elapsed().as_secs_f64());
+        self.log.lines.push(line);
+    }
+
+    /// Run every fault of `schedule` in order, each healed before the next.
+    pub async fn run(&mut self, schedule: &Schedule) -> Result<()> {
+        for fault in &schedule.faults {
+            tokio::time::sleep(fault.gap).await;
+            if fault.kind.is_partition() {
+                if let Some(reason) = self.no_partitions.clone() {
+                    self.note(format!("skip {}: {reason}", fault.kind.name()));
+                    self.log
+                        .skipped
+                        .push(format!("{}: {reason}", fault.kind.name()));
+                    continue;
+                }
+            }
+            match self.inject(fault).await {
+                Ok(()) => self.log.injected.push(fault.kind),
+                Err(err) => {
+                    let line = format!("{} failed: {err:#}", fault.kind.name());
+                    self.note(line.clone());
+                    self.log.errors.push(line);
+                    // Leave nothing broken behind for the next fault.
+                    self.heal_all()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Undo anything still in effect: routes, pauses, killed (not removed) members.
+    pub fn heal_all(&mut self) -> Result<()> {
+        if let Some(network) = self.cluster.network() {
+            network.heal()?;
+        }
+        let removed = self.removed.clone();
+        for m in self.cluster.members_mut() {
+            if removed.contains(&m.id) {
+                continue;
+            }
+            if m.expected_running() {
+                m.resume()?;
+            } else {
+                m.restart()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Voting members that are running and not removed, sorted by id.
+    fn live_ids(&self) -> Vec<u64> {
+        self.cluster
+            .live_ids()
+            .into_iter()
+            .filter(|id| !self.removed.contains(id))
+            .collect()
+    }
+
+    async fn leader_and_followers(&mut self) -> Result<(u64, Vec<u64>)> {
+        let leader = self.cluster.wait_leader().await?;
+        let followers = self
+            .live_ids()
+            .into_iter()
+            .filter(|&id| id != leader)
+            .collect();
+        Ok((leader, followers))
+    }
+
+    async fn inject(&mut self, fault: &Fault) -> Result<()> {
+        let name = fault.kind.name();
+        match fault.kind {
+            FaultKind::KillLeader | FaultKind::KillFollower => {
+                let victim = self.victim(fault).await?;
+                self.cluster.member_mut(victim).kill9()?;
+                self.note(format!("{name}: SIGKILL member {victim:x}"));
+                tokio::time::sleep(fault.hold).await;
+                self.cluster.member_mut(victim).restart()?;
+                self.note(format!("{name}: restarted member {victim:x}"));
+            }
+            FaultKind::PauseLeader | FaultKind::PauseFollower => {
+                let victim = self.victim(fault).await?;
+                self.cluster.member_mut(victim).pause()?;
+                self.note(format!("{name}: SIGSTOP member {victim:x}"));
+                tokio::time::sleep(fault.hold).await;
+                self.cluster.member_mut(victim).resume()?;
+                self.note(format!("{name}: SIGCONT member {victim:x}"));
+            }
+            FaultKind::IsolateLeader | FaultKind::MinoritySplit | FaultKind::Bridge => {
+                let cuts = self.partition_cuts(fault).await?;
+                let network = self
+                    .cluster
+                    .network()
+                    .ok_or_else(|| anyhow!("partition without a network of namespaces"))?;
+                for &(a, b) in &cuts {
+                    network.cut(a, b)?;
+                }
+                let shown: Vec<String> = cuts.iter().map(|(a, b)| format!("{a}<->{b}")).collect();
+                self.note(format!("{name}: cut {}", shown.join(" ")));
+                let hold_until = Instant::now() + fault.hold;
+                if fault.kind == FaultKind::IsolateLeader {
+                    // Evidence that the cut is real: the others elect a new leader.
+                    let isolated = cuts.first().map(|&(a, _)| a);
+                    let old = self
+                        .cluster
+                        .members()
+                        .iter()
+                        .find(|m| Some(m.ports.host) == isolated)
+                        .map_or(0, |m| m.id);
+                    let majority = self.majority_leader_other_than(old, fault.hold).await;
+                    self.note(format!(
+                        "{name}: the majority side reports leader {}",
+                        majority.map_or("none within the hold".to_string(), |l| format!("{l:x}"))
+                    ));
+                }
+                tokio::time::sleep_until(hold_until.into()).await;
+                self.cluster
+                    .network()
+                    .ok_or_else(|| anyhow!("network gone"))?
+                    .heal()?;
+                self.note(format!("{name}: healed"));
+            }
+            FaultKind::ReplaceMember => self.replace_member(fault).await?,
+            FaultKind::MoveLeader => {
+                let (leader, followers) = self.leader_and_followers().await?;
+                let target = *pick_from(&followers, fault.pick)?;
+                let endpoint = self.cluster.member(leader).client_endpoint();
+                let mut client = connect_with_timeout(&[endpoint], Duration::from_secs(5)).await?;
+                let mut last_err = None;
+                for _ in 0..5 {
+                    match client.move_leader(target).await {
+                        Ok(_) => {
+                            last_err = None;
+                            break;
+                        }
+                        Err(err) => {
+                            last_err = Some(err);
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                    }
+                }
+                if let Some(err) = last_err {
+                    bail!("MoveLeader {leader:x} -> {target:x}: {err}");
+                }
+                self.note(format!("{name}: moved leadership {leader:x} -> {target:x}"));
+                tokio::time::sleep(fault.hold).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Poll the live members until a majority reports a leader other than
+    /// `old` (`None` if that does not happen within `limit`).
+    async fn majority_leader_other_than(&mut self, old: u64, limit: Duration) -> Option<u64> {
+        let until = Instant::now() + limit;
+        let ids = self.live_ids();
+        while Instant::now() < until {
+            let mut votes = std::collections::BTreeMap::<u64, usize>::new();
+            for &id in &ids {
+                if let Ok(st) = self.cluster.member(id).status().await {
+                    if st.leader() != 0 && st.leader() != old {
+                        *votes.entry(st.leader()).or_default() += 1;
+                    }
+                }
+            }
+            if let Some((&leader, _)) = votes.iter().find(|(_, &n)| n > ids.len() / 2) {
+                return Some(leader);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        None
+    }
+
+    /// The leader, or the follower `pick` chooses.
+    async fn victim(&mut self, fault: &Fault) -> Result<u64> {
+        let (leader, followers) = self.leader_and_followers().await?;
+        match fault.kind {
+            FaultKind::KillLeader | FaultKind::PauseLeader => Ok(leader),
+            _ => pick_from(&followers, fault.pick).copied(),
+        }
+    }
+
+    /// The (a, b) address pairs to cut for a partition fault.
+    async fn partition_cuts(&mut self, fault: &Fault) -> Result<Vec<(Ipv4Addr, Ipv4Addr)>> {
+        let (leader, followers) = self.leader_and_followers().await?;
+        let mut ids = self.live_ids();
+        let (side_a, side_b): (Vec<u64>, Vec<u64>) = match fault.kind {
+            FaultKind::IsolateLeader => (vec![leader], followers),
+            FaultKind::MinoritySplit => {
+                ids.shuffle(&mut StdRng::seed_from_u64(fault.pick));
+                let minority = (ids.len() - 1) / 2;
+                (
+                    ids[..minority.max(1)].to_vec(),
+                    ids[minority.max(1)..].to_vec(),
+                )
+            }
+            FaultKind::Bridge => {
+                // The bridge member stays connected to both sides.
+                let bridge = *pick_from(&ids, fault.pick)?;
+                let rest: Vec<u64> = ids.into_iter().filter(|&id| id != bridge).collect();
+                let half = rest.len() / 2;
+                (rest[..half].to_vec(), rest[half..].to_vec())
+            }
+            other => bail!("{} is not a partition", other.name()),
+        };
+        let addr = |id: u64| self.cluster.member(id).ports.host;
+        Ok(side_a
+            .iter()
+            .flat_map(|&a| side_b.iter().map(move |&b| (a, b)))
+            .map(|(a, b)| (addr(a), addr(b)))
+            .collect())
+    }
+
+    /// Remove a member, kill it, add a fresh one as learner, promote it.
+    async fn replace_member(&mut self, fault: &Fault) -> Result<()> {
+        let (leader, followers) = self.leader_and_followers().await?;
+        let victim = if fault.pick.is_multiple_of(2) {
+            leader
+        } else {
+            *pick_from(&followers, fault.pick / 2)?
+        };
+        let others: Vec<String> = self
+            .live_ids()
+            .into_iter()
+            .filter(|&id| id != victim)
+            .map(|id| self.cluster.member(id).client_endpoint())
+            .collect();
+        let client = connect_with_timeout(&others, Duration::from_secs(5)).await?;
+        wait::until(
+            CONVERGE_TIMEOUT,
+            format!("MemberRemove of {victim:x}"),
+            || {
+                let mut client = client.clone();
+                async move {
+                    client.member_remove(victim).await?;
+                    Ok(Some(()))
+                }
+            },
+        )
+        .await?;
+        self.removed.insert(victim);
+        self.note(format!("replace-member: removed member {victim:x}"));
+        self.cluster.member_mut(victim).kill9()?;
+        let ports = self.cluster.allocate_ports()?;
+        let peer_url = ports.peer_url();
+        let added = wait::until(
+            CONVERGE_TIMEOUT,
+            format!("MemberAdd of learner {peer_url}"),
+            || {
+                let (mut client, peer_url) = (client.clone(), peer_url.clone());
+                async move {
+                    let resp = client
+                        .member_add([peer_url], Some(MemberAddOptions::new().with_is_learner()))
+                        .await?;
+                    Ok(resp.member().map(|m| m.id()))
+                }
+            },
+        )
+        .await?;
+        self.cluster
+            .add_joiner(added, ports)
+            .context("starting the new member")?;
+        self.note(format!(
+            "replace-member: added learner {added:x} at {peer_url}, started it"
+        ));
+        wait::until(
+            Duration::from_secs(60),
+            format!("MemberPromote of {added:x}"),
+            || {
+                let mut client = client.clone();
+                async move {
+                    client.member_promote(added).await?;
+                    Ok(Some(()))
+                }
+            },
+        )
+        .await?;
+        self.note(format!("replace-member: promoted {added:x} to voter"));
+        Ok(())
+    }
+}
+
+fn pick_from<T>(items: &[T], pick: u64) -> Result<&T> {
+    if items.is_empty() {
+        bail!("no candidate to pick from");
+    }
+    Ok(&items[(pick % items.len() as u64) as usize])
+}
