@@ -231,6 +231,20 @@ async fn offline_solo_recovery_keeps_acknowledged_writes_and_refuses_old_members
     );
     client.put("rec/still", "writable", None).await?;
     ensure!(client.member_list().await?.members().len() == 3);
+
+    // An old member is wiped with `raftkv reset`, which refuses it while it runs.
+    let old_data = cluster.member(2).data_dir();
+    let old = old_data.to_string_lossy().to_string();
+    let refused = raftkv(&["reset", "--data-dir", &old]).await?.failed()?;
+    ensure!(
+        refused.stderr.contains("running") && refused.stderr.lines().count() == 1,
+        "reset of a running member: {:?}",
+        refused.stderr
+    );
+    cluster.member_mut(2).stop().await?;
+    let reset = raftkv(&["reset", "--data-dir", &old]).await?.ok()?;
+    ensure!(reset.stdout.contains("removed"), "{:?}", reset.stdout);
+    ensure!(!old_data.join("db").exists(), "reset left the database");
     Ok(())
 }
 
