@@ -26,6 +26,9 @@ pub struct ServeArgs {
     pub id: Option<NodeId>,
     #[arg(long, env = "RAFTKV_DATA_DIR", default_value = "raftkv.data")]
     pub data_dir: PathBuf,
+    /// Where Admin.SaveBackup writes backups (default: `<data-dir>/backups`).
+    #[arg(long, env = "RAFTKV_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
     #[arg(
         long,
         env = "RAFTKV_LISTEN_CLIENT_URLS",
@@ -113,6 +116,7 @@ pub struct ServeConfig {
     pub name: String,
     pub id: NodeId,
     pub data_dir: PathBuf,
+    pub backup_dir: PathBuf,
     pub listen_client: SocketAddr,
     pub listen_peer: SocketAddr,
     pub listen_metrics: SocketAddr,
@@ -258,6 +262,10 @@ impl ServeConfig {
         Ok(ServeConfig {
             name: a.name,
             id,
+            backup_dir: a
+                .backup_dir
+                .clone()
+                .unwrap_or_else(|| a.data_dir.join("backups")),
             data_dir: a.data_dir,
             listen_client,
             listen_peer,

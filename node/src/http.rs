@@ -25,6 +25,9 @@ pub fn router(node: Arc<Node>) -> Router {
 
 /// Why the member is not ready, or `None` when it is.
 pub fn not_ready_reason(node: &Node) -> Option<String> {
+    if let Some(why) = node.epoch.fenced() {
+        return Some(format!("fenced: {why}"));
+    }
     let m = node.raft_metrics();
     let membership = m.membership_config.membership();
     if membership.get_node(&node.id).is_none() {

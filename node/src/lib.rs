@@ -7,8 +7,10 @@
 
 pub mod api;
 pub mod auth;
+pub mod backup;
 pub mod cli;
 pub mod config;
+pub mod epoch;
 pub mod errors;
 pub mod http;
 pub mod lease;
@@ -17,6 +19,8 @@ pub mod metrics;
 pub mod node;
 pub mod proto;
 pub mod raft;
+pub mod recovery;
+pub mod restart;
 pub mod server;
 pub mod store;
 pub mod watch;

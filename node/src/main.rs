@@ -111,6 +111,16 @@ enum Cmd {
         /// Mixed into the cluster id; the same token makes a repeat a no-op.
         #[arg(long)]
         cluster_token: String,
+        /// Start from this backup (a file name in the member's backup dir).
+        #[arg(long)]
+        restore_from_backup: Option<String>,
+        #[command(flatten)]
+        ep: Endpoints,
+    },
+    /// Backups kept by a member in its --backup-dir (Admin.SaveBackup & co).
+    Backup {
+        #[command(subcommand)]
+        action: raftkv_node::cli::backup::BackupCmd,
         #[command(flatten)]
         ep: Endpoints,
     },
@@ -119,6 +129,15 @@ enum Cmd {
         #[command(flatten)]
         ep: Endpoints,
     },
+    /// Backups (save, status, restore) and Raft snapshots on demand (now).
+    Snapshot {
+        #[command(subcommand)]
+        action: raftkv_node::cli::snapshot::SnapshotCmd,
+    },
+    /// Solo recovery of a stopped member whose cluster lost quorum.
+    Recover(raftkv_node::cli::recover::RecoverArgs),
+    /// Wipe a stopped member's state so it can be added again as a new member.
+    Reset(raftkv_node::cli::recover::ResetArgs),
 }
 
 #[derive(Subcommand)]
@@ -144,6 +163,8 @@ enum MemberCmd {
     Remove {
         id: String,
     },
+    /// The first endpoint's own status: role, term, leader, epoch, indexes.
+    Status,
 }
 
 fn init_logs(format: LogFormat) {
@@ -261,9 +282,18 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             } => client::member_add(&ep, name, peer_urls, learner, id).await,
             MemberCmd::Promote { id } => client::member_promote(&ep, &id).await,
             MemberCmd::Remove { id } => client::member_remove(&ep, &id).await,
+            MemberCmd::Status => client::member_status(&ep).await,
         },
-        Cmd::Initialize { cluster_token, ep } => client::initialize(&ep, cluster_token).await,
+        Cmd::Initialize {
+            cluster_token,
+            restore_from_backup,
+            ep,
+        } => client::initialize(&ep, cluster_token, restore_from_backup).await,
+        Cmd::Backup { action, ep } => raftkv_node::cli::backup::run(&ep, action).await,
         Cmd::Status { ep } => client::status(&ep).await,
+        Cmd::Snapshot { action } => raftkv_node::cli::snapshot::run(action).await,
+        Cmd::Recover(args) => raftkv_node::cli::recover::recover(args).await,
+        Cmd::Reset(args) => raftkv_node::cli::recover::reset(args),
     }
 }
 

@@ -152,6 +152,13 @@ pub struct Node {
     /// A leader not heard from (or, as leader, not acknowledged by a quorum)
     /// for this long is considered gone: the longest election timeout.
     pub leader_timeout: Duration,
+    /// The cluster epoch and this member's fence (see `crate::epoch`).
+    pub epoch: Arc<crate::epoch::EpochState>,
+    /// When a live leader (this member or another) was last known; what
+    /// RecoverSolo judges quorum loss by.
+    pub leader_seen: Arc<LeaderContact>,
+    /// Where SaveBackup writes (`--backup-dir`).
+    pub backup_dir: PathBuf,
 }
 
 impl Node {
@@ -227,6 +234,9 @@ impl Node {
 
     /// The current leader and its peer URL, if one is known and alive.
     pub fn leader(&self) -> Option<(NodeId, String)> {
+        if self.epoch.fenced().is_some() {
+            return None;
+        }
         let m = self.raft_metrics();
         let leader = m.current_leader?;
         let stale = if leader == self.id {
@@ -264,6 +274,11 @@ impl Node {
         loop {
             if let Some(l) = self.leader() {
                 return Ok(l);
+            }
+            if let Some(why) = self.epoch.fenced() {
+                return Err(ApiError::unavailable(format!(
+                    "raftkv: this member is fenced: {why}"
+                )));
             }
             if Instant::now() >= deadline {
                 return Err(ApiError::no_leader());

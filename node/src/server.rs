@@ -128,6 +128,8 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         (None, None) => 0,
     };
     let cluster_id = Arc::new(AtomicU64::new(cluster_id));
+    crate::recovery::persist_node_id(&db, cfg.id)?;
+    let epoch = Arc::new(crate::epoch::EpochState::load(&db).context("reading the epoch")?);
 
     let metrics = Arc::new(Metrics::default());
     let log_store = LogStore::new(db.clone());
@@ -142,7 +144,12 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         lease_timers.clone(),
         tokens.clone(),
     );
-    let peers = Arc::new(PeerClients::new(cfg.id, cluster_id.clone()));
+    let peers = Arc::new(PeerClients::new(
+        cfg.id,
+        cluster_id.clone(),
+        epoch.clone(),
+        db.clone(),
+    ));
     let network = PeerNetwork {
         clients: peers.clone(),
     };
@@ -192,6 +199,9 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         lease_timers,
         tokens,
         leader_timeout: Duration::from_millis(cfg.election_timeout * 2),
+        epoch,
+        leader_seen: Default::default(),
+        backup_dir: cfg.backup_dir.clone(),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -246,6 +256,8 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         stop_rx.clone(),
     ));
     tokio::spawn(count_leader_changes(node.clone()));
+    tokio::spawn(note_leader_seen(node.clone()));
+    tokio::spawn(stop_raft_when_fenced(node.clone()));
     tokio::spawn(crate::lease::run_expiry(node.clone()));
 
     tracing::info!(
@@ -310,6 +322,24 @@ async fn publish_attributes(node: Arc<Node>, client_url: String, stop: watch::Re
             _ => {}
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Keep `leader_seen` current: RecoverSolo asks how long no leader was known.
+async fn note_leader_seen(node: Arc<Node>) {
+    loop {
+        if node.leader().is_some() {
+            node.leader_seen.touch();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A fenced member (see `crate::epoch`) stops taking part in Raft at once.
+async fn stop_raft_when_fenced(node: Arc<Node>) {
+    node.epoch.wait_fenced().await;
+    if let Err(e) = node.raft.shutdown().await {
+        tracing::warn!("raft shutdown after fencing: {e}");
     }
 }
 

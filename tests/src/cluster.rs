@@ -298,6 +298,28 @@ impl Cluster {
         Ok(self.members.last_mut().expect("just pushed"))
     }
 
+    /// The data dir the next member started by this cluster will use (e.g. to
+    /// restore a backup into before [`Cluster::add_member`]).
+    pub fn next_member_data_dir(&self) -> PathBuf {
+        Member::data_dir_of(&self.root().join(format!("m{}", self.members.len() + 1)))
+    }
+
+    /// Start a member with the usual identity, data dir and listener flags plus
+    /// `extra` (no `--join`, no `--initial-cluster`): for a member whose data dir
+    /// was prepared beforehand, e.g. by `raftkv snapshot restore`. Does not wait.
+    pub fn add_member(&mut self, id: u64, ports: Ports, extra: &[&str]) -> Result<&mut Member> {
+        if self.members.iter().any(|m| m.id == id) {
+            bail!("this cluster already started a member with id {id}");
+        }
+        let name = format!("m{}", self.members.len() + 1);
+        let member_dir = self.root().join(&name);
+        let mut args = serve_args(id, &name, &member_dir, &ports);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let member = Member::start(&self.bin, id, &name, member_dir, ports, args)?;
+        self.members.push(member);
+        Ok(self.members.last_mut().expect("just pushed"))
+    }
+
     /// SIGKILL every running member.
     pub fn kill9_all(&mut self) -> Result<()> {
         for m in self.members.iter_mut() {

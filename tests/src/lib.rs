@@ -27,6 +27,7 @@
 //! # }
 //! ```
 
+pub mod admin;
 pub mod binaries;
 pub mod cli;
 pub mod cluster;

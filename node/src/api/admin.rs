@@ -1,9 +1,12 @@
-//! raftkv's Admin service: what etcd's API cannot report about a member, and
-//! the operator's one-time initialization of a new cluster's first member.
+//! raftkv's Admin service: what etcd's API cannot report about a member, the
+//! operator's one-time initialization of a new cluster's first member, solo
+//! recovery, on-demand snapshots and backups (the backup calls are in
+//! `admin_backup`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::ServerState;
 use tonic::Request;
@@ -63,10 +66,10 @@ impl Admin for AdminService {
             cluster_id: node.cluster_id(),
             revision: node.mvcc.current_revision(),
             not_ready_reason: crate::http::not_ready_reason(node).unwrap_or_default(),
-            epoch: 0,
+            epoch: node.epoch.get(),
             millis_since_leader: match node.leader() {
                 Some(_) => 0,
-                None => node.leader_contact.since().as_millis() as u64,
+                None => node.leader_seen.since().as_millis() as u64,
             },
         }))
     }
@@ -76,9 +79,6 @@ impl Admin for AdminService {
         req: Request<InitializeRequest>,
     ) -> Result<Response<InitializeResponse>, Status> {
         let req = req.into_inner();
-        if !req.restore_from_backup.is_empty() {
-            return Err(not_yet("Initialize from a backup"));
-        }
         let token = req.cluster_token;
         if token.is_empty() {
             return Err(Status::invalid_argument(
@@ -106,6 +106,11 @@ impl Admin for AdminService {
                 "raftkv: member {:x} already belongs to cluster {current:x}",
                 node.id
             )));
+        }
+        if !req.restore_from_backup.is_empty() {
+            return self
+                .initialize_from_backup(&req.restore_from_backup, wanted, &members)
+                .await;
         }
         // Not initialized yet; the id may be persisted by an earlier attempt
         // that failed before initializing, in which case this one finishes it.
@@ -157,42 +162,183 @@ impl Admin for AdminService {
 
     async fn recover_solo(
         &self,
-        _req: Request<RecoverSoloRequest>,
+        req: Request<RecoverSoloRequest>,
     ) -> Result<Response<RecoverSoloResponse>, Status> {
-        Err(not_yet("RecoverSolo"))
+        let _guard = self.init_lock.lock().await;
+        let node = &self.node;
+        let wanted = Duration::from_millis(req.into_inner().min_leaderless_millis);
+        let floor = self.recovery_floor();
+        let needed = wanted.max(floor);
+        if let Some((leader, _)) = node.leader() {
+            return Err(Status::failed_precondition(format!(
+                "raftkv: member {leader:x} leads the cluster: solo recovery is only for a cluster that lost quorum"
+            )));
+        }
+        let leaderless = node.leader_seen.since();
+        if leaderless < needed {
+            return Err(Status::failed_precondition(format!(
+                "raftkv: no leader for {}ms only; solo recovery needs {}ms without one (requested {}ms, floor {}ms)",
+                leaderless.as_millis(),
+                needed.as_millis(),
+                wanted.as_millis(),
+                floor.as_millis()
+            )));
+        }
+        if let Some(why) = node.epoch.fenced() {
+            return Err(Status::failed_precondition(format!(
+                "raftkv: this member is fenced ({why}): it must not be recovered"
+            )));
+        }
+        // Stop Raft, so nothing writes the log or vote under the rewrite.
+        node.raft
+            .shutdown()
+            .await
+            .map_err(|e| Status::internal(format!("raftkv: stopping Raft: {e}")))?;
+        let db = node.db.clone();
+        let id = node.id;
+        let outcome = tokio::task::spawn_blocking(move || crate::recovery::recover_solo(&db, id))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        // Restart either way: on success into the one-member cluster, on
+        // failure (nothing was written) as it was, Raft running again.
+        crate::restart::reexec_after(node.db.clone(), Duration::from_millis(300));
+        let report = outcome
+            .map_err(|e| Status::failed_precondition(format!("raftkv: solo recovery: {e:#}")))?;
+        let text = report.text();
+        tracing::warn!("{text}");
+        Ok(Response::new(RecoverSoloResponse {
+            cluster_id: report.cluster_id,
+            epoch: report.epoch,
+            last_applied_index: report.last_applied_index,
+            revision: report.revision,
+            key_count: report.key_count,
+            last_log_index: report.last_log_index,
+            report: text,
+        }))
     }
 
     async fn snapshot_now(
         &self,
         _req: Request<SnapshotNowRequest>,
     ) -> Result<Response<SnapshotNowResponse>, Status> {
-        Err(not_yet("SnapshotNow"))
+        let node = &self.node;
+        let applied = node.raft_metrics().last_applied.map_or(0, |l| l.index);
+        let fatal = |e: openraft::errors::Fatal<crate::raft::TypeConfig>| {
+            Status::unavailable(format!("raftkv: Raft is not running: {e}"))
+        };
+        node.raft.trigger().snapshot().await.map_err(fatal)?;
+        let m = node
+            .raft
+            .wait(Some(Duration::from_secs(60)))
+            .metrics(
+                |m| m.snapshot.as_ref().is_some_and(|s| s.index >= applied),
+                "snapshot now",
+            )
+            .await
+            .map_err(|e| Status::deadline_exceeded(format!("raftkv: snapshot: {e}")))?;
+        let snapshot_index = m.snapshot.map_or(0, |s| s.index);
+        node.raft
+            .trigger()
+            .purge_log(snapshot_index)
+            .await
+            .map_err(fatal)?;
+        // openraft purges once no replication still reads the log; report
+        // where it got to within a few seconds.
+        let purged = match node
+            .raft
+            .wait(Some(Duration::from_secs(5)))
+            .metrics(
+                |m| m.purged.as_ref().is_some_and(|p| p.index >= snapshot_index),
+                "purge after snapshot",
+            )
+            .await
+        {
+            Ok(m) => m.purged,
+            Err(_) => node.raft_metrics().purged,
+        };
+        Ok(Response::new(SnapshotNowResponse {
+            snapshot_index,
+            purged_index: purged.map_or(0, |p| p.index),
+        }))
     }
 
     async fn save_backup(
         &self,
-        _req: Request<SaveBackupRequest>,
+        req: Request<SaveBackupRequest>,
     ) -> Result<Response<SaveBackupResponse>, Status> {
-        Err(not_yet("SaveBackup"))
+        super::admin_backup::save(&self.node, &req.into_inner().file_name).await
     }
 
     async fn list_backups(
         &self,
         _req: Request<ListBackupsRequest>,
     ) -> Result<Response<ListBackupsResponse>, Status> {
-        Err(not_yet("ListBackups"))
+        super::admin_backup::list(&self.node).await
     }
 
     async fn delete_backup(
         &self,
-        _req: Request<DeleteBackupRequest>,
+        req: Request<DeleteBackupRequest>,
     ) -> Result<Response<DeleteBackupResponse>, Status> {
-        Err(not_yet("DeleteBackup"))
+        super::admin_backup::delete(&self.node, &req.into_inner().file_name).await
     }
 }
 
-/// The Admin calls of issue 6 exist in the protocol before they exist here;
-/// until then they say so instead of pretending.
-fn not_yet(what: &str) -> Status {
-    Status::unimplemented(format!("raftkv: {what} is not implemented yet"))
+impl AdminService {
+    /// However short a wait the caller asks for, a member must have been
+    /// without a leader for this long (three election timeouts: well past any
+    /// ordinary election) before it recovers alone.
+    fn recovery_floor(&self) -> Duration {
+        self.node.leader_timeout * 3 / 2
+    }
+
+    /// Initialize as the first member of a new cluster holding a backup's data:
+    /// check the file whole, write the restored state in place of Raft's (which
+    /// is idle: this member has never been initialized), then restart.
+    async fn initialize_from_backup(
+        &self,
+        file_name: &str,
+        cluster_id: u64,
+        members: &BTreeMap<u64, String>,
+    ) -> Result<Response<InitializeResponse>, Status> {
+        let node = &self.node;
+        let path = super::admin_backup::path_of(node, file_name)?;
+        if !path.exists() {
+            return Err(Status::not_found(format!(
+                "raftkv: no backup named {file_name:?} in {}",
+                node.backup_dir.display()
+            )));
+        }
+        let check_path = path.clone();
+        tokio::task::spawn_blocking(move || crate::backup::check(&check_path, &mut |_| {}))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::InvalidData => {
+                    Status::data_loss(format!("raftkv: backup {file_name}: {e}"))
+                }
+                _ => Status::internal(format!("raftkv: reading backup {file_name}: {e}")),
+            })?;
+        node.raft
+            .shutdown()
+            .await
+            .map_err(|e| Status::internal(format!("raftkv: stopping Raft: {e}")))?;
+        let db = node.db.clone();
+        let id = node.id;
+        let members = members.clone();
+        let outcome = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            crate::backup::load_into(&db, &path, &mut |_| {})?;
+            crate::recovery::record_restored_state(&db, id, &members, cluster_id)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        crate::restart::reexec_after(node.db.clone(), Duration::from_millis(300));
+        outcome.map_err(|e| Status::internal(format!("raftkv: restoring: {e:#}")))?;
+        node.cluster_id.store(cluster_id, Ordering::Release);
+        tracing::info!(cluster_id = %format!("{cluster_id:x}"), backup = %file_name, "initialized a new cluster from a backup; restarting");
+        Ok(Response::new(InitializeResponse {
+            cluster_id,
+            initialized_now: true,
+        }))
+    }
 }

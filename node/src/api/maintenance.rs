@@ -184,7 +184,6 @@ impl Maintenance for MaintenanceService {
         let header = Some(self.node.header(self.node.mvcc.current_revision()));
         tokio::task::spawn_blocking(move || {
             let result = stream_backup(&db, &dir, header, &tx);
-            let _ = std::fs::remove_dir_all(&dir);
             if let Err(e) = result {
                 let _ = tx.blocking_send(Err(Status::internal(format!("raftkv: snapshot: {e}"))));
             }
@@ -244,47 +243,21 @@ impl Maintenance for MaintenanceService {
     }
 }
 
-/// Build a snapshot file in `dir` and send it, then its SHA-256, in chunks.
+/// Send a backup of `db` (see `crate::backup`) as Snapshot responses.
 fn stream_backup(
     db: &rocksdb::DB,
     dir: &std::path::Path,
     header: Option<ResponseHeader>,
     tx: &tokio::sync::mpsc::Sender<Result<SnapshotResponse, Status>>,
 ) -> std::io::Result<()> {
-    use sha2::Digest;
-    use std::io::Read;
-    const CHUNK: usize = 1 << 20;
-    let (_, path) = crate::store::snapshot::build(db, dir)?;
-    let total = std::fs::metadata(&path)?.len();
-    let mut file = std::fs::File::open(&path)?;
-    let mut sha = sha2::Sha256::new();
-    let mut sent = 0u64;
-    loop {
-        let mut buf = vec![0u8; CHUNK];
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        buf.truncate(n);
-        sha.update(&buf);
-        sent += n as u64;
+    crate::backup::produce(db, dir, |blob, remaining_bytes| {
         let msg = SnapshotResponse {
             header,
-            remaining_bytes: total.next_multiple_of(512) - sent + 32,
-            blob: buf,
+            remaining_bytes,
+            blob,
         };
-        if tx.blocking_send(Ok(msg)).is_err() {
-            return Ok(()); // the client went away
-        }
-    }
-    let padding = vec![0u8; ((512 - total % 512) % 512) as usize];
-    sha.update(&padding);
-    let mut tail = padding;
-    tail.extend_from_slice(&sha.finalize());
-    let _ = tx.blocking_send(Ok(SnapshotResponse {
-        header,
-        remaining_bytes: 0,
-        blob: tail,
-    }));
-    Ok(())
+        // A closed channel: the client went away.
+        Ok(tx.blocking_send(Ok(msg)).is_ok())
+    })
+    .map(|_| ())
 }

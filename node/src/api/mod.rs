@@ -1,6 +1,7 @@
 //! The etcd v3 API services a member serves on its client port.
 
 pub mod admin;
+pub mod admin_backup;
 pub mod auth;
 pub mod cluster;
 pub mod election;

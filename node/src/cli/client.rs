@@ -316,12 +316,16 @@ pub async fn status(ep: &Endpoints) -> anyhow::Result<()> {
 }
 
 /// Make a member started with `--join` the first member of a new cluster.
-pub async fn initialize(ep: &Endpoints, cluster_token: String) -> anyhow::Result<()> {
+pub async fn initialize(
+    ep: &Endpoints,
+    cluster_token: String,
+    restore_from_backup: Option<String>,
+) -> anyhow::Result<()> {
     let mut admin = AdminClient::new(ep.connect().await?);
     let resp = admin
         .initialize(InitializeRequest {
             cluster_token,
-            restore_from_backup: String::new(),
+            restore_from_backup: restore_from_backup.unwrap_or_default(),
         })
         .await
         .map_err(status_err)?
@@ -331,5 +335,32 @@ pub async fn initialize(ep: &Endpoints, cluster_token: String) -> anyhow::Result
     } else {
         println!("Already initialized: cluster {:x}", resp.cluster_id);
     }
+    Ok(())
+}
+
+/// The first endpoint's own view of itself (Admin.MemberStatus), one
+/// `name: value` line each.
+pub async fn member_status(ep: &Endpoints) -> anyhow::Result<()> {
+    let mut admin = AdminClient::new(ep.connect().await?);
+    let s = admin
+        .member_status(MemberStatusRequest {})
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    println!("id: {:x}", s.id);
+    println!("name: {}", s.name);
+    println!("role: {}", s.role);
+    println!("term: {}", s.term);
+    println!("leader: {:x}", s.leader);
+    println!("cluster_id: {:x}", s.cluster_id);
+    println!("epoch: {}", s.epoch);
+    println!("committed_index: {}", s.committed_index);
+    println!("applied_index: {}", s.applied_index);
+    println!("last_log_index: {}", s.last_log_index);
+    println!("snapshot_index: {}", s.snapshot_index);
+    println!("purged_index: {}", s.purged_index);
+    println!("revision: {}", s.revision);
+    println!("millis_since_leader: {}", s.millis_since_leader);
+    println!("not_ready_reason: {}", s.not_ready_reason);
     Ok(())
 }

@@ -45,6 +45,7 @@ use super::NodeId;
 use super::Snapshot;
 use super::TypeConfig;
 use super::Vote;
+use crate::epoch::EpochState;
 use crate::proto::raftkvpb::peer::raft_peer_client::RaftPeerClient;
 use crate::proto::raftkvpb::peer::PeerHeader;
 use crate::proto::raftkvpb::peer::RaftPayload;
@@ -60,14 +61,24 @@ pub struct PeerClients {
     pub id: NodeId,
     /// 0 until known (a member started with `--join` learns it from the leader).
     pub cluster_id: Arc<AtomicU64>,
+    pub epoch: Arc<EpochState>,
+    /// To persist a fence (see `crate::epoch`).
+    pub db: Arc<rocksdb::DB>,
     channels: Mutex<HashMap<String, Channel>>,
 }
 
 impl PeerClients {
-    pub fn new(id: NodeId, cluster_id: Arc<AtomicU64>) -> Self {
+    pub fn new(
+        id: NodeId,
+        cluster_id: Arc<AtomicU64>,
+        epoch: Arc<EpochState>,
+        db: Arc<rocksdb::DB>,
+    ) -> Self {
         Self {
             id,
             cluster_id,
+            epoch,
+            db,
             channels: Mutex::new(HashMap::new()),
         }
     }
@@ -77,7 +88,27 @@ impl PeerClients {
             cluster_id: self.cluster_id.load(Ordering::Acquire),
             from_id: self.id,
             to_id: to,
+            epoch: self.epoch.get(),
         })
+    }
+
+    /// Look at a peer's refusal: one naming a newer epoch of our cluster means
+    /// this member was left behind by a solo recovery, and fences it.
+    pub fn note_refusal(&self, to: NodeId, status: &tonic::Status) {
+        if status.code() != tonic::Code::PermissionDenied {
+            return;
+        }
+        let theirs = status
+            .metadata()
+            .get(crate::epoch::EPOCH_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(theirs) = theirs {
+            if crate::epoch::judge(self.epoch.get(), theirs) == crate::epoch::Verdict::PeerNewer {
+                let reason = self.epoch.left_behind(to, theirs);
+                self.epoch.fence(&self.db, reason);
+            }
+        }
     }
 
     pub fn client(&self, url: &str) -> Result<RaftPeerClient<Channel>, tonic::Status> {
@@ -151,6 +182,13 @@ fn decode_reply<T: serde::de::DeserializeOwned>(reply: RaftPayload) -> Result<T,
 }
 
 impl PeerConnection {
+    /// A failed call's status as openraft's error, after checking it for a
+    /// newer epoch.
+    fn failed(&self, status: tonic::Status) -> RpcError {
+        self.clients.note_refusal(self.target, &status);
+        to_rpc_error(status)
+    }
+
     fn client(&self) -> Result<RaftPeerClient<Channel>, RpcError> {
         self.clients.client(&self.url).map_err(to_rpc_error)
     }
@@ -183,7 +221,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
             .client()?
             .append_entries(req)
             .await
-            .map_err(to_rpc_error)?;
+            .map_err(|s| self.failed(s))?;
         decode_reply(reply.into_inner())
     }
 
@@ -209,10 +247,14 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
             let replies = client
                 .stream_append(outgoing)
                 .await
-                .map_err(to_rpc_error)?
+                .map_err(|s| self.failed(s))?
                 .into_inner();
-            let results = replies.map(|item| {
-                let payload = item.map_err(to_rpc_error)?;
+            let clients = self.clients.clone();
+            let results = replies.map(move |item| {
+                let payload = item.map_err(|s| {
+                    clients.note_refusal(target, &s);
+                    to_rpc_error(s)
+                })?;
                 decode_reply::<StreamAppendResult<TypeConfig>>(payload)
             });
             Ok(Box::pin(results) as BoxStream<'s, _>)
@@ -225,7 +267,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RpcError> {
         let req = self.request(&rpc, option.hard_ttl())?;
-        let reply = self.client()?.vote(req).await.map_err(to_rpc_error)?;
+        let reply = self.client()?.vote(req).await.map_err(|s| self.failed(s))?;
         decode_reply(reply.into_inner())
     }
 
@@ -235,7 +277,11 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RpcError> {
         let req = self.request(&rpc, option.hard_ttl())?;
-        let reply = self.client()?.pre_vote(req).await.map_err(to_rpc_error)?;
+        let reply = self
+            .client()?
+            .pre_vote(req)
+            .await
+            .map_err(|s| self.failed(s))?;
         decode_reply(reply.into_inner())
     }
 
@@ -285,8 +331,10 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
             .await
             .map_err(|e| StreamingError::Unreachable(Unreachable::from_string(e.to_string())))?
             .map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))?;
-        let reply = reply
-            .map_err(|s| StreamingError::Unreachable(Unreachable::from_string(s.message())))?;
+        let reply = reply.map_err(|s| {
+            self.clients.note_refusal(self.target, &s);
+            StreamingError::Unreachable(Unreachable::from_string(s.message()))
+        })?;
         codec::decode(&reply.into_inner().data)
             .map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))
     }
@@ -301,7 +349,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
             .client()?
             .transfer_leader(req)
             .await
-            .map_err(to_rpc_error)?;
+            .map_err(|s| self.failed(s))?;
         decode_reply(reply.into_inner())
     }
 

@@ -5,6 +5,10 @@
 //! started with `--join` has none yet and adopts (and persists) the id of the
 //! first leader that replicates to it; from then on any other id is refused with
 //! `PermissionDenied` and logged, so two clusters can never mix their logs.
+//! The same goes for the cluster epoch (see `crate::epoch`): a peer from an
+//! older epoch is refused with `PermissionDenied` (its epoch in the
+//! `raftkv-epoch` metadata), a newer one fences this member, and a fenced
+//! member refuses everything.
 
 use std::io::Write;
 use std::pin::Pin;
@@ -22,6 +26,7 @@ use super::codec;
 use super::Snapshot;
 use super::SnapshotMeta;
 use super::Vote;
+use crate::epoch::Verdict;
 use crate::node::Forwarded;
 use crate::node::Node;
 use crate::proto::raftkvpb::peer::raft_peer_server::RaftPeer;
@@ -62,15 +67,25 @@ impl PeerService {
                 h.to_id, self.node.id
             )));
         }
+        if let Some(why) = self.node.epoch.fenced() {
+            return Err(Status::failed_precondition(format!(
+                "member {:x} is fenced: {why}",
+                self.node.id
+            )));
+        }
         let mine = self.node.cluster_id();
         if mine == h.cluster_id && mine != 0 {
-            return Ok(());
+            return self.check_epoch(h);
         }
         if mine == 0 && h.cluster_id != 0 && adopt == Adopt::FromLeader {
+            self.node
+                .epoch
+                .adopt(&self.node.db, h.epoch)
+                .map_err(|e| Status::internal(format!("cannot persist the epoch: {e:#}")))?;
             crate::server::persist_cluster_id(&self.node.db, h.cluster_id)
                 .map_err(|e| Status::internal(format!("cannot persist the cluster id: {e:#}")))?;
             self.node.cluster_id.store(h.cluster_id, Ordering::Release);
-            tracing::info!(cluster_id = %format!("{:x}", h.cluster_id), leader = %format!("{:x}", h.from_id), "joined cluster");
+            tracing::info!(cluster_id = %format!("{:x}", h.cluster_id), epoch = h.epoch, leader = %format!("{:x}", h.from_id), "joined cluster");
             return Ok(());
         }
         if mine == 0 {
@@ -89,6 +104,35 @@ impl PeerService {
             "cluster id mismatch: member {:x} belongs to cluster {mine:x}, the request from member {:x} is for cluster {:x}",
             self.node.id, h.from_id, h.cluster_id
         )))
+    }
+
+    /// Same cluster: the epochs must match too (see `crate::epoch`).
+    fn check_epoch(&self, h: &PeerHeader) -> Result<(), Status> {
+        let epoch = &self.node.epoch;
+        match crate::epoch::judge(epoch.get(), h.epoch) {
+            Verdict::Same => Ok(()),
+            Verdict::PeerOlder => {
+                let msg = crate::epoch::refusal(self.node.id, epoch.get(), h.from_id, h.epoch);
+                tracing::warn!("refused a peer request: {msg}");
+                let mut status = Status::permission_denied(msg);
+                if let Ok(v) = epoch.get().to_string().parse() {
+                    status
+                        .metadata_mut()
+                        .insert(crate::epoch::EPOCH_METADATA, v);
+                }
+                Err(status)
+            }
+            Verdict::PeerNewer => {
+                epoch.fence(&self.node.db, epoch.left_behind(h.from_id, h.epoch));
+                Err(Status::failed_precondition(format!(
+                    "member {:x} is at an older epoch ({}) than member {:x} ({}): it fenced itself",
+                    self.node.id,
+                    epoch.get(),
+                    h.from_id,
+                    h.epoch
+                )))
+            }
+        }
     }
 
     fn open<T: serde::de::DeserializeOwned>(
@@ -155,6 +199,7 @@ impl RaftPeer for PeerService {
         };
         let first = self.open(&first?, Adopt::FromLeader)?;
         let cluster_id = self.node.cluster_id();
+        let epoch = self.node.epoch.get();
         let contact = self.node.leader_contact.clone();
         contact.touch();
         let rest = incoming.scan((), move |_, item| {
@@ -162,7 +207,8 @@ impl RaftPeer for PeerService {
             // The whole stream comes from one leader of one cluster; anything
             // else (or a transport error) ends it.
             let next = item.ok().and_then(|payload| {
-                (payload.header.as_ref()?.cluster_id == cluster_id).then_some(())?;
+                let h = payload.header.as_ref()?;
+                (h.cluster_id == cluster_id && h.epoch == epoch).then_some(())?;
                 codec::decode(&payload.data).ok()
             });
             futures::future::ready(next)

@@ -35,9 +35,9 @@ use crate::raft::LogId;
 use crate::raft::TypeConfig;
 use crate::raft::Vote;
 
-const KEY_VOTE: &[u8] = b"vote";
-const KEY_COMMITTED: &[u8] = b"committed";
-const KEY_PURGED: &[u8] = b"last_purged";
+pub(crate) const KEY_VOTE: &[u8] = b"vote";
+pub(crate) const KEY_COMMITTED: &[u8] = b"committed";
+pub(crate) const KEY_PURGED: &[u8] = b"last_purged";
 pub(crate) const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
 
 #[derive(Clone)]

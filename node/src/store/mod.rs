@@ -21,6 +21,7 @@ pub mod mvcc;
 #[cfg(test)]
 mod mvcc_tests;
 pub mod snapshot;
+pub mod snapshot_stream;
 pub mod state_machine;
 mod txn;
 

@@ -41,8 +41,8 @@ use crate::raft::LogId;
 use crate::raft::SnapshotMeta;
 use crate::raft::StoredMembership;
 
-const MAGIC: &[u8; 8] = b"RKVSNAP1";
-const FAMILIES: [(u8, &str); 7] = [
+pub(crate) const MAGIC: &[u8; 8] = b"RKVSNAP1";
+pub(crate) const FAMILIES: [(u8, &str); 7] = [
     (1, CF_KV),
     (2, CF_KV_HISTORY),
     (3, CF_SM_META),
@@ -176,7 +176,7 @@ pub struct Parsed<'a> {
     pub records: Vec<(u8, &'a [u8], &'a [u8])>,
 }
 
-fn corrupt(what: &str) -> io::Error {
+pub(crate) fn corrupt(what: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
         format!("corrupt snapshot: {what}"),
