@@ -315,7 +315,8 @@ impl Cluster {
         let member_dir = self.root().join(&name);
         let mut args = serve_args(id, &name, &member_dir, &ports);
         args.extend(extra.iter().map(|s| s.to_string()));
-        let member = Member::start(&self.bin, id, &name, member_dir, ports, args)?;
+        let netns = self.namespace_of(&ports);
+        let member = Member::start(&self.bin, id, &name, member_dir, ports, args, netns)?;
         self.members.push(member);
         Ok(self.members.last_mut().expect("just pushed"))
     }
