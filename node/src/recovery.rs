@@ -308,3 +308,77 @@ pub fn reset(data_dir: &Path) -> anyhow::Result<Vec<String>> {
     removed.sort();
     Ok(removed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::Command;
+
+    fn put_entry(db: &DB, entry: &Entry) {
+        db.put_cf(
+            cf(db, CF_RAFT_LOG),
+            entry.log_id.index.to_be_bytes(),
+            codec::encode(entry).unwrap(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn solo_recovery_keeps_the_whole_log_and_appends_a_solo_membership() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::store::open_db(dir.path()).unwrap();
+        let url = |i: u64| Member {
+            peer_url: format!("http://127.0.0.1:{i}"),
+        };
+        let three = Membership::new(
+            vec![BTreeSet::from([1, 2, 3])],
+            BTreeMap::from([(1, url(1)), (2, url(2)), (3, url(3))]),
+        )
+        .unwrap();
+        put_entry(
+            &db,
+            &Entry::new_membership(LogId::new_term_index(1, 0), three),
+        );
+        for i in 1..=5 {
+            put_entry(
+                &db,
+                &Entry::new_normal(LogId::new_term_index(2, i), Command::default()),
+            );
+        }
+        let meta = cf(&db, CF_RAFT_META);
+        db.put_cf(meta, KEY_CLUSTER_ID, codec::encode(&7u64).unwrap())
+            .unwrap();
+        db.put_cf(meta, KEY_VOTE, codec::encode(&Vote::new(3, 2)).unwrap())
+            .unwrap();
+        // Applied up to 3; entries 4 and 5 are in the log, not known committed.
+        db.put_cf(
+            cf(&db, CF_SM_META),
+            KEY_LAST_APPLIED,
+            codec::encode(&Some(LogId::new_term_index(2, 3))).unwrap(),
+        )
+        .unwrap();
+
+        let report = recover_solo(&db, 1).unwrap();
+        assert_eq!((report.epoch, report.cluster_id), (1, 7));
+        assert_eq!((report.last_applied_index, report.last_log_index), (3, 5));
+        assert_eq!(report.membership_index, 6);
+        // Entries 4 and 5 are kept; the solo membership follows them in a term
+        // above every term seen (vote term 3), and the vote moved there.
+        for i in 4..=5 {
+            assert!(db
+                .get_cf(cf(&db, CF_RAFT_LOG), (i as u64).to_be_bytes())
+                .unwrap()
+                .is_some());
+        }
+        let last = last_log_entry(&db).unwrap().unwrap();
+        assert_eq!(last.log_id, LogId::new_term_index(4, 6));
+        let m = last.get_membership().unwrap();
+        assert_eq!(m.voter_ids().collect::<Vec<_>>(), vec![1]);
+        assert_eq!(m.get_node(&1), Some(&url(1)));
+        let vote: Vote = read_meta(&db, KEY_VOTE).unwrap().unwrap();
+        assert_eq!(vote, Vote::new(4, 1));
+        // A second recovery bumps the epoch again; a learner or a stranger is refused.
+        assert_eq!(recover_solo(&db, 1).unwrap().epoch, 2);
+        assert!(recover_solo(&db, 9).is_err());
+    }
+}

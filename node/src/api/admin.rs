@@ -189,6 +189,20 @@ impl Admin for AdminService {
                 "raftkv: this member is fenced ({why}): it must not be recovered"
             )));
         }
+        // Checked again on the stored state; here so that a plain mistake does
+        // not cost a restart.
+        let is_voter = node
+            .raft_metrics()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == node.id);
+        if !is_voter {
+            return Err(Status::failed_precondition(format!(
+                "raftkv: member {:x} is not a voter (a learner, or not initialized): recover from a voter",
+                node.id
+            )));
+        }
         // Stop Raft, so nothing writes the log or vote under the rewrite.
         node.raft
             .shutdown()
