@@ -57,6 +57,10 @@ const SNAPSHOT_CHUNK: usize = 1 << 20;
 
 /// What every outgoing peer call needs: who we are, which cluster, and a pool
 /// of HTTP/2 channels (one per peer URL, reused by all RPCs to that peer).
+/// How long an unreachable peer waits before the next attempt: fast enough to
+/// notice a restarted member within an election timeout, slow enough not to spin.
+const UNREACHABLE_RETRY: Duration = Duration::from_millis(200);
+
 pub struct PeerClients {
     pub id: NodeId,
     /// 0 until known (a member started with `--join` learns it from the leader).
@@ -244,11 +248,17 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
                 futures::future::ready(clients.payload(target, &req).ok())
             });
             let mut client = self.client()?;
-            let replies = client
-                .stream_append(outgoing)
-                .await
-                .map_err(|s| self.failed(s))?
-                .into_inner();
+            let replies = match client.stream_append(outgoing).await {
+                Ok(replies) => replies.into_inner(),
+                Err(status) => {
+                    // openraft applies `backoff()` only to a stream it is
+                    // already reading; a stream that never opened (the peer is
+                    // down) would be retried at once, thousands of times a
+                    // second. Pause here instead.
+                    tokio::time::sleep(UNREACHABLE_RETRY).await;
+                    return Err(self.failed(status));
+                }
+            };
             let clients = self.clients.clone();
             let results = replies.map(move |item| {
                 let payload = item.map_err(|s| {
@@ -354,8 +364,6 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
     }
 
     fn backoff(&self) -> Option<Backoff> {
-        // An unreachable peer is retried every 200ms: fast enough to notice a
-        // restarted member within an election timeout, slow enough not to spin.
-        Some(Backoff::new(std::iter::repeat(Duration::from_millis(200))))
+        Some(Backoff::new(std::iter::repeat(UNREACHABLE_RETRY)))
     }
 }
