@@ -119,6 +119,9 @@ enum Cmd {
         #[command(flatten)]
         ep: Endpoints,
     },
+    /// Load a cluster (raftkv or etcd) through the etcd v3 API; report
+    /// throughput and latency.
+    Bench(raftkv_node::cli::bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -264,6 +267,7 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
         },
         Cmd::Initialize { cluster_token, ep } => client::initialize(&ep, cluster_token).await,
         Cmd::Status { ep } => client::status(&ep).await,
+        Cmd::Bench(args) => raftkv_node::cli::bench::run(args).await,
     }
 }
 

@@ -130,7 +130,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let cluster_id = Arc::new(AtomicU64::new(cluster_id));
 
     let metrics = Arc::new(Metrics::default());
-    let log_store = LogStore::new(db.clone());
+    let log_store = LogStore::new(db.clone(), metrics.clone());
     let watch_hub = Arc::new(crate::watch::WatchHub::default());
     let lease_timers = Arc::new(crate::lease::LeaseTimers::default());
     let tokens = Arc::new(crate::auth::Tokens::default());
@@ -220,20 +220,14 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             node: node.clone(),
             progress_every: Duration::from_secs(cfg.watch_progress_notify_interval),
         }))
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(client_listener),
-            stopped(stop_rx.clone()),
-        );
+        .serve_with_incoming_shutdown(no_delay(client_listener), stopped(stop_rx.clone()));
     let peer_server = tonic::transport::Server::builder()
         .add_service(
             RaftPeerServer::new(PeerService { node: node.clone() })
                 .max_decoding_message_size(usize::MAX)
                 .max_encoding_message_size(usize::MAX),
         )
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(peer_listener),
-            stopped(stop_rx.clone()),
-        );
+        .serve_with_incoming_shutdown(no_delay(peer_listener), stopped(stop_rx.clone()));
     let http_server = axum::serve(http_listener, crate::http::router(node.clone()))
         .with_graceful_shutdown(stopped(stop_rx.clone()));
 

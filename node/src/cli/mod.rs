@@ -1,6 +1,7 @@
 //! The `raftkv` command's client side: etcd-style commands against a cluster,
 //! and `dev`, a local cluster in one command.
 
+pub mod bench;
 pub mod client;
 pub mod dev;
 pub mod lease;
