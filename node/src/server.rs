@@ -89,6 +89,23 @@ fn raft_config(cfg: &ServeConfig) -> anyhow::Result<openraft::Config> {
     config.validate().context("invalid Raft settings")
 }
 
+/// Accepted connections with Nagle's algorithm off. tonic sets TCP_NODELAY only
+/// on listeners it binds itself, not on an incoming stream handed to it; without
+/// it a small response waits for the peer's delayed ACK (~40 ms on Linux), which
+/// `raftkv bench` showed as a 44 ms p50 for a single client's serializable reads.
+fn no_delay(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|conn| {
+        conn.inspect(|stream| {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::warn!("cannot set TCP_NODELAY on a connection: {e}");
+            }
+        })
+    })
+}
+
 async fn bind(what: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
