@@ -138,6 +138,9 @@ enum Cmd {
     Recover(raftkv_node::cli::recover::RecoverArgs),
     /// Wipe a stopped member's state so it can be added again as a new member.
     Reset(raftkv_node::cli::recover::ResetArgs),
+    /// Load a cluster (raftkv or etcd) through the etcd v3 API; report
+    /// throughput and latency.
+    Bench(raftkv_node::cli::bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -294,6 +297,7 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
         Cmd::Snapshot { action } => raftkv_node::cli::snapshot::run(action).await,
         Cmd::Recover(args) => raftkv_node::cli::recover::recover(args).await,
         Cmd::Reset(args) => raftkv_node::cli::recover::reset(args),
+        Cmd::Bench(args) => raftkv_node::cli::bench::run(args).await,
     }
 }
 

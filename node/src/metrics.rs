@@ -17,6 +17,10 @@ pub struct Metrics {
     pub apply_batches: AtomicU64,
     pub apply_entries: AtomicU64,
     pub apply_micros_total: AtomicU64,
+    /// fsyncs of the Raft log (one per group-commit batch).
+    pub log_fsyncs: AtomicU64,
+    /// Log append batches made durable by those fsyncs.
+    pub log_appends_synced: AtomicU64,
     /// Apply-batch latency histogram; bucket upper bounds in APPLY_BUCKETS_MICROS.
     apply_buckets: [AtomicU64; APPLY_BUCKETS_MICROS.len()],
 }
@@ -46,6 +50,12 @@ impl Metrics {
                 self.apply_buckets[i].fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    pub fn record_log_fsync(&self, appends: u64) {
+        self.log_fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.log_appends_synced
+            .fetch_add(appends, Ordering::Relaxed);
     }
 
     pub fn render(&self, g: &RaftGauges) -> String {
@@ -130,6 +140,18 @@ impl Metrics {
             "counter",
             load(&self.apply_entries),
         );
+        gauge(
+            "raftkv_log_fsyncs_total",
+            "fsyncs of the Raft log (group commit: one per batch of appends).",
+            "counter",
+            load(&self.log_fsyncs),
+        );
+        gauge(
+            "raftkv_log_appends_synced_total",
+            "Raft log append batches made durable by those fsyncs.",
+            "counter",
+            load(&self.log_appends_synced),
+        );
         let name = "raftkv_apply_batch_duration_seconds";
         let _ = writeln!(
             out,
@@ -164,6 +186,7 @@ mod tests {
         let m = Metrics::default();
         m.record_apply(3, Duration::from_micros(300));
         m.record_apply(1, Duration::from_millis(20));
+        m.record_log_fsync(3);
         let g = RaftGauges {
             term: 4,
             has_leader: true,
@@ -177,6 +200,8 @@ mod tests {
         let text = m.render(&g);
         assert!(text.contains("raftkv_raft_term 4"));
         assert!(text.contains("raftkv_apply_entries_total 4"));
+        assert!(text.contains("raftkv_log_fsyncs_total 1"));
+        assert!(text.contains("raftkv_log_appends_synced_total 3"));
         assert!(text.contains("raftkv_apply_batch_duration_seconds_bucket{le=\"0.0005\"} 1"));
         assert!(text.contains("raftkv_apply_batch_duration_seconds_bucket{le=\"0.05\"} 2"));
         assert!(text.contains("raftkv_apply_batch_duration_seconds_count 2"));

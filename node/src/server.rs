@@ -89,6 +89,23 @@ fn raft_config(cfg: &ServeConfig) -> anyhow::Result<openraft::Config> {
     config.validate().context("invalid Raft settings")
 }
 
+/// Accepted connections with Nagle's algorithm off. tonic sets TCP_NODELAY only
+/// on listeners it binds itself, not on an incoming stream handed to it; without
+/// it a small response waits for the peer's delayed ACK (~40 ms on Linux), which
+/// `raftkv bench` showed as a 44 ms p50 for a single client's serializable reads.
+fn no_delay(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|conn| {
+        conn.inspect(|stream| {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::warn!("cannot set TCP_NODELAY on a connection: {e}");
+            }
+        })
+    })
+}
+
 async fn bind(what: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
@@ -132,7 +149,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let epoch = Arc::new(crate::epoch::EpochState::load(&db).context("reading the epoch")?);
 
     let metrics = Arc::new(Metrics::default());
-    let log_store = LogStore::new(db.clone());
+    let log_store = LogStore::new(db.clone(), metrics.clone());
     let watch_hub = Arc::new(crate::watch::WatchHub::default());
     let lease_timers = Arc::new(crate::lease::LeaseTimers::default());
     let tokens = Arc::new(crate::auth::Tokens::default());
@@ -230,20 +247,14 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             node: node.clone(),
             progress_every: Duration::from_secs(cfg.watch_progress_notify_interval),
         }))
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(client_listener),
-            stopped(stop_rx.clone()),
-        );
+        .serve_with_incoming_shutdown(no_delay(client_listener), stopped(stop_rx.clone()));
     let peer_server = tonic::transport::Server::builder()
         .add_service(
             RaftPeerServer::new(PeerService { node: node.clone() })
                 .max_decoding_message_size(usize::MAX)
                 .max_encoding_message_size(usize::MAX),
         )
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(peer_listener),
-            stopped(stop_rx.clone()),
-        );
+        .serve_with_incoming_shutdown(no_delay(peer_listener), stopped(stop_rx.clone()));
     let http_server = axum::serve(http_listener, crate::http::router(node.clone()))
         .with_graceful_shutdown(stopped(stop_rx.clone()));
 

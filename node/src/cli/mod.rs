@@ -2,6 +2,7 @@
 //! and `dev`, a local cluster in one command.
 
 pub mod backup;
+pub mod bench;
 pub mod client;
 pub mod dev;
 pub mod lease;

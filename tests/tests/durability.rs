@@ -1,0 +1,113 @@
+//! raftkv never acknowledges a write before it is fsynced on a quorum, shown
+//! with the members' own fsync counters; and `raftkv bench` runs its workloads
+//! against a real cluster (the same code path bench/compare-etcd.sh uses).
+
+use anyhow::Context;
+use anyhow::Result;
+use raftkv_tests::Cluster;
+use raftkv_tests::RaftkvCli;
+
+const METRIC_FSYNCS: &str = "raftkv_log_fsyncs_total";
+
+async fn fsyncs(cluster: &Cluster) -> Result<Vec<f64>> {
+    let mut out = Vec::new();
+    for m in cluster.members() {
+        let v = m
+            .metric(METRIC_FSYNCS)
+            .await?
+            .with_context(|| format!("member {} has no {METRIC_FSYNCS} on /metrics", m.id))?;
+        out.push(v);
+    }
+    Ok(out)
+}
+
+/// Each of N sequential writes is acknowledged only once a quorum fsynced it.
+/// On a member in a write's quorum, the fsync that covered it completed before
+/// the acknowledgement, so before the next write was even sent: it cannot
+/// cover that next write too. Summed over the members, the writes therefore
+/// caused at least N x quorum fsyncs.
+#[tokio::test(flavor = "multi_thread")]
+async fn sequential_acknowledged_writes_are_fsynced_on_a_quorum() -> Result<()> {
+    let mut cluster = Cluster::start(3).await?;
+    cluster.wait_leader().await?;
+    let mut client = cluster.client().await?;
+    client.put("warm-up", "x", None).await?;
+    let before = fsyncs(&cluster).await?;
+
+    const N: usize = 40;
+    for i in 0..N {
+        client.put(format!("durable-{i}"), "v", None).await?;
+    }
+    let after = fsyncs(&cluster).await?;
+
+    let quorum = cluster.members().len() / 2 + 1;
+    let deltas: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    let total: f64 = deltas.iter().sum();
+    assert!(
+        total >= (N * quorum) as f64,
+        "{N} acknowledged writes caused only {total} log fsyncs over the members \
+         ({deltas:?}); a quorum of {quorum} must have fsynced each one"
+    );
+    // The leader is in nearly every quorum; at least the quorum's worth of
+    // members each did one fsync per write.
+    let members_with_n = deltas.iter().filter(|d| **d >= N as f64).count();
+    assert!(
+        members_with_n >= 1,
+        "no member fsynced once per write: {deltas:?}"
+    );
+    Ok(())
+}
+
+/// `raftkv bench --json` against a 3-member cluster: each workload completes
+/// its requests without errors and reports a latency summary.
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_runs_every_workload_against_a_cluster() -> Result<()> {
+    let mut cluster = Cluster::start(3).await?;
+    cluster.wait_leader().await?;
+    let cli = RaftkvCli::new(&cluster.endpoints())?;
+    let runs: [&[&str]; 5] = [
+        &["put"],
+        &["range"],
+        &["range", "--serializable"],
+        &["txn"],
+        &["mixed", "--read-ratio", "0.5"],
+    ];
+    for args in runs {
+        let mut full = vec!["bench"];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&[
+            "--total",
+            "60",
+            "--conns",
+            "2",
+            "--clients",
+            "4",
+            "--key-space",
+            "20",
+            "--json",
+        ]);
+        let out = cli.run(&full).await?.ok()?;
+        let report: serde_json::Value = serde_json::from_str(out.stdout.trim())
+            .with_context(|| format!("raftkv {full:?} printed no JSON: {}", out.stdout))?;
+        assert_eq!(report["requests"], 60, "{full:?}: {report}");
+        assert_eq!(report["errors"], 0, "{full:?}: {report}");
+        let p99 = report["latency_ms"]["p99"].as_f64().unwrap_or(0.0);
+        let max = report["latency_ms"]["max"].as_f64().unwrap_or(0.0);
+        assert!(p99 > 0.0 && p99 <= max, "{full:?}: {report}");
+        assert!(report["throughput"].as_f64().unwrap_or(0.0) > 0.0);
+    }
+    // The puts really landed: the key space is readable through etcd's API.
+    let mut client = cluster.client().await?;
+    let resp = client
+        .get("", Some(etcd_client::GetOptions::new().with_all_keys()))
+        .await?;
+    assert!(resp.count() > 0 && resp.count() <= 20, "{}", resp.count());
+    // A bad flag is a one-line usage error.
+    let out = cli
+        .run(&["bench", "put", "--key-size", "2", "--key-space", "1000"])
+        .await?
+        .failed()?;
+    assert!(out.stderr.contains("too small"), "{}", out.stderr);
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
+    Ok(())
+}
