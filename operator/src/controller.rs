@@ -11,8 +11,12 @@ use crate::membership::executor::{ExecError, Executor, MemberObservation, Outcom
 use crate::membership::{plan_next_step, Observed, Plan, Step};
 use crate::metrics::Metrics;
 use crate::naming::{ClusterNames, DATA_VOLUME, MANAGER};
+use crate::recovery::executor::SoloRecovered;
+use crate::recovery::{self, RecoveryPlan};
 use crate::resources::{self, BuildError, Owned};
-use crate::status::{build_status, step_reason, StatusInput};
+use crate::snapshots;
+use crate::snapshots::{BackupDone, TakeBackup};
+use crate::status::{build_status, step_reason, ExtraCondition, StatusInput};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
@@ -37,6 +41,8 @@ pub const FINALIZER: &str = "raftkv.io/cleanup";
 pub const REQUEUE_BUSY: Duration = Duration::from_secs(3);
 /// Requeue while refused (waiting for the cluster to heal).
 pub const REQUEUE_BLOCKED: Duration = Duration::from_secs(20);
+/// Re-check while a recovery request waits for proof that quorum is lost.
+pub const REQUEUE_RECOVERY_WAIT: Duration = Duration::from_secs(5);
 /// Re-check a converged cluster's health this often.
 pub const REQUEUE_IDLE: Duration = Duration::from_secs(60);
 
@@ -54,6 +60,11 @@ pub enum Error {
     #[error("{step:?} failed: {source}")]
     Step {
         step: Step,
+        #[source]
+        source: ExecError,
+    },
+    #[error("solo recovery: {source}")]
+    Recovery {
         #[source]
         source: ExecError,
     },
@@ -83,6 +94,23 @@ pub trait MemberApi: Send + Sync + 'static {
         step: &Step,
         observed: &Observed,
     ) -> impl Future<Output = Result<Outcome, ExecError>> + Send;
+
+    /// SaveBackup on the chosen member, then retention over `ordinals`' listings.
+    fn take_backup(
+        &self,
+        names: &ClusterNames,
+        take: &TakeBackup,
+        retain: u32,
+        ordinals: Vec<u32>,
+    ) -> impl Future<Output = Result<BackupDone, ExecError>> + Send;
+
+    /// Admin.RecoverSolo on the member at `ordinal`.
+    fn recover_solo(
+        &self,
+        names: &ClusterNames,
+        ordinal: u32,
+        min_leaderless: Duration,
+    ) -> impl Future<Output = Result<SoloRecovered, ExecError>> + Send;
 }
 
 /// Real members, reached by their DNS names under the headless Service.
@@ -107,6 +135,32 @@ impl MemberApi for LiveMembers {
     ) -> Result<Outcome, ExecError> {
         Executor::new(names.clone(), token)
             .execute(step, observed)
+            .await
+    }
+
+    async fn take_backup(
+        &self,
+        names: &ClusterNames,
+        take: &TakeBackup,
+        retain: u32,
+        ordinals: Vec<u32>,
+    ) -> Result<BackupDone, ExecError> {
+        // A backup streams the whole store; give it more than one call's default.
+        Executor::new(names.clone(), "")
+            .with_timeout(Duration::from_secs(120))
+            .take_backup(take, &names.cluster, retain, ordinals)
+            .await
+    }
+
+    async fn recover_solo(
+        &self,
+        names: &ClusterNames,
+        ordinal: u32,
+        min_leaderless: Duration,
+    ) -> Result<SoloRecovered, ExecError> {
+        Executor::new(names.clone(), "")
+            .with_timeout(Duration::from_secs(60))
+            .recover_solo(ordinal, min_leaderless)
             .await
     }
 }
@@ -245,16 +299,44 @@ async fn apply<M: MemberApi>(rc: &RaftCluster, ctx: &Context<M>) -> Result<Actio
         .observe(&names, &token, 0..replicas)
         .await
         .fill(&mut observed);
+    observed.restore_from_backup = rc.spec.restore.as_ref().map(|r| r.from_backup.clone());
+
+    let recorder = Recorder::new(client.clone(), ctx.reporter.clone());
+    let reference = rc.object_ref(&());
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let now_text = now.to_string();
+
+    // Solo recovery first: while it resets members or runs RecoverSolo, it
+    // owns them and the membership planner waits.
+    let mut recovery = recovery::reconcile::run(
+        ctx, rc, &names, &observed, &recorder, &reference, &pvcs, &pods, &now_text,
+    )
+    .await;
 
     let plan = plan_next_step(&observed);
     tracing::info!(cluster = %names.cluster, plan = ?plan, "planned");
-    let recorder = Recorder::new(client.clone(), ctx.reporter.clone());
-    let reference = rc.object_ref(&());
 
-    let mut step_error = None;
+    let mut step_error = recovery.error.as_ref().map(|e| e.to_string());
     let mut initialized_cluster_id = None;
     let mut failure = None;
-    if let Plan::Act(step) = &plan {
+    let membership_step = match &plan {
+        Plan::Act(step) if !recovery.holds_members() => Some(step),
+        _ => None,
+    };
+    if plan == Plan::Converged
+        && !recovery.holds_members()
+        && recovery.complete(rc.metadata.generation.unwrap_or(0), &now_text)
+    {
+        publish(
+            &recorder,
+            &reference,
+            EventType::Normal,
+            "SoloRecovery",
+            "Completed: back to spec.replicas members".to_string(),
+        )
+        .await;
+    }
+    if let Some(step) = membership_step {
         let result = match step {
             Step::ScaleStatefulSet { to, .. } => server_side_apply(
                 &statefulsets,
@@ -266,12 +348,9 @@ async fn apply<M: MemberApi>(rc: &RaftCluster, ctx: &Context<M>) -> Result<Actio
             Step::DeleteVolume { ordinal } => {
                 delete_volume(&pvcs, &names, *ordinal).await.map(|()| None)
             }
-            Step::ResetMember { ordinal } => {
-                let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-                reset_member(&pvcs, &pods, &names, *ordinal)
-                    .await
-                    .map(|()| None)
-            }
+            Step::ResetMember { ordinal } => reset_member(&pvcs, &pods, &names, *ordinal)
+                .await
+                .map(|()| None),
             raft => ctx
                 .members
                 .execute(&names, &token, raft, &observed)
@@ -314,6 +393,23 @@ async fn apply<M: MemberApi>(rc: &RaftCluster, ctx: &Context<M>) -> Result<Actio
         }
     }
 
+    let backups = snapshots::reconcile::run(
+        ctx,
+        rc,
+        &names,
+        &observed,
+        recovery.holds_members(),
+        &recorder,
+        &reference,
+        chrono_now(now),
+    )
+    .await;
+
+    let recovery_condition = crate::recovery::condition(
+        rc.spec.recovery.as_ref().is_some_and(|r| r.solo.is_some()),
+        recovery.status.as_ref(),
+        &recovery.plan,
+    );
     let new_status = build_status(&StatusInput {
         rc,
         names: &names,
@@ -322,6 +418,21 @@ async fn apply<M: MemberApi>(rc: &RaftCluster, ctx: &Context<M>) -> Result<Actio
         step_error,
         initialized_cluster_id,
         now,
+        recovery: recovery.status.clone(),
+        last_snapshot: backups.last.clone(),
+        extra_conditions: vec![
+            ExtraCondition {
+                type_: snapshots::CONDITION,
+                configured: rc.spec.snapshot.is_some(),
+                set: snapshots::condition(&backups.outcome)
+                    .map(|(ok, reason, message)| (ok, reason.to_string(), message)),
+            },
+            ExtraCondition {
+                type_: crate::recovery::CONDITION,
+                configured: recovery_condition.is_some(),
+                set: recovery_condition,
+            },
+        ],
     });
     let api: Api<RaftCluster> = Api::namespaced(client, ns);
     api.patch_status(
@@ -332,17 +443,29 @@ async fn apply<M: MemberApi>(rc: &RaftCluster, ctx: &Context<M>) -> Result<Actio
     .await
     .map_err(kube_err("writing status"))?;
 
-    if let Some(err) = failure {
+    if let Some(err) = failure.or(recovery.error) {
         return Err(err);
     }
-    Ok(match plan {
-        Plan::Act(_) | Plan::Wait(_) => Action::requeue(REQUEUE_BUSY),
-        Plan::Refuse(_) => Action::requeue(REQUEUE_BLOCKED),
-        Plan::Converged => Action::requeue(REQUEUE_IDLE),
-    })
+    let membership_wait = match plan {
+        _ if matches!(recovery.plan, RecoveryPlan::Act(_) | RecoveryPlan::Growing) => REQUEUE_BUSY,
+        _ if matches!(recovery.plan, RecoveryPlan::Wait(_)) => REQUEUE_RECOVERY_WAIT,
+        Plan::Act(_) | Plan::Wait(_) => REQUEUE_BUSY,
+        Plan::Refuse(_) => REQUEUE_BLOCKED,
+        Plan::Converged => REQUEUE_IDLE,
+    };
+    // Wake up for the next scheduled backup, a little after its instant.
+    let wait = backups.next_in.map_or(membership_wait, |next| {
+        membership_wait.min(next + Duration::from_millis(200))
+    });
+    Ok(Action::requeue(wait))
 }
 
-async fn delete_volume(
+/// jiff's `Timestamp` (what k8s-openapi uses) as chrono's (what the schedule uses).
+fn chrono_now(now: Timestamp) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(now.as_millisecond()).unwrap_or_default()
+}
+
+pub(crate) async fn delete_volume(
     pvcs: &Api<PersistentVolumeClaim>,
     names: &ClusterNames,
     ordinal: u32,
@@ -360,7 +483,7 @@ async fn delete_volume(
 
 /// Delete a stale member's volume, then its pod: the StatefulSet re-creates the
 /// pod with a fresh, empty volume.
-async fn reset_member(
+pub(crate) async fn reset_member(
     pvcs: &Api<PersistentVolumeClaim>,
     pods: &Api<Pod>,
     names: &ClusterNames,
@@ -379,7 +502,7 @@ async fn reset_member(
 }
 
 /// Events are for humans: failing to publish one must not fail the reconcile.
-async fn publish(
+pub(crate) async fn publish(
     recorder: &Recorder,
     reference: &k8s_openapi::api::core::v1::ObjectReference,
     type_: EventType,

@@ -8,6 +8,7 @@
 
 use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+pub use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -79,6 +80,91 @@ pub struct RaftClusterSpec {
     /// Additions to every member pod: labels, annotations and scheduling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_template: Option<PodTemplateOverrides>,
+    /// Scheduled backups: when, how many to keep, where they go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotSpec>,
+    /// A request to recover a cluster that lost quorum (see operator/README.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoverySpec>,
+    /// Start a new cluster from a backup instead of empty. Read once, when the
+    /// first member is initialized; ignored afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreSpec>,
+}
+
+/// Backups on a cron schedule, taken from one healthy member.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotSpec {
+    /// Cron pattern: 5 fields (`minute hour day-of-month month day-of-week`) or 6
+    /// with a leading seconds field, e.g. `0 3 * * *` (daily at 03:00).
+    pub schedule: String,
+    /// IANA time zone the schedule is read in, e.g. `Europe/Berlin`. Default `UTC`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// How many of this cluster's scheduled backups to keep (the newest). Default 7.
+    #[serde(default = "default_retain")]
+    #[schemars(range(min = 1))]
+    pub retain: u32,
+    /// Where backups are written. Default: each member's own volume, under `backups/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<BackupVolume>,
+}
+
+/// Default `spec.snapshot.retain`.
+pub const DEFAULT_RETAIN: u32 = 7;
+
+fn default_retain() -> u32 {
+    DEFAULT_RETAIN
+}
+
+/// Where backups go.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupVolume {
+    /// An existing PersistentVolumeClaim mounted into every member at the backup
+    /// directory. It must be ReadWriteMany: all members mount it at once. When
+    /// unset, a member writes into its own data volume (`<data-dir>/backups`), so
+    /// a backup lives and dies with the member that took it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_name: Option<String>,
+}
+
+/// Recovery requests.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoverySpec {
+    /// Solo recovery: keep one surviving member's data, make it a one-member
+    /// cluster, wipe and re-add the others. Acted on once per generation, and only
+    /// when quorum is really lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub solo: Option<SoloRecoverySpec>,
+    /// How long no member may have heard from a leader before quorum counts as
+    /// lost. Default 60.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 5))]
+    pub leaderless_seconds: Option<u32>,
+}
+
+/// Default `spec.recovery.leaderlessSeconds`.
+pub const DEFAULT_LEADERLESS_SECONDS: u32 = 60;
+
+/// Which member survives a solo recovery.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SoloRecoverySpec {
+    /// A pod ordinal (`0`, `1`, ...) or `auto`: the reachable member with the
+    /// highest applied index.
+    pub from_member: IntOrString,
+}
+
+/// Where a new cluster's data comes from.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreSpec {
+    /// A backup file name in member 0's backup directory (with
+    /// `spec.snapshot.volume.claimName`, the shared backup volume).
+    pub from_backup: String,
 }
 
 /// Persistent storage of each member.
@@ -138,6 +224,8 @@ pub enum Phase {
     /// Membership matches or is moving, but some member is not ready, or the
     /// operator refuses a step (see the Degraded condition).
     Degraded,
+    /// A solo recovery is under way (see `status.recovery`).
+    Recovering,
 }
 
 /// What the operator observed and did, written after every reconcile.
@@ -176,6 +264,74 @@ pub struct RaftClusterStatus {
     /// up is reported instead of waited for silently.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_learner: Option<PendingLearner>,
+    /// The newest scheduled backup taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_snapshot: Option<LastSnapshot>,
+    /// The last solo recovery request and how far it got; an operator restart
+    /// resumes from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoveryStatus>,
+}
+
+/// One backup the operator took.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastSnapshot {
+    /// When it was written (RFC 3339).
+    pub time: String,
+    /// The schedule's instant it stands for (RFC 3339); instants up to this one
+    /// are done, so ticks missed while the operator was down give one backup.
+    pub scheduled_time: String,
+    /// Store revision the backup holds.
+    pub revision: i64,
+    pub size_bytes: u64,
+    /// Pod that wrote it (with a per-member volume, the one that holds it).
+    pub member: String,
+    /// File name in that member's backup directory.
+    pub file: String,
+}
+
+/// Where a solo recovery is. Phases run in this order and each is recorded
+/// before the next starts.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RecoveryPhase {
+    /// Quorum loss is proven; the other members are being reset (volume, then pod
+    /// deleted), so the chosen member is the only one left with data.
+    ResettingOthers,
+    /// Admin.RecoverSolo on the chosen member.
+    RecoveringSolo,
+    /// A one-member cluster serves; members are added back as learners, then voters.
+    Growing,
+    /// Back to `spec.replicas` members.
+    Completed,
+    /// Not done: see `message`. Final for this generation.
+    Refused,
+}
+
+/// The recovery request of one generation and its progress.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoveryStatus {
+    /// metadata.generation of the request this is about.
+    pub generation: i64,
+    pub phase: RecoveryPhase,
+    /// Pod ordinal of the member that keeps its data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<u32>,
+    /// Its epoch before recovery: a higher one reported means RecoverSolo took effect.
+    #[serde(default)]
+    pub from_epoch: u64,
+    /// Ordinals already reset in this recovery.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reset: Vec<u32>,
+    /// Machine-readable reason of the last change (the SoloRecovery condition's).
+    #[serde(default)]
+    pub reason: String,
+    /// What RecoverSolo kept (revision, applied index), or why it was refused.
+    #[serde(default)]
+    pub message: String,
+    /// When the phase last changed (RFC 3339).
+    pub since: String,
 }
 
 /// Proof that the cluster was bootstrapped, and with which identity.
@@ -186,6 +342,9 @@ pub struct InitializedRecord {
     pub cluster_id: String,
     /// The token passed to Admin.Initialize: the RaftCluster's metadata.uid.
     pub cluster_token: String,
+    /// The backup the first member was initialized from (`spec.restore.fromBackup`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<String>,
 }
 
 /// A learner added by the operator and not yet promoted.

@@ -16,6 +16,11 @@ pub const METRICS_PORT: i32 = 2381;
 pub const DATA_DIR: &str = "/var/lib/raftkv";
 /// Name of the StatefulSet's volume claim template (PVCs are `data-<pod>`).
 pub const DATA_VOLUME: &str = "data";
+/// Where members write backups when `spec.snapshot.volume.claimName` is set
+/// (that claim is mounted here). Otherwise the node's default, `<data-dir>/backups`.
+pub const BACKUP_DIR: &str = "/var/lib/raftkv-backups";
+/// Name of the pod volume of a shared backup claim.
+pub const BACKUP_VOLUME: &str = "backups";
 
 /// The operator's field manager for server-side apply, and its events' reporter.
 pub const MANAGER: &str = "raftkv-operator";

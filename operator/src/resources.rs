@@ -9,14 +9,18 @@
 //! after the Raft membership allows), so the controller passes it in.
 
 use crate::crd::RaftCluster;
-use crate::naming::{ClusterNames, CLIENT_PORT, DATA_DIR, DATA_VOLUME, METRICS_PORT, PEER_PORT};
+use crate::naming::{
+    ClusterNames, BACKUP_DIR, BACKUP_VOLUME, CLIENT_PORT, DATA_DIR, DATA_VOLUME, METRICS_PORT,
+    PEER_PORT,
+};
 use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec,
-    Probe, Service, ServicePort, ServiceSpec, VolumeMount, VolumeResourceRequirements,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -129,7 +133,13 @@ pub fn pod_disruption_budget(owned: &Owned) -> PodDisruptionBudget {
 /// the ordinal is only known inside the pod (the suffix of its name), so a tiny
 /// POSIX shell prologue computes it; everything else is a plain `raftkv serve`
 /// flag. Every pod uses `--join`: no pod ever bootstraps a cluster on its own.
-pub fn member_command(names: &ClusterNames) -> String {
+/// With a shared backup claim, backups go to where it is mounted.
+pub fn member_command(names: &ClusterNames, shared_backups: bool) -> String {
+    let backup_dir = if shared_backups {
+        format!(" --backup-dir {BACKUP_DIR}")
+    } else {
+        String::new()
+    };
     let host = format!(
         "${{POD_NAME}}.{}.${{POD_NAMESPACE}}.svc",
         names.peer_service()
@@ -145,7 +155,7 @@ pub fn member_command(names: &ClusterNames) -> String {
              --listen-peer-urls http://0.0.0.0:{PEER_PORT} \
              --initial-advertise-peer-urls \"http://{host}:{PEER_PORT}\" \
              --listen-metrics-urls http://0.0.0.0:{METRICS_PORT} \
-             --log-format json"
+             --log-format json{backup_dir}"
         ),
     ]
     .join("\n")
@@ -179,7 +189,29 @@ fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
     }
 }
 
+/// The shared backup claim (`spec.snapshot.volume.claimName`), if any.
+pub fn backup_claim(rc: &RaftCluster) -> Option<&str> {
+    rc.spec
+        .snapshot
+        .as_ref()
+        .and_then(|s| s.volume.as_ref())
+        .and_then(|v| v.claim_name.as_deref())
+        .filter(|c| !c.is_empty())
+}
+
 fn member_container(rc: &RaftCluster, names: &ClusterNames) -> Container {
+    let mut volume_mounts = vec![VolumeMount {
+        name: DATA_VOLUME.to_string(),
+        mount_path: DATA_DIR.to_string(),
+        ..VolumeMount::default()
+    }];
+    if backup_claim(rc).is_some() {
+        volume_mounts.push(VolumeMount {
+            name: BACKUP_VOLUME.to_string(),
+            mount_path: BACKUP_DIR.to_string(),
+            ..VolumeMount::default()
+        });
+    }
     let container_port = |name: &str, port: i32| ContainerPort {
         name: Some(name.to_string()),
         container_port: port,
@@ -189,7 +221,7 @@ fn member_container(rc: &RaftCluster, names: &ClusterNames) -> Container {
         name: "raftkv".to_string(),
         image: Some(rc.spec.image.clone()),
         command: Some(vec!["/bin/sh".to_string(), "-c".to_string()]),
-        args: Some(vec![member_command(names)]),
+        args: Some(vec![member_command(names, backup_claim(rc).is_some())]),
         env: Some(vec![
             field_env("POD_NAME", "metadata.name"),
             field_env("POD_NAMESPACE", "metadata.namespace"),
@@ -208,11 +240,7 @@ fn member_container(rc: &RaftCluster, names: &ClusterNames) -> Container {
             ..http_probe("/healthz", 10, 6)
         }),
         resources: rc.spec.resources.clone(),
-        volume_mounts: Some(vec![VolumeMount {
-            name: DATA_VOLUME.to_string(),
-            mount_path: DATA_DIR.to_string(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(volume_mounts),
         ..Container::default()
     }
 }
@@ -283,6 +311,17 @@ pub fn statefulset(rc: &RaftCluster, owned: &Owned, replicas: i32) -> StatefulSe
                     tolerations: (!overrides.tolerations.is_empty())
                         .then(|| overrides.tolerations.clone()),
                     affinity: overrides.affinity.clone(),
+                    // A shared (ReadWriteMany) claim every member writes backups to.
+                    volumes: backup_claim(rc).map(|claim| {
+                        vec![Volume {
+                            name: BACKUP_VOLUME.to_string(),
+                            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                                claim_name: claim.to_string(),
+                                read_only: None,
+                            }),
+                            ..Volume::default()
+                        }]
+                    }),
                     // Give a member time to hand off leadership and flush on SIGTERM.
                     termination_grace_period_seconds: Some(30),
                     // The image runs raftkv as uid 65532 (not root); most storage

@@ -7,7 +7,10 @@
 //! call), plus `ReplicaCountWarning` for an even member count. A condition's
 //! `lastTransitionTime` moves only when its status flips.
 
-use crate::crd::{MemberSummary, PendingLearner, Phase, RaftCluster, RaftClusterStatus};
+use crate::crd::{
+    LastSnapshot, MemberSummary, PendingLearner, Phase, RaftCluster, RaftClusterStatus,
+    RecoveryStatus,
+};
 use crate::membership::planner::quorum;
 use crate::membership::{Observed, Plan, Refusal, Role, Step, Wait};
 use crate::naming::{ordinal_of, ClusterNames};
@@ -25,6 +28,21 @@ pub struct StatusInput<'a> {
     /// Set when this round initialized the cluster (ids are recorded in hex).
     pub initialized_cluster_id: Option<u64>,
     pub now: Timestamp,
+    /// `status.recovery` as the recovery round left it.
+    pub recovery: Option<RecoveryStatus>,
+    /// `status.lastSnapshot` as the backup round left it.
+    pub last_snapshot: Option<LastSnapshot>,
+    /// Conditions of the backup and recovery features.
+    pub extra_conditions: Vec<ExtraCondition>,
+}
+
+/// A feature's condition: set now, kept as it was, or dropped.
+pub struct ExtraCondition {
+    pub type_: &'static str,
+    /// The feature is in use: without a new value, the previous condition stays.
+    pub configured: bool,
+    /// (status, reason, message) to set now.
+    pub set: Option<(bool, String, String)>,
 }
 
 /// The new status.
@@ -70,6 +88,12 @@ pub fn build_status(input: &StatusInput<'_>) -> RaftClusterStatus {
         (Some(id), None) => Some(crate::crd::InitializedRecord {
             cluster_id: format!("{id:x}"),
             cluster_token: input.rc.metadata.uid.clone().unwrap_or_default(),
+            restored_from: input
+                .rc
+                .spec
+                .restore
+                .as_ref()
+                .map(|r| r.from_backup.clone()),
         }),
         (None, None) => None,
     };
@@ -94,7 +118,13 @@ pub fn build_status(input: &StatusInput<'_>) -> RaftClusterStatus {
         degraded(input, &voters, ready_voters, stalled);
     let (progressing, progressing_reason, progressing_message) = progressing(input.plan);
 
-    let phase = if initialized.is_none() {
+    let recovering = input
+        .recovery
+        .as_ref()
+        .is_some_and(|r| crate::recovery::in_progress(r.phase));
+    let phase = if recovering {
+        Phase::Recovering
+    } else if initialized.is_none() {
         if o.reports.contains_key(&0) {
             Phase::Initializing
         } else {
@@ -154,6 +184,25 @@ pub fn build_status(input: &StatusInput<'_>) -> RaftClusterStatus {
         },
     );
 
+    for extra in &input.extra_conditions {
+        match &extra.set {
+            Some((status, reason, message)) => {
+                set(extra.type_, *status, reason, message.clone());
+            }
+            None if extra.configured => {
+                if let Some(kept) = previous.conditions.iter().find(|c| c.type_ == extra.type_) {
+                    set(
+                        extra.type_,
+                        kept.status == "True",
+                        &kept.reason,
+                        kept.message.clone(),
+                    );
+                }
+            }
+            None => {}
+        }
+    }
+
     RaftClusterStatus {
         phase: Some(phase),
         replicas: o.statefulset_replicas.unwrap_or(0) as i32,
@@ -169,6 +218,8 @@ pub fn build_status(input: &StatusInput<'_>) -> RaftClusterStatus {
         selector: Some(input.names.selector_string()),
         initialized,
         pending_learner,
+        last_snapshot: input.last_snapshot.clone(),
+        recovery: input.recovery.clone(),
     }
 }
 

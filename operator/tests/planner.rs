@@ -145,6 +145,8 @@ fn report(id: u64, role: Role, ready: bool) -> MemberReport {
         } else {
             "no leader".into()
         },
+        epoch: 0,
+        millis_since_leader: 0,
     }
 }
 
@@ -175,6 +177,7 @@ fn healthy(voters: u64, desired: u32) -> Observed {
         membership: Some(membership),
         initialized: true,
         learner_waiting_for: None,
+        restore_from_backup: None,
     }
 }
 

@@ -72,7 +72,7 @@ fn client_service_serves_2379_and_pdb_allows_one_down() {
 
 #[test]
 fn member_command_joins_with_ordinal_plus_one_and_dns_urls() {
-    let cmd = member_command(&owned("demo").names);
+    let cmd = member_command(&owned("demo").names, false);
     assert!(
         cmd.contains("exec raftkv serve --join --id \"$((ordinal + 1))\""),
         "{cmd}"
@@ -105,7 +105,7 @@ fn member_command_joins_with_ordinal_plus_one_and_dns_urls() {
 #[test]
 fn the_member_command_computes_the_id_from_the_pod_name() {
     // Run the prologue for real: `demo-4` must become id 5.
-    let cmd = member_command(&owned("demo").names).replace("exec raftkv serve", "echo");
+    let cmd = member_command(&owned("demo").names, false).replace("exec raftkv serve", "echo");
     let out = std::process::Command::new("/bin/sh")
         .args(["-c", &cmd])
         .env("POD_NAME", "demo-4")
@@ -225,4 +225,46 @@ fn member_pods_run_as_the_image_user_and_own_their_volume() {
         Some(raftkv_operator::resources::MEMBER_UID),
         "the data volume must be writable"
     );
+}
+
+#[test]
+fn a_shared_backup_claim_is_mounted_and_passed_as_the_backup_dir() {
+    let mut rc = raft_cluster("demo", 3);
+    let plain = statefulset(&rc, &owned("demo"), 3);
+    let plain_pod = plain.spec.unwrap().template.spec.unwrap();
+    assert!(
+        plain_pod.volumes.is_none(),
+        "no extra volume without a claim"
+    );
+    assert!(!plain_pod.containers[0].args.as_ref().unwrap()[0].contains("--backup-dir"));
+
+    rc.spec.snapshot = Some(
+        serde_json::from_value(serde_json::json!({
+            "schedule": "0 3 * * *",
+            "volume": {"claimName": "raftkv-backups"}
+        }))
+        .unwrap(),
+    );
+    let pod = statefulset(&rc, &owned("demo"), 3)
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
+    let volumes = pod.volumes.expect("backup volume");
+    assert_eq!(volumes[0].name, "backups");
+    assert_eq!(
+        volumes[0]
+            .persistent_volume_claim
+            .as_ref()
+            .unwrap()
+            .claim_name,
+        "raftkv-backups"
+    );
+    let container = &pod.containers[0];
+    let mounts = container.volume_mounts.as_ref().unwrap();
+    assert!(mounts
+        .iter()
+        .any(|m| m.name == "backups" && m.mount_path == "/var/lib/raftkv-backups"));
+    assert!(container.args.as_ref().unwrap()[0].contains("--backup-dir /var/lib/raftkv-backups"));
 }

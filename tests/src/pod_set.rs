@@ -10,6 +10,7 @@ use crate::binaries::raftkv_bin;
 use crate::member::Member;
 use crate::ports::Ports;
 use anyhow::{Context, Result};
+use raftkv_operator::membership::executor::MemberAddresses;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use tempfile::TempDir;
@@ -22,6 +23,9 @@ pub struct PodSet {
     replicas: u32,
     bin: PathBuf,
     dir: TempDir,
+    /// `--backup-dir` of every pod (a shared backup volume); `None`: the node's
+    /// default, inside each pod's own data dir.
+    backup_dir: Option<PathBuf>,
 }
 
 impl PodSet {
@@ -40,7 +44,61 @@ impl PodSet {
             replicas: 0,
             bin: raftkv_bin()?,
             dir,
+            backup_dir: None,
         })
+    }
+
+    /// Every pod started from now on writes backups to `dir` (a shared claim).
+    pub fn with_backup_dir(mut self, dir: impl Into<PathBuf>) -> PodSet {
+        self.backup_dir = Some(dir.into());
+        self
+    }
+
+    /// The data dir (the volume's contents) of `ordinal`.
+    pub fn data_dir(&self, ordinal: u32) -> PathBuf {
+        Member::data_dir_of(&self.pod_dir(ordinal))
+    }
+
+    /// Where the pod of `ordinal` writes backups.
+    pub fn backup_dir(&self, ordinal: u32) -> PathBuf {
+        match &self.backup_dir {
+            Some(dir) => dir.clone(),
+            None => self.data_dir(ordinal).join("backups"),
+        }
+    }
+
+    /// Whether the pod of `ordinal` runs.
+    pub fn is_running(&self, ordinal: u32) -> bool {
+        self.pods.contains_key(&ordinal)
+    }
+
+    /// A machine failure: the pod of `ordinal` is killed and not restarted (its
+    /// volume stays) until [`PodSet::restart`].
+    pub fn kill(&mut self, ordinal: u32) -> Result<()> {
+        if let Some(mut pod) = self.pods.remove(&ordinal) {
+            pod.kill9()?;
+        }
+        Ok(())
+    }
+
+    /// Start the pod of `ordinal` again on whatever its volume holds.
+    pub fn restart(&mut self, ordinal: u32) -> Result<()> {
+        anyhow::ensure!(
+            !self.pods.contains_key(&ordinal),
+            "{} runs already",
+            self.pod_name(ordinal)
+        );
+        self.start(ordinal)
+    }
+
+    /// The volume of `ordinal` is lost (the pod must not run).
+    pub fn lose_volume(&mut self, ordinal: u32) -> Result<()> {
+        self.delete_volume(ordinal)
+    }
+
+    /// Where the operator's executor reaches each ordinal (what DNS would resolve).
+    pub fn addresses(&self) -> PodAddresses {
+        PodAddresses(self.ports.clone())
     }
 
     /// The ports of every ordinal (what DNS would resolve).
@@ -110,6 +168,11 @@ impl PodSet {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        let mut args = args;
+        if let Some(backups) = &self.backup_dir {
+            args.push("--backup-dir".to_string());
+            args.push(backups.to_string_lossy().into_owned());
+        }
         let pod = Member::start(&self.bin, id, &name, dir, ports, args, None)?;
         self.pods.insert(ordinal, pod);
         Ok(())
@@ -153,4 +216,16 @@ fn remove_data(pod_dir: &Path) -> Result<()> {
         std::fs::remove_dir_all(&data).with_context(|| format!("removing {}", data.display()))?;
     }
     Ok(())
+}
+
+/// The member of ordinal N at the N-th pod's ports on 127.0.0.1.
+pub struct PodAddresses(Vec<Ports>);
+
+impl MemberAddresses for PodAddresses {
+    fn client_endpoint(&self, ordinal: u32) -> String {
+        self.0[ordinal as usize].client_endpoint()
+    }
+    fn peer_url(&self, ordinal: u32) -> String {
+        self.0[ordinal as usize].peer_url()
+    }
 }

@@ -113,11 +113,18 @@ impl<A: MemberAddresses> Executor<A> {
         self
     }
 
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     pub fn addresses(&self) -> &A {
         &self.addresses
     }
 
-    async fn admin(&self, ordinal: u32) -> Result<(AdminClient<Channel>, String), ExecError> {
+    pub(crate) async fn admin(
+        &self,
+        ordinal: u32,
+    ) -> Result<(AdminClient<Channel>, String), ExecError> {
         let endpoint = self.addresses.client_endpoint(ordinal);
         let connect_err = |source| ExecError::Connect {
             endpoint: endpoint.clone(),
@@ -169,6 +176,8 @@ impl<A: MemberAddresses> Executor<A> {
             last_log_index: r.last_log_index,
             cluster_id: r.cluster_id,
             not_ready_reason: r.not_ready_reason,
+            epoch: r.epoch,
+            millis_since_leader: r.millis_since_leader,
         })
     }
 
@@ -240,7 +249,10 @@ impl<A: MemberAddresses> Executor<A> {
     /// the cluster).
     pub async fn execute(&self, step: &Step, observed: &Observed) -> Result<Outcome, ExecError> {
         match step {
-            Step::Initialize => self.initialize().await,
+            Step::Initialize => {
+                self.initialize(observed.restore_from_backup.as_deref())
+                    .await
+            }
             Step::AddLearner { id, ordinal } => {
                 let via = self.via(step, observed)?;
                 self.add_learner(via, *id, *ordinal).await
@@ -276,12 +288,12 @@ impl<A: MemberAddresses> Executor<A> {
             .ok_or_else(|| ExecError::NoMemberToAsk(step.clone()))
     }
 
-    async fn initialize(&self) -> Result<Outcome, ExecError> {
+    async fn initialize(&self, restore_from_backup: Option<&str>) -> Result<Outcome, ExecError> {
         let (mut admin, endpoint) = self.admin(0).await?;
         let r = admin
             .initialize(InitializeRequest {
                 cluster_token: self.cluster_token.clone(),
-                restore_from_backup: String::new(),
+                restore_from_backup: restore_from_backup.unwrap_or_default().to_string(),
             })
             .await
             .map_err(|status| ExecError::Admin {

@@ -52,6 +52,10 @@ pub struct MemberReport {
     pub cluster_id: u64,
     /// Empty when the member is ready (in the cluster, leader known, caught up).
     pub not_ready_reason: String,
+    /// Solo recoveries its cluster has been through (bumped by each one).
+    pub epoch: u64,
+    /// How long it has not heard from a leader; 0 while it leads or follows one.
+    pub millis_since_leader: u64,
 }
 
 impl MemberReport {
@@ -94,6 +98,8 @@ pub struct Observed {
     /// How long the current learner has been waiting to catch up (from
     /// `status.pendingLearner`), so one that never does is reported.
     pub learner_waiting_for: Option<Duration>,
+    /// `spec.restore.fromBackup`: Initialize starts the cluster from this backup file.
+    pub restore_from_backup: Option<String>,
 }
 
 impl Observed {

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod apiserver;
+pub mod reconciler;
 pub mod world;
 
 use raftkv_operator::crd::{RaftCluster, RaftClusterSpec};

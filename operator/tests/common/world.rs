@@ -87,6 +87,8 @@ impl World {
                     } else {
                         "not ready".into()
                     },
+                    epoch: 0,
+                    millis_since_leader: 0,
                 },
             );
         }
@@ -102,6 +104,7 @@ impl World {
             membership: leader_answers.then(|| self.members.clone()),
             initialized: self.initialized_status,
             learner_waiting_for: None,
+            restore_from_backup: None,
         }
     }
 
