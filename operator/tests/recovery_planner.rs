@@ -183,6 +183,14 @@ fn quorum_loss_must_be_proven_by_the_members() {
             }),
         ),
         (
+            "just after the loss: the survivor still names the old leader",
+            observed(3, vec![(1, member(2, Role::Follower, 10, 0))]),
+            RecoveryPlan::Wait(RecoveryWait::LeaderSeenRecently {
+                ordinal: 1,
+                millis: 0,
+            }),
+        ),
+        (
             "nobody with data answers",
             observed(3, vec![(2, empty(3))]),
             RecoveryPlan::Wait(RecoveryWait::NoSurvivorReachable),

@@ -136,12 +136,6 @@ fn plan_start(input: &RecoveryInput<'_>, request: &SoloRecoverySpec) -> Recovery
     if !o.initialized {
         return RecoveryPlan::Refuse(RecoveryRefusal::NotInitialized);
     }
-    // A member reports a leader only while that leader is live (a leader
-    // whose followers stopped acknowledging it is not reported).
-    if let Some((&ordinal, r)) = o.reports.iter().find(|(_, r)| has_data(r) && r.leader != 0) {
-        let leader_ordinal = crate::naming::ordinal_of(r.leader).unwrap_or(ordinal);
-        return RecoveryPlan::Refuse(RecoveryRefusal::QuorumNotLost { leader_ordinal });
-    }
     let chosen = match parse_member(&request.from_member) {
         Ok(chosen) => chosen,
         Err(text) => return RecoveryPlan::Refuse(RecoveryRefusal::InvalidMember(text)),
@@ -155,16 +149,6 @@ fn plan_start(input: &RecoveryInput<'_>, request: &SoloRecoverySpec) -> Recovery
     if survivors.is_empty() {
         return RecoveryPlan::Wait(RecoveryWait::NoSurvivorReachable);
     }
-    let threshold = input.leaderless_threshold.as_millis() as u64;
-    if let Some((ordinal, r)) = survivors
-        .iter()
-        .find(|(_, r)| r.millis_since_leader < threshold)
-    {
-        return RecoveryPlan::Wait(RecoveryWait::LeaderSeenRecently {
-            ordinal: *ordinal,
-            millis: r.millis_since_leader,
-        });
-    }
     let voters: BTreeSet<u64> = if input.known_voters.is_empty() {
         (0..o.statefulset_replicas.unwrap_or(0))
             .map(crate::naming::member_id)
@@ -176,7 +160,28 @@ fn plan_start(input: &RecoveryInput<'_>, request: &SoloRecoverySpec) -> Recovery
         .iter()
         .filter(|(_, r)| voters.contains(&r.id))
         .count();
-    if reachable >= quorum(voters.len().max(1)) {
+    let majority = reachable >= quorum(voters.len().max(1));
+    // A live leader with a majority answering: quorum is not lost. Right after
+    // a loss members still report the old leader until their leader timeout
+    // passes; without a majority that proves nothing, and the leaderless
+    // check below waits it out.
+    if let Some((ordinal, r)) = survivors.iter().find(|(_, r)| r.leader != 0) {
+        if majority {
+            let leader_ordinal = crate::naming::ordinal_of(r.leader).unwrap_or(*ordinal);
+            return RecoveryPlan::Refuse(RecoveryRefusal::QuorumNotLost { leader_ordinal });
+        }
+    }
+    let threshold = input.leaderless_threshold.as_millis() as u64;
+    if let Some((ordinal, r)) = survivors
+        .iter()
+        .find(|(_, r)| r.millis_since_leader < threshold)
+    {
+        return RecoveryPlan::Wait(RecoveryWait::LeaderSeenRecently {
+            ordinal: *ordinal,
+            millis: r.millis_since_leader,
+        });
+    }
+    if majority {
         return RecoveryPlan::Wait(RecoveryWait::MajorityReachable {
             reachable,
             voters: voters.len(),
