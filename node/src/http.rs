@@ -33,12 +33,14 @@ pub fn not_ready_reason(node: &Node) -> Option<String> {
     if membership.get_node(&node.id).is_none() {
         return Some("not a member of the cluster (yet)".into());
     }
-    if node.leader().is_none() {
+    let Some((leader, _)) = node.leader() else {
         return Some("no leader".into());
-    }
+    };
     let committed = m.local_committed.map_or(0, |c| c.index);
     let applied = m.last_applied.map_or(0, |a| a.index);
-    if applied < committed {
+    // A leader's applied index trails its commit index only by the entries it
+    // is applying right now; that is not catching up.
+    if leader != node.id && applied < committed {
         return Some(format!("catching up: applied {applied} of {committed}"));
     }
     None

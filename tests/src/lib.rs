@@ -35,6 +35,7 @@ pub mod cluster_waits;
 pub mod command;
 pub mod etcdctl;
 pub mod fault;
+pub mod files;
 pub mod grpc;
 pub mod http;
 pub mod kv;

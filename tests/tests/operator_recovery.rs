@@ -15,6 +15,7 @@ use raftkv_operator::membership::{plan_next_step, Observed, Plan, Step};
 use raftkv_operator::recovery::{
     plan_recovery, record, RecoveryInput, RecoveryPlan, RecoveryRefusal, RecoveryStep,
 };
+use raftkv_tests::files::copy_dir;
 use raftkv_tests::kv::{get_value, get_value_serializable};
 use raftkv_tests::pod_set::{PodAddresses, PodSet};
 use raftkv_tests::Ports;
@@ -348,18 +349,4 @@ async fn node_lacks_recovery(op: &Operator) -> bool {
         }
         _ => false,
     }
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_dir(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), &target)?;
-        }
-    }
-    Ok(())
 }

@@ -7,10 +7,10 @@
 use anyhow::{ensure, Context, Result};
 use raftkv_tests::admin::{field_u64, member_status};
 use raftkv_tests::cli::raftkv;
+use raftkv_tests::files::copy_dir;
 use raftkv_tests::kv::{get_value, get_value_serializable};
 use raftkv_tests::wait::{self, CONVERGE_TIMEOUT, READY_TIMEOUT};
 use raftkv_tests::{Cluster, Ports, RaftkvCli};
-use std::path::Path;
 
 const KEYS: usize = 40;
 
@@ -36,20 +36,6 @@ async fn write_and_settle(cluster: &Cluster, survivor: u64) -> Result<()> {
         },
     )
     .await
-}
-
-fn copy_dir(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_dir(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), &target)?;
-        }
-    }
-    Ok(())
 }
 
 /// Kill members `ids`, keep a copy of their data dirs (to bring them back with

@@ -33,18 +33,7 @@ pub struct Endpoints {
 
 impl Endpoints {
     fn urls(&self) -> Vec<String> {
-        self.endpoints
-            .split(',')
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
-            .map(|e| {
-                if e.contains("://") {
-                    e.to_string()
-                } else {
-                    format!("http://{e}")
-                }
-            })
-            .collect()
+        endpoint_urls(&self.endpoints)
     }
 
     /// A channel to the first endpoint that accepts a connection.
@@ -363,4 +352,19 @@ pub async fn member_status(ep: &Endpoints) -> anyhow::Result<()> {
     println!("millis_since_leader: {}", s.millis_since_leader);
     println!("not_ready_reason: {}", s.not_ready_reason);
     Ok(())
+}
+
+/// A comma-separated endpoint list as URLs: `host:port` gets `http://`.
+pub fn endpoint_urls(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            if e.contains("://") {
+                e.to_string()
+            } else {
+                format!("http://{e}")
+            }
+        })
+        .collect()
 }

@@ -115,7 +115,7 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
     if args.conns == 0 || args.clients == 0 {
         anyhow::bail!("--conns and --clients must be at least 1");
     }
-    let endpoints = endpoint_urls(&args.endpoints);
+    let endpoints = crate::cli::client::endpoint_urls(&args.endpoints);
     if endpoints.is_empty() {
         anyhow::bail!("--endpoints is empty");
     }
@@ -250,20 +250,6 @@ async fn show_progress(progress: Arc<Progress>, stop: Stop, started: Instant) {
         eprint!("\r\x1b[2K{of}, {rate:.0} req/s, {errors} errors");
         let _ = std::io::stderr().flush();
     }
-}
-
-fn endpoint_urls(list: &str) -> Vec<String> {
-    list.split(',')
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .map(|e| {
-            if e.contains("://") {
-                e.to_string()
-            } else {
-                format!("http://{e}")
-            }
-        })
-        .collect()
 }
 
 /// One gRPC connection of its own (a `Channel` is one HTTP/2 connection).
