@@ -176,3 +176,67 @@ async fn a_watcher_that_stops_reading_cannot_stall_writes_and_misses_nothing() -
     eprintln!("{N} puts took {took:?} with a watcher not reading");
     Ok(())
 }
+
+/// Regression (fault campaign seed 202151180: move-leader, bridge,
+/// kill-follower): a member cut off long enough to need a snapshot from the
+/// leader installed it without broadcasting the revisions it skipped, so its
+/// watchers jumped over them (a 4000-revision gap). They are now served from
+/// history. Replayed here directly: a paused follower with a watcher open
+/// misses 300 writes whose log the leader has purged.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watcher_on_a_member_that_installs_a_snapshot_misses_nothing() -> Result<()> {
+    let mut cluster = ClusterOptions::new()
+        .arg("--snapshot-count", 20)
+        .start(3)
+        .await?;
+    let leader = cluster.wait_leader().await?;
+    let follower = cluster.follower().await?.id;
+    let mut leader_client = cluster.member(leader).client().await?;
+    let start = revision(leader_client.get("snap/", None).await?.header())? + 1;
+    let mut follower_client = cluster.member(follower).client().await?;
+    let mut stream = follower_client
+        .watch("snap/", Some(WatchOptions::new().with_prefix()))
+        .await?;
+    created(&mut stream).await?;
+
+    cluster.member_mut(follower).pause()?;
+    const WRITES: usize = 300;
+    for i in 0..WRITES {
+        leader_client
+            .put(format!("snap/{i:04}"), format!("v{i}"), None)
+            .await?;
+    }
+    // The leader purges once its replication to the silent follower gives up.
+    let leader_member = cluster.member(leader);
+    raftkv_tests::wait::until(
+        raftkv_tests::wait::CONVERGE_TIMEOUT,
+        "the leader purging past the paused follower's log",
+        || async move {
+            let purged = leader_member
+                .metric("raftkv_raft_purged_index")
+                .await?
+                .context("no raftkv_raft_purged_index on the leader")?;
+            Ok((purged > 250.0).then_some(()))
+        },
+    )
+    .await?;
+    cluster.member_mut(follower).resume()?;
+
+    let events = next_events(&mut stream, WRITES).await?;
+    let revisions: Vec<i64> = events.iter().map(|e| e.4).collect();
+    let expected: Vec<i64> = (start..start + WRITES as i64).collect();
+    ensure!(
+        revisions == expected,
+        "the follower's watcher saw revisions {:?}..{:?} ({} events), expected {start}..={}",
+        revisions.first(),
+        revisions.last(),
+        revisions.len(),
+        start + WRITES as i64 - 1
+    );
+    let log = std::fs::read_to_string(cluster.member(follower).log_path())?;
+    ensure!(
+        log.contains("installed a snapshot from the leader"),
+        "the follower caught up without a snapshot, so this test proved nothing"
+    );
+    Ok(())
+}

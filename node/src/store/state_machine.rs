@@ -186,6 +186,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .await
             .map_err(io_err)??;
         self.lease_timers.note_change();
+        // The revisions the snapshot skipped were never broadcast.
+        self.watch_hub.resync();
         tracing::info!("installed a snapshot from the leader");
         Ok(())
     }

@@ -44,6 +44,12 @@ impl WatchHub {
         }
     }
 
+    /// Changes were applied without being published (a snapshot from the
+    /// leader was installed): every stream catches up from history.
+    pub fn resync(&self) {
+        let _ = self.tx.send(Arc::new(Vec::new()));
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Vec<Event>>> {
         self.tx.subscribe()
     }

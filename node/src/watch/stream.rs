@@ -88,6 +88,12 @@ impl WatchStream {
         progress_every: Duration,
     ) {
         let mut live = self.node.watch_hub.subscribe();
+        // The last revision the broadcast is known to have covered. Every
+        // revision carries events, so a batch starting past `live_rev + 1`, or
+        // the hub's empty "resync" batch, means changes were applied without
+        // being broadcast (a member that installs a snapshot from the leader
+        // jumps many revisions at once): those are served from history.
+        let mut live_rev = self.node.mvcc.current_revision();
         let mut tick = tokio::time::interval(progress_every);
         tick.tick().await;
         loop {
@@ -97,8 +103,22 @@ impl WatchStream {
                     _ => Err(Closed),
                 },
                 batch = live.recv() => match batch {
-                    Ok(events) => self.deliver(&events).await,
-                    Err(RecvError::Lagged(_)) => self.catch_up().await,
+                    Ok(events) => {
+                        let first = events.first().map_or(0, revision_of);
+                        let last = events.last().map_or(0, revision_of);
+                        let skipped = events.is_empty() || first > live_rev + 1;
+                        live_rev = live_rev.max(last);
+                        if skipped {
+                            live_rev = live_rev.max(self.node.mvcc.current_revision());
+                            self.catch_up().await
+                        } else {
+                            self.deliver(&events).await
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => {
+                        live_rev = live_rev.max(self.node.mvcc.current_revision());
+                        self.catch_up().await
+                    }
                     Err(RecvError::Closed) => Err(Closed),
                 },
                 _ = tick.tick() => self.progress_tick().await,
