@@ -97,6 +97,12 @@ impl DiskUsage {
             }
         }
     }
+
+    /// Forget the cached size, so the next check measures again: after a
+    /// defragment, a write right behind it must not be judged by the old size.
+    pub fn invalidate(&self) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
 }
 
 /// When this member last heard from a leader, for followers to notice a leader

@@ -8,10 +8,15 @@ use raftkv_tests::etcdctl::Etcdctl;
 use raftkv_tests::grpc::grpc_status;
 use raftkv_tests::ClusterOptions;
 
+/// Large next to what RocksDB keeps whatever the data (its info log, manifest
+/// and options files, a few hundred KB), so a defragmented member is clearly
+/// under it.
+const QUOTA: i64 = 2_000_000;
+
 #[tokio::test(flavor = "multi_thread")]
 async fn exceeding_the_quota_raises_nospace_and_etcds_recovery_steps_clear_it() -> Result<()> {
     let cluster = ClusterOptions::new()
-        .arg("--quota-backend-bytes", 600_000)
+        .arg("--quota-backend-bytes", QUOTA)
         .start(3)
         .await?;
     let mut c = cluster.client().await?;
@@ -23,7 +28,7 @@ async fn exceeding_the_quota_raises_nospace_and_etcds_recovery_steps_clear_it() 
             break;
         }
     }
-    let err = refused.context("2000 puts of 4 KB never exceeded a 600 KB quota")?;
+    let err = refused.context("2000 puts of 4 KB never exceeded a 2 MB quota")?;
     let status = grpc_status(&err).context("no gRPC status")?;
     ensure!(
         status.code() == tonic::Code::ResourceExhausted
@@ -58,8 +63,25 @@ async fn exceeding_the_quota_raises_nospace_and_etcds_recovery_steps_clear_it() 
         .await?;
     let rev = deleted.header().context("no header")?.revision();
     ctl.run(&["compaction", &rev.to_string()]).await?.ok()?;
+    // Compaction returns once the leader applied it; a follower defragmented
+    // before applying it would stay over quota and rightly raise NOSPACE again.
+    applied_everywhere(&cluster, c.status().await?.raft_index()).await?;
     ctl.run(&["defrag"]).await?.ok()?;
+    // RocksDB deletes the files a compaction made obsolete just after it
+    // returns; a write before that would still find the member over quota.
+    for id in cluster.live_ids() {
+        let member = cluster.member(id);
+        raftkv_tests::wait::until(
+            raftkv_tests::wait::CONVERGE_TIMEOUT,
+            format!("member {id} under quota after defrag"),
+            || async move { Ok((member.status().await?.db_size() < QUOTA).then_some(())) },
+        )
+        .await?;
+    }
     ctl.run(&["alarm", "disarm"]).await?.ok()?;
+    // A member refuses writes while its own copy of the alarm is raised, so
+    // the write below waits until the disarm reached every member.
+    applied_everywhere(&cluster, c.status().await?.raft_index()).await?;
     let after = ctl.run(&["alarm", "list"]).await?.ok()?;
     ensure!(
         after.stdout.trim().is_empty(),
@@ -69,5 +91,22 @@ async fn exceeding_the_quota_raises_nospace_and_etcds_recovery_steps_clear_it() 
     c.put("q/after", "ok", None)
         .await
         .context("a write after recovery")?;
+    Ok(())
+}
+
+/// Wait until every live member has applied the log up to `index`.
+async fn applied_everywhere(cluster: &raftkv_tests::Cluster, index: u64) -> Result<()> {
+    for id in cluster.live_ids() {
+        let member = cluster.member(id);
+        raftkv_tests::wait::until(
+            raftkv_tests::wait::CONVERGE_TIMEOUT,
+            format!("member {id} applying index {index}"),
+            || async move {
+                let status = member.status().await?;
+                Ok((status.raft_applied_index() >= index).then_some(()))
+            },
+        )
+        .await?;
+    }
     Ok(())
 }

@@ -119,6 +119,7 @@ impl Maintenance for MaintenanceService {
         tokio::task::spawn_blocking(move || hash::defragment(&db))
             .await
             .map_err(|e| Status::internal(e.to_string()))??;
+        self.node.disk_usage.invalidate();
         Ok(Response::new(DefragmentResponse {
             header: Some(self.node.header(self.node.mvcc.current_revision())),
         }))
