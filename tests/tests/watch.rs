@@ -120,6 +120,23 @@ async fn watch_live_replay_filters_cancel_and_compaction() -> Result<()> {
     // Compaction: a watch from before the compacted revision is canceled with it.
     let now = revision(writer.put("w/d", "z", None).await?.header())?;
     writer.compact(now, None).await?;
+    // Compact returns once the leader applied it; wait until the watcher's
+    // member has too (a serializable read there of a compacted revision fails).
+    let local = watcher.clone();
+    raftkv_tests::wait::until(
+        raftkv_tests::wait::CONVERGE_TIMEOUT,
+        "the watcher's member applying the compaction",
+        || {
+            let mut local = local.clone();
+            async move {
+                let opts = etcd_client::GetOptions::new()
+                    .with_revision(first)
+                    .with_serializable();
+                Ok(local.get("w/", Some(opts)).await.is_err().then_some(()))
+            }
+        },
+    )
+    .await?;
     let mut old = watcher
         .watch(
             "w/",
