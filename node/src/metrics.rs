@@ -14,18 +14,63 @@ pub struct Metrics {
     pub proposals_failed: AtomicU64,
     pub proposals_forwarded: AtomicU64,
     pub leader_changes: AtomicU64,
-    pub apply_batches: AtomicU64,
     pub apply_entries: AtomicU64,
-    pub apply_micros_total: AtomicU64,
     /// fsyncs of the Raft log (one per group-commit batch).
     pub log_fsyncs: AtomicU64,
     /// Log append batches made durable by those fsyncs.
     pub log_appends_synced: AtomicU64,
-    /// Apply-batch latency histogram; bucket upper bounds in APPLY_BUCKETS_MICROS.
-    apply_buckets: [AtomicU64; APPLY_BUCKETS_MICROS.len()],
+    /// Time to apply one batch of committed entries.
+    pub apply_batch: Histogram,
+    /// Time of one group-commit fsync of the Raft log (etcd's
+    /// `etcd_disk_wal_fsync_duration_seconds`).
+    pub log_fsync: Histogram,
+    /// Time from handing a write to Raft on the leader to its applied result.
+    pub proposal: Histogram,
+    /// Time a follower waits for the leader to carry out a forwarded write.
+    pub forward: Histogram,
 }
 
-const APPLY_BUCKETS_MICROS: [u64; 8] = [100, 500, 1_000, 5_000, 10_000, 50_000, 100_000, 1_000_000];
+/// Bucket upper bounds, in microseconds, shared by every latency histogram.
+const BUCKETS_MICROS: [u64; 12] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
+
+/// A cumulative latency histogram rendered in Prometheus' format.
+#[derive(Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS_MICROS.len()],
+    count: AtomicU64,
+    micros_total: AtomicU64,
+}
+
+impl Histogram {
+    pub fn record(&self, took: Duration) {
+        let micros = took.as_micros() as u64;
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.micros_total.fetch_add(micros, Ordering::Relaxed);
+        if let Some(i) = BUCKETS_MICROS.iter().position(|bound| micros <= *bound) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bucket, bound) in self.buckets.iter().zip(BUCKETS_MICROS) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let le = bound as f64 / 1e6;
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let count = self.count();
+        let sum = self.micros_total.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
 
 /// The Raft state at render time, read from openraft.
 pub struct RaftGauges {
@@ -41,18 +86,12 @@ pub struct RaftGauges {
 
 impl Metrics {
     pub fn record_apply(&self, entries: u64, took: Duration) {
-        let micros = took.as_micros() as u64;
-        self.apply_batches.fetch_add(1, Ordering::Relaxed);
         self.apply_entries.fetch_add(entries, Ordering::Relaxed);
-        self.apply_micros_total.fetch_add(micros, Ordering::Relaxed);
-        for (i, bound) in APPLY_BUCKETS_MICROS.iter().enumerate() {
-            if micros <= *bound {
-                self.apply_buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        self.apply_batch.record(took);
     }
 
-    pub fn record_log_fsync(&self, appends: u64) {
+    pub fn record_log_fsync(&self, appends: u64, took: Duration) {
+        self.log_fsync.record(took);
         self.log_fsyncs.fetch_add(1, Ordering::Relaxed);
         self.log_appends_synced
             .fetch_add(appends, Ordering::Relaxed);
@@ -152,27 +191,26 @@ impl Metrics {
             "counter",
             load(&self.log_appends_synced),
         );
-        let name = "raftkv_apply_batch_duration_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Time to apply one batch of entries.\n# TYPE {name} histogram"
+        self.apply_batch.render(
+            &mut out,
+            "raftkv_apply_batch_duration_seconds",
+            "Time to apply one batch of committed entries.",
         );
-        for (i, bound) in APPLY_BUCKETS_MICROS.iter().enumerate() {
-            let le = *bound as f64 / 1e6;
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"{le}\"}} {}",
-                load(&self.apply_buckets[i])
-            );
-        }
-        let count = load(&self.apply_batches);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            out,
-            "{name}_sum {}",
-            load(&self.apply_micros_total) as f64 / 1e6
+        self.log_fsync.render(
+            &mut out,
+            "raftkv_log_fsync_duration_seconds",
+            "Time of one group-commit fsync of the Raft log.",
         );
-        let _ = writeln!(out, "{name}_count {count}");
+        self.proposal.render(
+            &mut out,
+            "raftkv_proposal_duration_seconds",
+            "Time from proposing a write on the leader to its applied result.",
+        );
+        self.forward.render(
+            &mut out,
+            "raftkv_forward_duration_seconds",
+            "Time a follower waits for the leader to carry out a forwarded write.",
+        );
         out
     }
 }
@@ -186,7 +224,7 @@ mod tests {
         let m = Metrics::default();
         m.record_apply(3, Duration::from_micros(300));
         m.record_apply(1, Duration::from_millis(20));
-        m.record_log_fsync(3);
+        m.record_log_fsync(3, Duration::from_micros(700));
         let g = RaftGauges {
             term: 4,
             has_leader: true,
@@ -205,5 +243,9 @@ mod tests {
         assert!(text.contains("raftkv_apply_batch_duration_seconds_bucket{le=\"0.0005\"} 1"));
         assert!(text.contains("raftkv_apply_batch_duration_seconds_bucket{le=\"0.05\"} 2"));
         assert!(text.contains("raftkv_apply_batch_duration_seconds_count 2"));
+        assert!(text.contains("raftkv_apply_batch_duration_seconds_bucket{le=\"+Inf\"} 2"));
+        assert!(text.contains("raftkv_log_fsync_duration_seconds_bucket{le=\"0.0005\"} 0"));
+        assert!(text.contains("raftkv_log_fsync_duration_seconds_bucket{le=\"0.001\"} 1"));
+        assert!(text.contains("raftkv_proposal_duration_seconds_count 0"));
     }
 }

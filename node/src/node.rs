@@ -211,8 +211,17 @@ impl Node {
 
     /// A copy of openraft's latest metrics for this member.
     pub fn raft_metrics(&self) -> openraft::RaftMetrics<crate::raft::TypeConfig> {
+        self.with_raft_metrics(|m| m.clone())
+    }
+
+    /// Look at openraft's latest metrics without copying them: the request path
+    /// reads a field or two per request, and a copy allocates its maps.
+    pub fn with_raft_metrics<R>(
+        &self,
+        f: impl FnOnce(&openraft::RaftMetrics<crate::raft::TypeConfig>) -> R,
+    ) -> R {
         use openraft::type_config::async_runtime::WatchReceiver;
-        self.raft.metrics().borrow_watched().clone()
+        f(&self.raft.metrics().borrow_watched())
     }
 
     pub fn cluster_id(&self) -> u64 {
@@ -221,12 +230,11 @@ impl Node {
 
     /// The header every response carries.
     pub fn header(&self, revision: i64) -> ResponseHeader {
-        let m = self.raft_metrics();
         ResponseHeader {
             cluster_id: self.cluster_id(),
             member_id: self.id,
             revision,
-            raft_term: m.current_term,
+            raft_term: self.with_raft_metrics(|m| m.current_term),
         }
     }
 
@@ -243,7 +251,13 @@ impl Node {
         if self.epoch.fenced().is_some() {
             return None;
         }
-        let m = self.raft_metrics();
+        self.with_raft_metrics(|m| self.live_leader(m))
+    }
+
+    fn live_leader(
+        &self,
+        m: &openraft::RaftMetrics<crate::raft::TypeConfig>,
+    ) -> Option<(NodeId, String)> {
         let leader = m.current_leader?;
         let stale = if leader == self.id {
             // A lone voter is its own quorum; otherwise the followers must
@@ -272,7 +286,7 @@ impl Node {
     }
 
     pub fn is_leader(&self) -> bool {
-        self.raft_metrics().state == ServerState::Leader
+        self.with_raft_metrics(|m| m.state == ServerState::Leader)
     }
 
     /// Wait (briefly) for a leader to be known.
@@ -345,8 +359,12 @@ impl Node {
         if !self.is_leader() {
             return Err(LocalError::NotLeader);
         }
+        let started = Instant::now();
         match self.raft.client_write(cmd).await {
-            Ok(resp) => Ok(resp.data),
+            Ok(resp) => {
+                self.metrics.proposal.record(started.elapsed());
+                Ok(resp.data)
+            }
             Err(e) if e.forward_to_leader().is_some() => {
                 Err(LocalError::Failed(ApiError::leader_changed()))
             }
@@ -484,12 +502,18 @@ impl Node {
             let reply = if leader == self.id {
                 crate::membership::run_on_leader(self, &req).await
             } else {
-                if matches!(req, Forwarded::Write(_)) {
+                let write = matches!(req, Forwarded::Write(_));
+                if write {
                     self.metrics
                         .proposals_forwarded
                         .fetch_add(1, Ordering::Relaxed);
                 }
-                self.forward(leader, &url, &req, deadline).await?
+                let started = Instant::now();
+                let reply = self.forward(leader, &url, &req, deadline).await?;
+                if write {
+                    self.metrics.forward.record(started.elapsed());
+                }
+                reply
             };
             match reply {
                 ForwardReply::Error { code, message } if is_not_leader(code, &message) => {}

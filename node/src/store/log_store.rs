@@ -97,12 +97,13 @@ fn group_commit_loop(
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
+        let started = std::time::Instant::now();
         let result = db.flush_wal(true);
         if result.is_ok() {
             // Counted before anything is reported durable, so a write that was
             // acknowledged is always already counted (the durability test's
             // premise: acknowledged writes <= fsyncs on a quorum).
-            metrics.record_log_fsync(batch.len() as u64);
+            metrics.record_log_fsync(batch.len() as u64, started.elapsed());
         }
         for callback in batch {
             callback.io_completed(result.as_ref().map(|_| ()).map_err(io_err));
