@@ -67,7 +67,10 @@ pub struct ServeArgs {
     #[arg(long, env = "RAFTKV_JOIN")]
     pub join: bool,
     /// Committed entries between two Raft snapshots (then the log is purged).
-    #[arg(long, env = "RAFTKV_SNAPSHOT_COUNT", default_value_t = 10_000)]
+    /// 100000 as etcd 3.4/3.5: a snapshot serializes the whole store, history
+    /// included, so at 10000 a busy member spent ~20 % of its CPU building them
+    /// (BENCHMARKS.md).
+    #[arg(long, env = "RAFTKV_SNAPSHOT_COUNT", default_value_t = 100_000)]
     pub snapshot_count: u64,
     /// Largest client request accepted, in bytes.
     #[arg(long, env = "RAFTKV_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]

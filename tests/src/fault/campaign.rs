@@ -139,7 +139,10 @@ pub async fn run_with_schedule(schedule: Schedule, config: &RunConfig) -> Result
     let started = Instant::now();
     let seed = schedule.seed;
     let no_partitions = partitions_unavailable(config);
-    let mut options = ClusterOptions::new();
+    // Snapshots well inside a schedule's few thousand writes, so a member cut
+    // off by a fault catches up by installing one (the default, 100000, would
+    // never be reached here).
+    let mut options = ClusterOptions::new().arg("--snapshot-count", 2000);
     if no_partitions.is_none() {
         options = options.in_netns();
     }
