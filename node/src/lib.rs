@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod node;
 pub mod proto;
 pub mod raft;
+pub mod read_index;
 pub mod recovery;
 pub mod restart;
 pub mod server;

@@ -19,6 +19,9 @@ pub struct Metrics {
     pub log_fsyncs: AtomicU64,
     /// Log append batches made durable by those fsyncs.
     pub log_appends_synced: AtomicU64,
+    /// Read-index rounds run, and the linearizable reads they served.
+    pub read_index_rounds: AtomicU64,
+    pub read_index_reads: AtomicU64,
     /// Time to apply one batch of committed entries.
     pub apply_batch: Histogram,
     /// Time of one group-commit fsync of the Raft log (etcd's
@@ -190,6 +193,18 @@ impl Metrics {
             "Raft log append batches made durable by those fsyncs.",
             "counter",
             load(&self.log_appends_synced),
+        );
+        gauge(
+            "raftkv_read_index_rounds_total",
+            "Read-index rounds (one per batch of concurrent linearizable reads).",
+            "counter",
+            load(&self.read_index_rounds),
+        );
+        gauge(
+            "raftkv_read_index_reads_total",
+            "Linearizable reads served by those rounds.",
+            "counter",
+            load(&self.read_index_reads),
         );
         self.apply_batch.render(
             &mut out,

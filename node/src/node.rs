@@ -165,6 +165,8 @@ pub struct Node {
     pub leader_seen: Arc<LeaderContact>,
     /// Where SaveBackup writes (`--backup-dir`).
     pub backup_dir: PathBuf,
+    /// Linearizable reads waiting for a read index.
+    pub reads: crate::read_index::ReadIndexRounds,
 }
 
 impl Node {
@@ -405,20 +407,14 @@ impl Node {
     }
 
     /// Make the next local read linearizable: afterwards the state machine has
-    /// applied everything committed before this call began.
+    /// applied everything committed before this call began. The read index
+    /// comes from a round shared with concurrent reads (see `crate::read_index`).
     pub async fn read_barrier(&self) -> Result<(), ApiError> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         loop {
-            let (leader, url) = self.await_leader(deadline).await?;
-            let index = if leader == self.id {
-                match self.read_index_local().await {
-                    Ok(i) => Some(i),
-                    Err(LocalError::NotLeader) => None,
-                    Err(LocalError::Failed(e)) => return Err(e),
-                }
-            } else {
-                self.remote_read_index(leader, &url, deadline).await?
-            };
+            self.await_leader(deadline).await?;
+            let round = tokio::time::timeout_at(deadline.into(), self.reads.read_index());
+            let index = round.await.map_err(|_| ApiError::timeout())??;
             if let Some(index) = index {
                 let wait = deadline.saturating_duration_since(Instant::now());
                 return self
@@ -433,6 +429,23 @@ impl Node {
                 return Err(ApiError::timeout());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// One read-index round: ask the leader (this member, or over the peer
+    /// port) for its read index. `None` when there is no leader to ask yet.
+    pub async fn read_index_round(&self) -> crate::read_index::ReadIndex {
+        let Some((leader, url)) = self.leader() else {
+            return Ok(None);
+        };
+        if leader != self.id {
+            let deadline = Instant::now() + REQUEST_TIMEOUT;
+            return self.remote_read_index(leader, &url, deadline).await;
+        }
+        match self.read_index_local().await {
+            Ok(i) => Ok(Some(i)),
+            Err(LocalError::NotLeader) => Ok(None),
+            Err(LocalError::Failed(e)) => Err(e),
         }
     }
 

@@ -194,6 +194,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         }
     }
 
+    let (reads, read_queue) = crate::read_index::ReadIndexRounds::new();
     let node = Arc::new(Node {
         id: cfg.id,
         name: cfg.name.clone(),
@@ -219,7 +220,12 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         epoch,
         leader_seen: Default::default(),
         backup_dir: cfg.backup_dir.clone(),
+        reads,
     });
+    tokio::spawn(crate::read_index::serve_rounds(
+        Arc::downgrade(&node),
+        read_queue,
+    ));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
