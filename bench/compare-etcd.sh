@@ -5,7 +5,9 @@
 # and a 3-member raftkv on 127.0.0.1, both fsyncing their logs (each system's
 # default: neither is started with any unsafe no-fsync switch), then runs the
 # same `raftkv bench` workloads against each, etcd then raftkv, workload after
-# workload: once with 1 client on 1 connection, once at high concurrency.
+# workload: once with 1 client on 1 connection to the leader (so both systems'
+# single client plays the same role; a follower adds a forwarding hop), once at
+# high concurrency with connections spread over all members.
 # Prints a markdown table of every figure and the raftkv/etcd ratio; stops
 # everything it started on exit.
 #
@@ -78,7 +80,7 @@ bench_wait_ready "$raftkv_bin" "$raftkv_endpoints"
   echo "etcd:    $(etcd --version | head -1)"
   echo "raftkv:  $("$raftkv_bin" --version) ($raftkv_bin)"
   echo "load:    $(uptime | sed 's/.*load average/load average/')"
-  echo "runs:    ${seconds}s each; 1 conn x 1 client, and ${conns} conns x ${clients} clients"
+  echo "runs:    ${seconds}s each; 1 conn x 1 client to the leader, and ${conns} conns x ${clients} clients"
 } | tee "$out/machine.txt" >&2
 
 failed=0
@@ -90,19 +92,31 @@ for workload in $workloads; do
   esac
   for level in "1 1" "$conns $clients"; do
     set -- $level
+    target=all
+    [ "$1" = 1 ] && [ "$2" = 1 ] && target=leader
     for system in etcd raftkv; do
       if [ "$system" = etcd ]; then endpoints="$etcd_endpoints"; else endpoints="$raftkv_endpoints"; fi
       fsyncs_before="$(bench_raftkv_fsyncs)"
+      if [ "$system" = etcd ]; then pids=("${ETCD_PIDS[@]}"); else pids=("${RAFTKV_PIDS[@]}"); fi
+      cpu_before="$(bench_cpu_ticks "${pids[@]}")"
       echo "== $system: ${args[*]} at $1 conns x $2 clients ($(uptime | sed 's/.*load average: //'))" >&2
-      line="$("$raftkv_bin" bench "${args[@]}" --endpoints "$endpoints" \
-        --conns "$1" --clients "$2" --duration "$seconds" --key-space 10000 --json)" || {
+      # bash's `time` gives the client's own CPU (user and system seconds).
+      TIMEFORMAT='%U %S'
+      { time "$raftkv_bin" bench "${args[@]}" --endpoints "$endpoints" \
+          --conns "$1" --clients "$2" --target "$target" --duration "$seconds" --key-space 10000 --json \
+          >"$out/run.json" 2>"$out/run.err"; } 2>"$out/run.time" || {
+        cat "$out/run.err" >&2
         echo "compare-etcd: the $system ${args[*]} run failed" >&2; failed=1; continue; }
+      line="$(cat "$out/run.json")"
+      server_cpu="$(awk -v t="$(( $(bench_cpu_ticks "${pids[@]}") - cpu_before ))" -v hz="$(getconf CLK_TCK)" 'BEGIN {print t / hz}')"
+      client_cpu="$(awk '{print $1 + $2}' "$out/run.time")"
       fsyncs=null
       if [ "$system" = raftkv ]; then
         fsyncs=$(( $(bench_raftkv_fsyncs) - fsyncs_before ))
       fi
       echo "$line" | jq -c --arg system "$system" --arg name "$workload" \
-        --argjson fsyncs "$fsyncs" '. + {system: $system, name: $name, fsyncs: $fsyncs}' >>"$results"
+        --argjson fsyncs "$fsyncs" --argjson server_cpu "$server_cpu" --argjson client_cpu "$client_cpu" \
+        '. + {system: $system, name: $name, fsyncs: $fsyncs, server_cpu_s: $server_cpu, client_cpu_s: $client_cpu}' >>"$results"
       if [ "$(echo "$line" | jq '.errors > 0 or .requests == 0')" = true ]; then
         echo "compare-etcd: $system ${args[*]}: $(echo "$line" | jq -c '{requests, errors, error_samples}')" >&2
         failed=1

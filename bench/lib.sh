@@ -3,6 +3,8 @@
 # Sourced, not run.
 
 BENCH_PIDS=()
+ETCD_PIDS=()
+RAFTKV_PIDS=()
 ETCD_ENDPOINTS=""
 RAFTKV_ENDPOINTS=""
 RAFTKV_METRICS_PORTS=()
@@ -54,6 +56,7 @@ bench_start_etcd() {
       --initial-cluster "$cluster" --initial-cluster-token raftkv-bench \
       --initial-cluster-state new >"$dir/e$i/log" 2>&1 &
     BENCH_PIDS+=($!)
+    ETCD_PIDS+=($!)
     ETCD_ENDPOINTS+="${ETCD_ENDPOINTS:+,}127.0.0.1:$((base + 10 * i))"
   done
 }
@@ -73,6 +76,7 @@ bench_start_raftkv() {
       --listen-metrics-urls "http://127.0.0.1:$((base + 10 * i + 2))" \
       --initial-cluster "$cluster" --initial-cluster-token raftkv-bench >"$dir/r$i/log" 2>&1 &
     BENCH_PIDS+=($!)
+    RAFTKV_PIDS+=($!)
     RAFTKV_ENDPOINTS+="${RAFTKV_ENDPOINTS:+,}127.0.0.1:$((base + 10 * i))"
     RAFTKV_METRICS_PORTS+=($((base + 10 * i + 2)))
   done
@@ -105,6 +109,16 @@ bench_raftkv_fsyncs() {
   echo "$total"
 }
 
+# CPU time (user + system, in clock ticks) the given processes used so far.
+bench_cpu_ticks() {
+  local pid total=0 ticks
+  for pid in "$@"; do
+    ticks="$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null)" || ticks=0
+    total=$((total + ${ticks:-0}))
+  done
+  echo "$total"
+}
+
 bench_stop_all() {
   local pid
   for pid in "${BENCH_PIDS[@]}"; do
@@ -122,10 +136,11 @@ bench_table() {
   jq -s -r '
     def n: (. * 100 | round) / 100;
     def ratio(a; b): if b == 0 then "-" else "\((a / b) | n)x" end;
-    def row: "| \(.name) | \(.conns) x \(.clients) | \(.system) | \(.throughput | round) | \(.latency_ms.avg | n) | \(.latency_ms.p50 | n) | \(.latency_ms.p90 | n) | \(.latency_ms.p99 | n) | \(.latency_ms.max | n) | \(.errors) | \(if .fsyncs == null then "" else (.fsyncs / ([.requests, 1] | max) | n | tostring) end) |";
+    def per_req(x): if x == null then "" else (x * 1000000 / ([.requests, 1] | max) | round | tostring) end;
+    def row: "| \(.name) | \(.conns) x \(.clients) | \(.system) | \(.throughput | round) | \(.latency_ms.avg | n) | \(.latency_ms.p50 | n) | \(.latency_ms.p90 | n) | \(.latency_ms.p99 | n) | \(.latency_ms.max | n) | \(.errors) | \(per_req(.server_cpu_s)) | \(per_req(.client_cpu_s)) | \(if .fsyncs == null then "" else (.fsyncs / ([.requests, 1] | max) | n | tostring) end) |";
     . as $all
-    | "| workload | conns x clients | system | req/s | avg ms | p50 ms | p90 ms | p99 ms | max ms | errors | log fsyncs/req (3 members) |",
-      "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    | "| workload | conns x clients | system | req/s | avg ms | p50 ms | p90 ms | p99 ms | max ms | errors | server CPU us/req | client CPU us/req | log fsyncs/req (3 members) |",
+      "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
       ( $all | map([.name, .conns, .clients])
         | reduce .[] as $k ([]; if any(.[]; . == $k) then . else . + [$k] end)
         | .[] as $k
@@ -134,7 +149,7 @@ bench_table() {
         | ($g | map(select(.system == "raftkv")) | first) as $r
         | ($g[] | row),
           (if $e != null and $r != null then
-            "| | | **raftkv/etcd** | **\(ratio($r.throughput; $e.throughput))** | \(ratio($r.latency_ms.avg; $e.latency_ms.avg)) | \(ratio($r.latency_ms.p50; $e.latency_ms.p50)) | \(ratio($r.latency_ms.p90; $e.latency_ms.p90)) | **\(ratio($r.latency_ms.p99; $e.latency_ms.p99))** | \(ratio($r.latency_ms.max; $e.latency_ms.max)) | | |"
+            "| | | **raftkv/etcd** | **\(ratio($r.throughput; $e.throughput))** | \(ratio($r.latency_ms.avg; $e.latency_ms.avg)) | \(ratio($r.latency_ms.p50; $e.latency_ms.p50)) | \(ratio($r.latency_ms.p90; $e.latency_ms.p90)) | **\(ratio($r.latency_ms.p99; $e.latency_ms.p99))** | \(ratio($r.latency_ms.max; $e.latency_ms.max)) | | \(if $e.server_cpu_s == null or $r.server_cpu_s == null then "" else ratio($r.server_cpu_s / $r.requests; $e.server_cpu_s / $e.requests) end) | | |"
            else empty end) )
   ' "$1"
 }

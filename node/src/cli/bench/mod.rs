@@ -8,6 +8,7 @@
 
 mod latency;
 mod report;
+mod target;
 mod workload;
 
 use std::io::IsTerminal;
@@ -64,6 +65,10 @@ pub struct BenchArgs {
     /// Fraction of reads in the mixed workload.
     #[arg(long, default_value_t = 0.9)]
     pub read_ratio: f64,
+    /// Which members to send to: all endpoints given, or only the leader's
+    /// or only followers' (found through Maintenance.Status).
+    #[arg(long, value_enum, default_value = "all")]
+    pub target: target::Target,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -119,6 +124,7 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
     if endpoints.is_empty() {
         anyhow::bail!("--endpoints is empty");
     }
+    let endpoints = target::select(endpoints, args.target).await?;
     let mut channels = Vec::with_capacity(args.conns);
     for i in 0..args.conns {
         channels.push(connect(&endpoints[i % endpoints.len()]).await?);
