@@ -11,6 +11,10 @@ use raftkv_node::config::LogFormat;
 use raftkv_node::config::ServeArgs;
 use raftkv_node::config::ServeConfig;
 
+/// mimalloc instead of glibc's malloc for Rust's allocations: see BENCHMARKS.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "raftkv",
