@@ -102,6 +102,33 @@ async fn bench_runs_every_workload_against_a_cluster() -> Result<()> {
         .get("", Some(etcd_client::GetOptions::new().with_all_keys()))
         .await?;
     assert!(resp.count() > 0 && resp.count() <= 20, "{}", resp.count());
+    // --target picks members by role (through Maintenance.Status).
+    let leader = cluster.wait_leader().await?;
+    let leader_url = cluster.member(leader).client_url();
+    for (target, on_leader) in [("leader", true), ("followers", false)] {
+        let args = ["bench", "range", "--serializable", "--total", "10"];
+        let out = cli
+            .run(&[&args[..], &["--target", target, "--json"]].concat())
+            .await?
+            .ok()?;
+        let report: serde_json::Value = serde_json::from_str(out.stdout.trim())
+            .with_context(|| format!("--target {target} printed no JSON: {}", out.stdout))?;
+        let used: Vec<&str> = report["endpoints"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|e| e.as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            used.len(),
+            if on_leader { 1 } else { 2 },
+            "{target}: {report}"
+        );
+        assert_eq!(
+            used.contains(&leader_url.as_str()),
+            on_leader,
+            "{target}: {report}"
+        );
+        assert_eq!(report["errors"], 0, "{target}: {report}");
+    }
     // A bad flag is a one-line usage error.
     let out = cli
         .run(&["bench", "put", "--key-size", "2", "--key-space", "1000"])

@@ -39,10 +39,11 @@ pub async fn select(urls: Vec<String>, target: Target) -> anyhow::Result<Vec<Str
         }
     }
     if chosen.is_empty() {
-        anyhow::bail!(
-            "no endpoint among {} is a {target:?} member",
-            urls.join(",")
-        );
+        let role = match target {
+            Target::Leader => "the leader",
+            _ => "a follower",
+        };
+        anyhow::bail!("no endpoint among {} is {role}", urls.join(","));
     }
     Ok(chosen)
 }
