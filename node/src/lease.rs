@@ -97,7 +97,7 @@ impl LeaseTimers {
     /// Keep-alive on the leader: restart the lease's TTL; its TTL, or None if
     /// it does not exist.
     pub fn renew(&self, node: &Node, id: i64) -> Result<Option<i64>, ApiError> {
-        self.sync(&node.db, node.raft_metrics().current_term)?;
+        self.sync(&node.db, node.current_term())?;
         let mut st = self.lock();
         Ok(st.deadlines.get_mut(&id).map(|(deadline, ttl)| {
             *deadline = Instant::now() + Duration::from_secs(*ttl as u64);
@@ -107,7 +107,7 @@ impl LeaseTimers {
 
     /// (remaining seconds, granted TTL), or None if the lease does not exist.
     pub fn remaining(&self, node: &Node, id: i64) -> Result<Option<(i64, i64)>, ApiError> {
-        self.sync(&node.db, node.raft_metrics().current_term)?;
+        self.sync(&node.db, node.current_term())?;
         let st = self.lock();
         Ok(st.deadlines.get(&id).map(|(deadline, ttl)| {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -128,7 +128,7 @@ pub async fn run_expiry(node: Arc<Node>) {
             node.lease_timers.clear();
             continue;
         }
-        let term = node.raft_metrics().current_term;
+        let term = node.current_term();
         if let Err(e) = node.lease_timers.sync(&node.db, term) {
             tracing::warn!("reading leases: {e}");
             continue;

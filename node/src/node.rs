@@ -236,8 +236,13 @@ impl Node {
             cluster_id: self.cluster_id(),
             member_id: self.id,
             revision,
-            raft_term: self.with_raft_metrics(|m| m.current_term),
+            raft_term: self.current_term(),
         }
+    }
+
+    /// The Raft term this member is in.
+    pub fn current_term(&self) -> u64 {
+        self.with_raft_metrics(|m| m.current_term)
     }
 
     /// Fill in a header the state machine left partial (it only knows the revision).
