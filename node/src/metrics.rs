@@ -56,10 +56,6 @@ impl Histogram {
         }
     }
 
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut cumulative = 0;
@@ -68,7 +64,7 @@ impl Histogram {
             let le = bound as f64 / 1e6;
             let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
         }
-        let count = self.count();
+        let count = self.count.load(Ordering::Relaxed);
         let sum = self.micros_total.load(Ordering::Relaxed) as f64 / 1e6;
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
         let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
