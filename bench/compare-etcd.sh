@@ -95,9 +95,12 @@ for workload in $workloads; do
     target=all
     [ "$1" = 1 ] && [ "$2" = 1 ] && target=leader
     for system in etcd raftkv; do
-      if [ "$system" = etcd ]; then endpoints="$etcd_endpoints"; else endpoints="$raftkv_endpoints"; fi
+      if [ "$system" = etcd ]; then
+        endpoints="$etcd_endpoints"; pids=("${ETCD_PIDS[@]}")
+      else
+        endpoints="$raftkv_endpoints"; pids=("${RAFTKV_PIDS[@]}")
+      fi
       fsyncs_before="$(bench_raftkv_fsyncs)"
-      if [ "$system" = etcd ]; then pids=("${ETCD_PIDS[@]}"); else pids=("${RAFTKV_PIDS[@]}"); fi
       cpu_before="$(bench_cpu_ticks "${pids[@]}")"
       echo "== $system: ${args[*]} at $1 conns x $2 clients ($(uptime | sed 's/.*load average: //'))" >&2
       # bash's `time` gives the client's own CPU (user and system seconds).
