@@ -38,6 +38,7 @@ pub mod fault;
 pub mod files;
 pub mod grpc;
 pub mod http;
+pub mod k8s;
 pub mod kv;
 pub mod member;
 pub mod pod_set;
