@@ -17,11 +17,11 @@
 
 use super::command::{container_argv, expand, is_executable, resolve_program, StartError};
 use super::env::{referenced_objects, resolve_env, Lookups, PodFacts};
-use super::probes::{http_get, tcp_connect, ProbeAction, ProbeSpec, ProbeState};
+use super::probes::ProbeSpec;
 use super::sandbox::{self, BindMount, ProcessSpec};
 use super::status::{PodRuntime, ProcState};
 use super::Ctx;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, LifecycleHandler, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use std::os::unix::process::ExitStatusExt;
@@ -76,7 +76,7 @@ pub fn restarts(policy: &str, code: i32, is_init: bool) -> bool {
     }
 }
 
-enum ProbeEvent {
+pub(super) enum ProbeEvent {
     Started,
     Ready(bool),
     Kill(String),
@@ -456,158 +456,6 @@ impl ContainerCtx {
             tokio::time::sleep(remaining).await;
             sandbox::signal_group(pid, libc::SIGKILL);
         });
-    }
-
-    async fn run_hook(&self, hook: &LifecycleHandler, spec: &ProcessSpec) -> Result<(), String> {
-        if let Some(exec) = &hook.exec {
-            let argv = exec.command.clone().unwrap_or_default();
-            return self.exec(argv, spec, Duration::from_secs(3600)).await;
-        }
-        if let Some(http) = &hook.http_get {
-            let probe = k8s_openapi::api::core::v1::Probe {
-                http_get: Some(http.clone()),
-                ..Default::default()
-            };
-            let ps = ProbeSpec::resolve(&probe, &self.container).map_err(|e| e.to_string())?;
-            if let ProbeAction::Http {
-                port,
-                path,
-                headers,
-            } = ps.action
-            {
-                return http_get(self.ip(), port, &path, &headers, Duration::from_secs(30)).await;
-            }
-        }
-        if let Some(sleep) = &hook.sleep {
-            tokio::time::sleep(Duration::from_secs(sleep.seconds.max(0) as u64)).await;
-            return Ok(());
-        }
-        Err("unsupported lifecycle handler (the stand-in runs exec, httpGet and sleep)".into())
-    }
-
-    fn ip(&self) -> std::net::Ipv4Addr {
-        self.facts
-            .pod_ip
-            .parse()
-            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED)
-    }
-
-    /// Run `argv` in the container's namespaces; success is exit code 0.
-    async fn exec(
-        &self,
-        argv: Vec<String>,
-        base: &ProcessSpec,
-        timeout: Duration,
-    ) -> Result<(), String> {
-        let program = argv.first().ok_or("empty exec command")?;
-        let image = self.container.image.clone().unwrap_or_default();
-        let program = resolve_program(program, &self.ctx.bin_dir, &image, is_executable)
-            .map_err(|e| e.to_string())?;
-        let spec = ProcessSpec {
-            program,
-            argv: argv.clone(),
-            ..base.clone()
-        };
-        let mut child = sandbox::spawn(&spec, None).map_err(|e| format!("{e:#}"))?;
-        match tokio::time::timeout(timeout, child.wait()).await {
-            Ok(Ok(s)) if s.success() => Ok(()),
-            Ok(Ok(s)) => Err(format!("command {argv:?} exited with {s}")),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => {
-                if let Some(pid) = child.id() {
-                    sandbox::signal_group(pid, libc::SIGKILL);
-                }
-                let _ = child.wait().await;
-                Err(format!("command {argv:?} timed out after {timeout:?}"))
-            }
-        }
-    }
-
-    async fn probe_once(&self, spec: &ProbeSpec, base: &ProcessSpec) -> Result<(), String> {
-        match &spec.action {
-            ProbeAction::Http {
-                port,
-                path,
-                headers,
-            } => http_get(self.ip(), *port, path, headers, spec.timeout).await,
-            ProbeAction::Tcp { port } => tcp_connect(self.ip(), *port, spec.timeout).await,
-            ProbeAction::Exec { command } => self.exec(command.clone(), base, spec.timeout).await,
-        }
-    }
-
-    async fn probe_loop(self, base: ProcessSpec, events: mpsc::Sender<ProbeEvent>) {
-        let resolve = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
-            p.as_ref().map(|p| ProbeSpec::resolve(p, &self.container))
-        };
-        let (startup, readiness, liveness) = match (
-            resolve(&self.container.startup_probe).transpose(),
-            resolve(&self.container.readiness_probe).transpose(),
-            resolve(&self.container.liveness_probe).transpose(),
-        ) {
-            (Ok(s), Ok(r), Ok(l)) => (s, r, l),
-            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
-                let _ = events
-                    .send(ProbeEvent::Kill(format!("probe cannot run: {e}")))
-                    .await;
-                return;
-            }
-        };
-        if let Some(spec) = startup {
-            tokio::time::sleep(spec.initial_delay).await;
-            let mut state = ProbeState::new(false);
-            loop {
-                let result = self.probe_once(&spec, &base).await;
-                match state.record(result.is_ok(), &spec) {
-                    Some(true) => break,
-                    Some(false) => {
-                        let why =
-                            format!("Startup probe failed: {}", result.err().unwrap_or_default());
-                        let _ = events.send(ProbeEvent::Kill(why)).await;
-                        return;
-                    }
-                    None => {}
-                }
-                tokio::time::sleep(spec.period).await;
-            }
-        }
-        let _ = events.send(ProbeEvent::Started).await;
-        let ready_loop = async {
-            let Some(spec) = readiness else { return };
-            tokio::time::sleep(spec.initial_delay).await;
-            let mut state = ProbeState::new(false);
-            loop {
-                let result = self.probe_once(&spec, &base).await;
-                if let Some(r) = state.record(result.is_ok(), &spec) {
-                    if let Err(e) = &result {
-                        tracing::info!(
-                            "pod {}: container {}: readiness probe failed: {e}",
-                            self.facts.hostname,
-                            self.container.name
-                        );
-                    }
-                    let _ = events.send(ProbeEvent::Ready(r)).await;
-                }
-                tokio::time::sleep(spec.period).await;
-            }
-        };
-        let live_loop = async {
-            let Some(spec) = liveness else { return };
-            tokio::time::sleep(spec.initial_delay).await;
-            let mut state = ProbeState::new(true);
-            loop {
-                let result = self.probe_once(&spec, &base).await;
-                if state.record(result.is_ok(), &spec) == Some(false) {
-                    let why = format!(
-                        "Liveness probe failed: {}",
-                        result.err().unwrap_or_default()
-                    );
-                    let _ = events.send(ProbeEvent::Kill(why)).await;
-                    return;
-                }
-                tokio::time::sleep(spec.period).await;
-            }
-        };
-        tokio::join!(ready_loop, live_loop);
     }
 }
 

@@ -136,7 +136,12 @@ pub fn render(
         name: "kubernetes".into(),
         ips: vec![api_host_ip.to_string()],
     };
-    for rec in std::iter::once(&kubernetes).chain(records) {
+    // The real `kubernetes` Service's endpoint is the API server's advertised
+    // address; pods reach it at `api_host_ip`, so that record wins.
+    let others = records
+        .iter()
+        .filter(|r| !(r.namespace == "default" && r.name == "kubernetes"));
+    for rec in std::iter::once(&kubernetes).chain(others) {
         let ns = &rec.namespace;
         let n = &rec.name;
         let mut names = vec![
@@ -203,7 +208,12 @@ mod tests {
             pod("db", "rc-2", Some("rc-peer"), None), // no IP yet
             pod("db", "loner", None, Some("10.213.0.9")),
         ];
-        let services = vec![svc("db", "rc-peer"), svc("db", "rc"), svc("db", "empty")];
+        let services = vec![
+            svc("db", "rc-peer"),
+            svc("db", "rc"),
+            svc("db", "empty"),
+            svc("default", "kubernetes"),
+        ];
         let slices = vec![
             slice(
                 "db",
@@ -216,6 +226,7 @@ mod tests {
                 &[("10.213.0.2", Some(true)), ("10.213.0.3", Some(false))],
             ),
             slice("other", "rc", &[("10.213.0.50", Some(true))]),
+            slice("default", "kubernetes", &[("192.168.1.5", Some(true))]),
         ];
         records(&pods, &services, &slices)
     }
@@ -267,6 +278,12 @@ mod tests {
             text.contains("10.213.0.2\trc.db.svc.cluster.local rc.db.svc rc.db\n"),
             "{text}"
         );
+        assert_eq!(
+            text.matches("kubernetes.default.svc.cluster.local").count(),
+            1,
+            "{text}"
+        );
+        assert!(!text.contains("192.168.1.5"), "{text}");
         let host = render(&recs, None, "k8s.test", "10.213.0.1");
         assert!(host.contains("rc-1.rc-peer.db.svc.k8s.test rc-1.rc-peer.db.svc rc-1.rc-peer.db\n"));
     }
