@@ -1,6 +1,6 @@
 //! Pod sandboxes and container processes (stand-in for a container runtime).
 //!
-//! A pod's sandbox is a network namespace `rkpodN` (named in /run/netns by
+//! A pod's sandbox is a network namespace `rkpod<pid>x<n>` (named in /run/netns by
 //! `ip netns`) with loopback up and a veth whose host end is on the node's bridge,
 //! an address from `--pod-cidr` and a default route via the bridge's host address,
 //! as a CNI bridge plugin would make. Every container process (and every exec
@@ -141,11 +141,14 @@ impl Network {
             .counter
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let addr = self.allocate()?;
+        // Names carry this process's id: deleting a namespace frees its veth
+        // asynchronously, so a restarted stand-in must not reuse the names.
+        let run = std::process::id() & 0xffff;
         let sandbox = Sandbox {
-            netns: format!("rkpod{n:x}"),
+            netns: format!("rkpod{run:x}x{n:x}"),
             ip: addr,
         };
-        let host_end = format!("rkv{n:x}");
+        let host_end = format!("rkv{run:x}x{n:x}");
         // Recorded before creating, so a crash leaves a record to clean up.
         std::fs::create_dir_all(self.records_dir())?;
         std::fs::write(self.records_dir().join(&sandbox.netns), "")?;

@@ -293,7 +293,6 @@ pub fn build_status(rt: &PodRuntime, previous: &[PodCondition], now: Timestamp) 
         },
         reason,
         message,
-        qos_class: Some("BestEffort".to_string()),
         ..PodStatus::default()
     }
 }
