@@ -56,3 +56,28 @@ pub fn etcdctl_bin() -> Result<PathBuf> {
          so its absence means the test setup is broken"
     )
 }
+
+/// The `helm` (3.x) binary: the copy `.ci/chart-checks` installs in
+/// `$RAFTKV_TOOLS_DIR` (default `~/.cache/raftkv/tools`), else `helm` on `PATH`.
+pub fn helm_bin() -> Result<PathBuf> {
+    let tools = std::env::var_os("RAFTKV_TOOLS_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/raftkv/tools")));
+    if let Some(cached) = tools.map(|t| t.join("helm-v3.17/helm")) {
+        if cached.is_file() {
+            return Ok(cached);
+        }
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join("helm");
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    bail!(
+        "helm not found in ~/.cache/raftkv/tools/helm-v3.17 or on PATH: `.ci/chart-checks` \
+         installs it (the README's test command runs it before the tests)"
+    )
+}

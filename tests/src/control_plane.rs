@@ -83,7 +83,9 @@ impl ControlPlane {
     /// Starts a control plane; returns once the API server is ready (and the
     /// node, if asked for, is Ready).
     pub fn up(options: ControlPlaneOptions) -> Result<ControlPlane> {
-        let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let guard = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let state = std::env::temp_dir().join(format!("raftkv-k8s-test-{}", std::process::id()));
         let mut args = vec![
             "up".to_string(),
@@ -170,7 +172,15 @@ impl ControlPlane {
         let kubeconfig = self.kubeconfig();
         let mut full = vec!["--kubeconfig".to_string(), kubeconfig.display().to_string()];
         full.extend(args.iter().map(|a| a.to_string()));
-        run(&self.kubectl_path(), &full, &[], &["KUBECONFIG"], stdin, timeout).await
+        run(
+            &self.kubectl_path(),
+            &full,
+            &[],
+            &["KUBECONFIG"],
+            stdin,
+            timeout,
+        )
+        .await
     }
 
     /// The pid of a component `up` started (`raftkv-1`, `kube-apiserver`, ...).
@@ -193,7 +203,10 @@ impl Drop for ControlPlane {
         match status {
             Ok(s) if s.success() => {
                 if keep {
-                    eprintln!("control plane logs kept in {}", self.state.join("logs").display());
+                    eprintln!(
+                        "control plane logs kept in {}",
+                        self.state.join("logs").display()
+                    );
                 }
             }
             Ok(s) => eprintln!("tests/k8s/cluster down exited with {s}"),

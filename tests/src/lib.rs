@@ -33,6 +33,7 @@ pub mod cli;
 pub mod cluster;
 pub mod cluster_waits;
 pub mod command;
+pub mod control_plane;
 pub mod etcdctl;
 pub mod fault;
 pub mod files;

@@ -1,0 +1,366 @@
+//! The user's journey on a real control plane: `helm install` the chart,
+//! `kubectl apply` a RaftCluster, `kubectl scale` it while a client writes,
+//! `kubectl delete` it.
+//!
+//! The API server, controller-manager and scheduler are real (see
+//! tests/k8s/README.md) and store on raftkv; the members and the operator run
+//! as pods of the kubelet stand-in, each in its own network namespace, and the
+//! operator runs with the chart's ServiceAccount and RBAC, nothing more. The
+//! test reaches members at their pod addresses over the pods' bridge, with the
+//! real `etcdctl`, as a user with `kubectl port-forward` would.
+
+use anyhow::{bail, ensure, Context, Result};
+use raftkv_tests::binaries::helm_bin;
+use raftkv_tests::command::run;
+use raftkv_tests::control_plane::{ControlPlane, ControlPlaneOptions, Store};
+use raftkv_tests::wait::until;
+use raftkv_tests::Etcdctl;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const OPERATOR_NS: &str = "raftkv-system";
+const NS: &str = "e2e";
+const RC: &str = "demo";
+const T: Duration = Duration::from_secs(60);
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+}
+
+async fn kubectl(plane: &ControlPlane, args: &[&str]) -> Result<String> {
+    Ok(plane.kubectl(args, T).await?.ok()?.stdout)
+}
+
+async fn jsonpath(plane: &ControlPlane, object: &str, path: &str) -> Result<String> {
+    let path = format!("jsonpath={path}");
+    Ok(kubectl(plane, &["get", "-n", NS, object, "-o", &path])
+        .await?
+        .trim()
+        .to_string())
+}
+
+/// The member pods' client endpoints (`IP:2379`), in ordinal order.
+async fn member_endpoints(plane: &ControlPlane) -> Result<Vec<String>> {
+    let out = kubectl(
+        plane,
+        &[
+            "get",
+            "pods",
+            "-n",
+            NS,
+            "-l",
+            &format!("app.kubernetes.io/instance={RC}"),
+            "--sort-by=.metadata.name",
+            "-o",
+            "jsonpath={range .items[*]}{.status.podIP}{\"\\n\"}{end}",
+        ],
+    )
+    .await?;
+    Ok(out
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|ip| format!("{ip}:2379"))
+        .collect())
+}
+
+/// Waits until the RaftCluster reports `replicas` ready voters, a leader, and
+/// the `Available` condition, with no learner pending.
+async fn wait_settled(plane: &ControlPlane, replicas: usize, within: Duration) -> Result<()> {
+    until(within, format!("rc/{RC} settled at {replicas} ready voters"), || async {
+        let status = jsonpath(
+            plane,
+            &format!("rc/{RC}"),
+            "{.status.readyReplicas}/{.status.voters}/{.status.learners}/{.status.leader}/{.status.phase}",
+        )
+        .await?;
+        let fields: Vec<&str> = status.split('/').collect();
+        let settled = fields.len() == 5
+            && fields[0] == replicas.to_string()
+            && fields[1] == replicas.to_string()
+            && (fields[2].is_empty() || fields[2] == "0")
+            && !fields[3].is_empty()
+            && fields[4] == "Running";
+        if settled {
+            Ok(Some(()))
+        } else {
+            bail!("status ready/voters/learners/leader/phase = {status}")
+        }
+    })
+    .await
+}
+
+/// A client that keeps writing `w-N` keys through whichever members exist, and
+/// remembers every write the cluster acknowledged.
+struct Writer {
+    acked: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    fn start(endpoints: Arc<Mutex<Vec<String>>>) -> Writer {
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, s) = (acked.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            let mut n = 0u64;
+            while !s.load(Ordering::Relaxed) {
+                let eps = endpoints.lock().unwrap().clone();
+                let key = format!("w-{n:06}");
+                let put = async {
+                    let mut client = etcd_client::Client::connect(&eps, None).await?;
+                    client.put(key.clone(), "v", None).await
+                };
+                if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), put).await {
+                    a.lock().unwrap().push(key);
+                    n += 1;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        Writer { acked, stop, task }
+    }
+
+    async fn finish(self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.task.await;
+        let acked = self.acked.lock().unwrap().clone();
+        acked
+    }
+}
+
+/// Scales to `replicas` and waits until the cluster settled there, keeping
+/// the writer's endpoints current.
+async fn scale(
+    plane: &ControlPlane,
+    replicas: usize,
+    endpoints: &Mutex<Vec<String>>,
+) -> Result<()> {
+    kubectl(
+        plane,
+        &[
+            "scale",
+            "-n",
+            NS,
+            &format!("rc/{RC}"),
+            &format!("--replicas={replicas}"),
+        ],
+    )
+    .await?;
+    wait_settled(plane, replicas, Duration::from_secs(600)).await?;
+    *endpoints.lock().unwrap() = member_endpoints(plane).await?;
+    // `etcdctl member list` equals the spec.
+    let etcdctl = Etcdctl::new(&endpoints.lock().unwrap().clone())?;
+    let members = etcdctl.run(&["member", "list"]).await?.ok()?.stdout;
+    ensure!(
+        members.lines().count() == replicas,
+        "at {replicas} replicas, member list is:\n{members}"
+    );
+    // Removed members' volumes are gone: one PVC per member.
+    let claims = kubectl(
+        plane,
+        &[
+            "get",
+            "pvc",
+            "-n",
+            NS,
+            "-l",
+            &format!("app.kubernetes.io/instance={RC}"),
+            "-o",
+            "name",
+        ],
+    )
+    .await?;
+    ensure!(
+        claims.lines().count() == replicas,
+        "at {replicas} replicas, the PVCs are:\n{claims}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_install_apply_scale_delete() -> Result<()> {
+    let plane = ControlPlane::up(ControlPlaneOptions {
+        store: Store::from_env()?,
+        ..ControlPlaneOptions::default()
+    })?;
+
+    // 1. helm install: the CRD is accepted, the operator pod becomes Ready.
+    let helm = helm_bin()?;
+    let kubeconfig = plane.kubeconfig().display().to_string();
+    let chart = repo().join("charts/raftkv-operator").display().to_string();
+    run(
+        &helm,
+        &[
+            "install",
+            "raftkv-operator",
+            &chart,
+            "--namespace",
+            OPERATOR_NS,
+            "--create-namespace",
+            "--kubeconfig",
+            &kubeconfig,
+            "--wait",
+            "--timeout",
+            "3m",
+        ]
+        .map(String::from),
+        &[],
+        &["HELM_", "KUBECONFIG"],
+        None,
+        Duration::from_secs(240),
+    )
+    .await?
+    .ok()
+    .context("helm install")?;
+    let established = kubectl(
+        &plane,
+        &[
+            "get",
+            "crd",
+            "raftclusters.raftkv.io",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
+        ],
+    )
+    .await?;
+    ensure!(
+        established == "True",
+        "the RaftCluster CRD is not Established: {established:?}"
+    );
+    kubectl(
+        &plane,
+        &[
+            "-n",
+            OPERATOR_NS,
+            "rollout",
+            "status",
+            "deployment/raftkv-operator",
+            "--timeout=120s",
+        ],
+    )
+    .await?;
+
+    // 2. kubectl apply the example: 3/3 ready with a leader; etcdctl through
+    // the members' addresses writes and reads.
+    kubectl(&plane, &["create", "namespace", NS]).await?;
+    let example = repo()
+        .join("charts/examples/raftcluster.yaml")
+        .display()
+        .to_string();
+    kubectl(&plane, &["apply", "-n", NS, "-f", &example]).await?;
+    wait_settled(&plane, 3, Duration::from_secs(300)).await?;
+    let endpoints = Arc::new(Mutex::new(member_endpoints(&plane).await?));
+    let etcdctl = Etcdctl::new(&endpoints.lock().unwrap().clone())?;
+    etcdctl.run(&["put", "hello", "kubernetes"]).await?.ok()?;
+    let got = etcdctl
+        .run(&["get", "hello", "--print-value-only"])
+        .await?
+        .ok()?
+        .stdout;
+    ensure!(
+        got.trim() == "kubernetes",
+        "etcdctl get hello printed {got:?}"
+    );
+    let printed = kubectl(&plane, &["get", "rc", "-n", NS]).await?;
+    ensure!(printed.contains(RC), "kubectl get rc printed:\n{printed}");
+
+    // 3. scale 5, 3, 1, 3 while a client writes: every acknowledged write is
+    // readable at the end; events tell the story.
+    let writer = Writer::start(endpoints.clone());
+    for replicas in [5, 3, 1, 3] {
+        scale(&plane, replicas, &endpoints)
+            .await
+            .with_context(|| format!("scaling to {replicas}"))?;
+    }
+    let acked = writer.finish().await;
+    ensure!(
+        !acked.is_empty(),
+        "the writer got no write acknowledged while scaling"
+    );
+    let etcdctl = Etcdctl::new(&endpoints.lock().unwrap().clone())?;
+    let stored = etcdctl
+        .run(&["get", "w-", "--prefix", "--keys-only"])
+        .await?
+        .ok()?
+        .stdout;
+    let stored: std::collections::BTreeSet<&str> =
+        stored.lines().filter(|l| !l.is_empty()).collect();
+    let lost: Vec<&String> = acked
+        .iter()
+        .filter(|k| !stored.contains(k.as_str()))
+        .collect();
+    ensure!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes are gone: {:?}",
+        lost.len(),
+        acked.len(),
+        lost
+    );
+    let events = kubectl(
+        &plane,
+        &[
+            "get",
+            "events",
+            "-n",
+            NS,
+            "--field-selector",
+            &format!("involvedObject.name={RC}"),
+        ],
+    )
+    .await?;
+    for reason in [
+        "ScalingUp",
+        "AddingLearner",
+        "PromotingLearner",
+        "RemovingMember",
+        "ScalingDown",
+    ] {
+        ensure!(
+            events.contains(reason),
+            "no {reason} event on rc/{RC}:\n{events}"
+        );
+    }
+
+    // 7. kubectl delete rc: the real garbage collector removes what it owned.
+    kubectl(&plane, &["delete", "rc", "-n", NS, RC, "--wait=true"]).await?;
+    until(
+        Duration::from_secs(120),
+        "owned objects garbage-collected",
+        || async {
+            let left = kubectl(
+                &plane,
+                &[
+                    "get",
+                    "statefulsets,services,poddisruptionbudgets,pods",
+                    "-n",
+                    NS,
+                    "-l",
+                    &format!("app.kubernetes.io/instance={RC}"),
+                    "-o",
+                    "name",
+                ],
+            )
+            .await?;
+            if left.trim().is_empty() {
+                Ok(Some(()))
+            } else {
+                bail!("still there:\n{left}")
+            }
+        },
+    )
+    .await?;
+    // The documented policy: deleting a RaftCluster keeps its volumes.
+    let kept = kubectl(&plane, &["get", "pvc", "-n", NS, "-o", "name"]).await?;
+    ensure!(
+        kept.lines().count() == 3,
+        "after delete the PVCs are:\n{kept}"
+    );
+    Ok(())
+}
