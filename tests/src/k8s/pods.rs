@@ -175,7 +175,13 @@ impl Shared {
     /// Sandbox, volumes, init containers, containers; then keeps volumes fresh.
     async fn lifecycle(&self) {
         let sandbox = loop {
-            match self.ctx.network.create_sandbox() {
+            let previous_ip = self
+                .pod
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_ip.as_deref())
+                .and_then(|ip| ip.parse().ok());
+            match self.ctx.network.create_sandbox(previous_ip) {
                 Ok(s) => break s,
                 Err(e) => {
                     self.set_all_waiting(&StartError::new("ContainerCreating", format!("{e:#}")));

@@ -116,9 +116,15 @@ impl Network {
         self.state_dir.join("netns")
     }
 
-    fn allocate(&self) -> Result<Ipv4Addr> {
+    fn allocate(&self, preferred: Option<Ipv4Addr>) -> Result<Ipv4Addr> {
         let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
         let size = 1u32 << (32 - self.prefix);
+        if let Some(a) = preferred.map(u32::from) {
+            let in_range = a > self.network + 1 && a < self.network + size - 1;
+            if in_range && used.insert(a) {
+                return Ok(Ipv4Addr::from(a));
+            }
+        }
         for offset in 2..size - 1 {
             let a = self.network + offset;
             if used.insert(a) {
@@ -135,12 +141,14 @@ impl Network {
             .remove(&u32::from(addr));
     }
 
-    /// A new network namespace with an address, wired into the bridge.
-    pub fn create_sandbox(&self) -> Result<Sandbox> {
+    /// A new network namespace with an address, wired into the bridge. The
+    /// `preferred` address (the pod's IP from a previous run of the stand-in)
+    /// is kept when free, so a pod keeps its IP across a restart of the stand-in.
+    pub fn create_sandbox(&self, preferred: Option<Ipv4Addr>) -> Result<Sandbox> {
         let n = self
             .counter
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let addr = self.allocate()?;
+        let addr = self.allocate(preferred)?;
         // Names carry this process's id: deleting a namespace frees its veth
         // asynchronously, so a restarted stand-in must not reuse the names.
         let run = std::process::id() & 0xffff;
@@ -438,11 +446,23 @@ mod tests {
         assert!(parse_cidr("10.213.0.0/8").is_err());
         let net = Network::new("br", "10.9.9.0/29", Path::new("/nonexistent")).unwrap();
         assert_eq!(net.host_ip(), Ipv4Addr::new(10, 9, 9, 1));
-        let got: Vec<_> = (0..5).map(|_| net.allocate().unwrap()).collect();
+        assert_eq!(
+            net.allocate(Some(Ipv4Addr::new(10, 9, 9, 5))).unwrap(),
+            Ipv4Addr::new(10, 9, 9, 5)
+        );
+        net.release(Ipv4Addr::new(10, 9, 9, 5));
+        let outside = Some(Ipv4Addr::new(10, 9, 9, 1)); // the host's own address
+        let got: Vec<_> = (0..5)
+            .map(|i| net.allocate(if i == 0 { outside } else { None }).unwrap())
+            .collect();
         assert_eq!(got.first(), Some(&Ipv4Addr::new(10, 9, 9, 2)));
         assert_eq!(got.last(), Some(&Ipv4Addr::new(10, 9, 9, 6)));
-        assert!(net.allocate().is_err(), "/29 has 5 pod addresses");
+        assert!(net.allocate(None).is_err(), "/29 has 5 pod addresses");
         net.release(Ipv4Addr::new(10, 9, 9, 4));
-        assert_eq!(net.allocate().unwrap(), Ipv4Addr::new(10, 9, 9, 4));
+        assert_eq!(
+            net.allocate(Some(Ipv4Addr::new(10, 9, 9, 3))).unwrap(),
+            Ipv4Addr::new(10, 9, 9, 4),
+            "a taken preferred address falls back to a free one"
+        );
     }
 }
