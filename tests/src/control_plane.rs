@@ -123,7 +123,7 @@ impl ControlPlane {
         plane.store_endpoints = plane
             .read_state("store-endpoints")?
             .split(',')
-            .map(str::to_string)
+            .map(|url| url.trim_start_matches("http://").to_string())
             .collect();
         Ok(plane)
     }
@@ -146,7 +146,8 @@ impl ControlPlane {
         self.state.join("admin.kubeconfig")
     }
 
-    /// The store's client URLs (`http://127.0.0.1:PORT`), as kube-apiserver uses them.
+    /// The store's client endpoints (`127.0.0.1:PORT`), for etcdctl and
+    /// etcd-client; kube-apiserver is given them as `http://` URLs.
     pub fn store_endpoints(&self) -> &[String] {
         &self.store_endpoints
     }
