@@ -30,7 +30,7 @@ pub const DEFAULT_STORAGE_SIZE: &str = "1Gi";
     version = "v1alpha1",
     kind = "RaftCluster",
     namespaced,
-    shortname = "rc",
+    shortname = "rkc",
     doc = "A raftkv cluster: Raft members in a StatefulSet, scaled one safe membership change at a time.",
     status = "RaftClusterStatus",
     scale(
@@ -395,6 +395,6 @@ mod tests {
         assert_eq!(crd.metadata.name.as_deref(), Some("raftclusters.raftkv.io"));
         assert_eq!(crd.spec.scope, "Namespaced");
         assert_eq!(crd.spec.names.kind, "RaftCluster");
-        assert_eq!(crd.spec.names.short_names, Some(vec!["rc".to_string()]));
+        assert_eq!(crd.spec.names.short_names, Some(vec!["rkc".to_string()]));
     }
 }

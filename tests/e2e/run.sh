@@ -66,7 +66,7 @@ wait_members() {
   local n="$1" deadline=$((SECONDS + ${2:-600})) got=""
   log "waiting for $n ready voters"
   while [ $SECONDS -lt $deadline ]; do
-    got="$(kn get rc "$RC" -o jsonpath='{.status.readyReplicas}/{.status.voters}/{.status.learners}/{.status.phase}' 2>/dev/null || true)"
+    got="$(kn get rkc "$RC" -o jsonpath='{.status.readyReplicas}/{.status.voters}/{.status.learners}/{.status.phase}' 2>/dev/null || true)"
     if [ "$got" = "$n/$n/0/Running" ]; then log "  $n members: ready, voting, Running"; return 0; fi
     sleep 3
   done
@@ -77,9 +77,9 @@ wait_members() {
 collect_logs() {
   log "collecting diagnostics into $ARTIFACTS"
   k get nodes -o wide >"$ARTIFACTS/nodes.txt" 2>&1 || true
-  k get all,pvc,pdb,rc -A -o wide >"$ARTIFACTS/objects.txt" 2>&1 || true
-  kn get rc "$RC" -o yaml >"$ARTIFACTS/raftcluster.yaml" 2>&1 || true
-  kn describe rc "$RC" >"$ARTIFACTS/raftcluster-describe.txt" 2>&1 || true
+  k get all,pvc,pdb,rkc -A -o wide >"$ARTIFACTS/objects.txt" 2>&1 || true
+  kn get rkc "$RC" -o yaml >"$ARTIFACTS/raftcluster.yaml" 2>&1 || true
+  kn describe rkc "$RC" >"$ARTIFACTS/raftcluster-describe.txt" 2>&1 || true
   k get events -A --sort-by=.lastTimestamp >"$ARTIFACTS/events.txt" 2>&1 || true
   k -n "$OPERATOR_NS" logs deployment/raftkv-operator --all-containers >"$ARTIFACTS/operator.log" 2>&1 || true
   for pod in $(kn get pods -o name 2>/dev/null); do
@@ -137,7 +137,7 @@ spec:
   storage:
     size: 256Mi
 EOF
-kn wait "rc/$RC" --for=condition=Available --timeout 600s
+kn wait "rkc/$RC" --for=condition=Available --timeout 600s
 wait_members 3
 
 log "writing keys through the client Service (port-forward + etcdctl)"
@@ -177,8 +177,8 @@ EOF
 kn wait pod/writer --for=condition=Ready --timeout 120s
 
 for n in 5 3 1 3; do
-  log "kubectl scale rc $RC --replicas=$n"
-  kn scale rc "$RC" --replicas="$n"
+  log "kubectl scale rkc $RC --replicas=$n"
+  kn scale rkc "$RC" --replicas="$n"
   wait_members "$n" 900
 done
 
@@ -215,7 +215,7 @@ stop_port_forward
 log "  all $(wc -l <"$ARTIFACTS/acked.txt") acknowledged keys are there"
 
 log "deleting the RaftCluster"
-kn delete rc "$RC" --wait=true --timeout 120s
+kn delete rkc "$RC" --wait=true --timeout 120s
 for _ in $(seq 1 60); do
   [ -z "$(kn get statefulset "$RC" -o name 2>/dev/null)" ] && break
   sleep 2

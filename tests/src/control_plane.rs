@@ -194,22 +194,19 @@ impl ControlPlane {
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
-        let keep = std::thread::panicking();
+        // A failing test returns an error rather than panicking, so Drop cannot
+        // tell failure from success: the logs are always kept (everything else
+        // goes), and .ci/run removes a previous run's before it starts.
         let status = std::process::Command::new(Self::script())
             .arg("down")
             .env("RAFTKV_K8S_DIR", &self.state)
-            // After a failure, keep the logs for the person reading it.
-            .env("RAFTKV_K8S_KEEP", if keep { "1" } else { "0" })
+            .env("RAFTKV_K8S_KEEP", "1")
             .status();
         match status {
-            Ok(s) if s.success() => {
-                if keep {
-                    eprintln!(
-                        "control plane logs kept in {}",
-                        self.state.join("logs").display()
-                    );
-                }
-            }
+            Ok(s) if s.success() => eprintln!(
+                "control plane down; its logs are in {}",
+                self.state.join("logs").display()
+            ),
             Ok(s) => eprintln!("tests/k8s/cluster down exited with {s}"),
             Err(e) => eprintln!("running tests/k8s/cluster down: {e}"),
         }

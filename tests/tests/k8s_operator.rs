@@ -1,5 +1,5 @@
 //! The user's journey on a real control plane: `helm install` the chart,
-//! `kubectl apply` a RaftCluster, `kubectl scale` it while a client writes,
+//! `kubectl apply` a RaftCluster, `kubectl scale rkc` it while a client writes,
 //! `kubectl delete` it.
 //!
 //! The API server, controller-manager and scheduler are real (see
@@ -70,10 +70,10 @@ async fn member_endpoints(plane: &ControlPlane) -> Result<Vec<String>> {
 /// Waits until the RaftCluster reports `replicas` ready voters, a leader, and
 /// the `Available` condition, with no learner pending.
 async fn wait_settled(plane: &ControlPlane, replicas: usize, within: Duration) -> Result<()> {
-    until(within, format!("rc/{RC} settled at {replicas} ready voters"), || async {
+    until(within, format!("rkc/{RC} settled at {replicas} ready voters"), || async {
         let status = jsonpath(
             plane,
-            &format!("rc/{RC}"),
+            &format!("rkc/{RC}"),
             "{.status.readyReplicas}/{.status.voters}/{.status.learners}/{.status.leader}/{.status.phase}",
         )
         .await?;
@@ -148,7 +148,7 @@ async fn scale(
             "scale",
             "-n",
             NS,
-            &format!("rc/{RC}"),
+            &format!("rkc/{RC}"),
             &format!("--replicas={replicas}"),
         ],
     )
@@ -186,13 +186,13 @@ async fn scale(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_install_apply_scale_delete() -> Result<()> {
+    let helm = helm_bin()?;
     let plane = ControlPlane::up(ControlPlaneOptions {
         store: Store::from_env()?,
         ..ControlPlaneOptions::default()
     })?;
 
     // 1. helm install: the CRD is accepted, the operator pod becomes Ready.
-    let helm = helm_bin()?;
     let kubeconfig = plane.kubeconfig().display().to_string();
     let chart = repo().join("charts/raftkv-operator").display().to_string();
     run(
@@ -268,7 +268,7 @@ async fn helm_install_apply_scale_delete() -> Result<()> {
         got.trim() == "kubernetes",
         "etcdctl get hello printed {got:?}"
     );
-    let printed = kubectl(&plane, &["get", "rc", "-n", NS]).await?;
+    let printed = kubectl(&plane, &["get", "rkc", "-n", NS]).await?;
     ensure!(printed.contains(RC), "kubectl get rc printed:\n{printed}");
 
     // 3. scale 5, 3, 1, 3 while a client writes: every acknowledged write is
@@ -324,12 +324,12 @@ async fn helm_install_apply_scale_delete() -> Result<()> {
     ] {
         ensure!(
             events.contains(reason),
-            "no {reason} event on rc/{RC}:\n{events}"
+            "no {reason} event on rkc/{RC}:\n{events}"
         );
     }
 
     // 7. kubectl delete rc: the real garbage collector removes what it owned.
-    kubectl(&plane, &["delete", "rc", "-n", NS, RC, "--wait=true"]).await?;
+    kubectl(&plane, &["delete", "rkc", "-n", NS, RC, "--wait=true"]).await?;
     until(
         Duration::from_secs(120),
         "owned objects garbage-collected",
