@@ -271,14 +271,69 @@ async fn helm_install_apply_scale_delete() -> Result<()> {
     let printed = kubectl(&plane, &["get", "rkc", "-n", NS]).await?;
     ensure!(printed.contains(RC), "kubectl get rc printed:\n{printed}");
 
-    // 3. scale 5, 3, 1, 3 while a client writes: every acknowledged write is
-    // readable at the end; events tell the story.
+    // 3. scale 5, 3, 1, 3 while a client writes (on through step 4): every
+    // acknowledged write is readable at the end; events tell the story.
     let writer = Writer::start(endpoints.clone());
     for replicas in [5, 3, 1, 3] {
         scale(&plane, replicas, &endpoints)
             .await
             .with_context(|| format!("scaling to {replicas}"))?;
     }
+
+    // 4. Delete the leader's pod, then kill a member's process: the cluster
+    // keeps serving (the writer keeps going) and the member comes back.
+    let leader = jsonpath(&plane, &format!("rkc/{RC}"), "{.status.leader}").await?;
+    ensure!(
+        !leader.is_empty(),
+        "no leader reported before deleting its pod"
+    );
+    let old_uid = jsonpath(&plane, &format!("pod/{leader}"), "{.metadata.uid}").await?;
+    kubectl(&plane, &["delete", "pod", "-n", NS, &leader, "--wait=true"]).await?;
+    until(
+        Duration::from_secs(120),
+        format!("pod {leader} re-created"),
+        || async {
+            let uid = jsonpath(&plane, &format!("pod/{leader}"), "{.metadata.uid}").await?;
+            Ok((!uid.is_empty() && uid != old_uid).then_some(()))
+        },
+    )
+    .await?;
+    wait_settled(&plane, 3, Duration::from_secs(300))
+        .await
+        .context("after deleting the leader's pod")?;
+    *endpoints.lock().unwrap() = member_endpoints(&plane).await?;
+    let victim = format!("{RC}-1");
+    let container_id = jsonpath(
+        &plane,
+        &format!("pod/{victim}"),
+        "{.status.containerStatuses[0].containerID}",
+    )
+    .await?;
+    let pid: i32 = container_id
+        .strip_prefix("process://")
+        .and_then(|p| p.parse().ok())
+        .with_context(|| format!("pod {victim} has container id {container_id:?}"))?;
+    // SAFETY: kill(2) on the pid of a member process this test's node runs.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    until(
+        Duration::from_secs(120),
+        format!("pod {victim} restarted its member"),
+        || async {
+            let restarts = jsonpath(
+                &plane,
+                &format!("pod/{victim}"),
+                "{.status.containerStatuses[0].restartCount}",
+            )
+            .await?;
+            Ok((restarts.parse::<u32>().unwrap_or(0) >= 1).then_some(()))
+        },
+    )
+    .await?;
+    wait_settled(&plane, 3, Duration::from_secs(300))
+        .await
+        .context("after killing a member process")?;
+    *endpoints.lock().unwrap() = member_endpoints(&plane).await?;
+
     let acked = writer.finish().await;
     ensure!(
         !acked.is_empty(),
