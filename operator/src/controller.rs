@@ -16,7 +16,10 @@ use crate::recovery::{self, RecoveryPlan};
 use crate::resources::{self, BuildError, Owned};
 use crate::snapshots;
 use crate::snapshots::{BackupDone, TakeBackup};
-use crate::status::{build_status, step_reason, ExtraCondition, StatusInput};
+use crate::status::{
+    build_status, step_reason, with_reconcile_failure, ExtraCondition, StatusInput,
+    RECONCILE_FAILED,
+};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
@@ -183,12 +186,66 @@ pub async fn reconcile<M: MemberApi>(
     let api: Api<RaftCluster> = Api::namespaced(ctx.client.clone(), &ns);
     finalizer(&api, FINALIZER, rc, |event| async {
         match event {
-            Finalizer::Apply(rc) => apply(&rc, &ctx).await,
+            Finalizer::Apply(rc) => {
+                let result = apply(&rc, &ctx).await;
+                if let Err(err @ Error::Kube { .. }) = &result {
+                    report_failure(&rc, &ctx, err).await;
+                }
+                result
+            }
             Finalizer::Cleanup(rc) => cleanup(&rc, &ctx).await,
         }
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// A reconcile the API server refused stops before status is computed; say
+/// so where users look (a `ReconcileFailed` condition and a Warning event),
+/// not only in the operator's log. Best effort: reporting must not hide the
+/// error itself.
+async fn report_failure<M: MemberApi>(rc: &RaftCluster, ctx: &Context<M>, err: &Error) {
+    let Error::Kube { source, .. } = err else {
+        return;
+    };
+    let reason = match source {
+        kube::Error::Api(status) if !status.reason.is_empty() => status.reason.clone(),
+        _ => "KubernetesApiError".to_string(),
+    };
+    let previous = rc
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let conditions = with_reconcile_failure(
+        &previous,
+        &reason,
+        err.to_string(),
+        rc.metadata.generation,
+        Timestamp::now(),
+    );
+    let ns = rc.namespace().unwrap_or_else(|| "default".to_string());
+    let api: Api<RaftCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = serde_json::json!({ "status": { "conditions": conditions } });
+    if let Err(e) = api
+        .patch_status(
+            &rc.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await
+    {
+        tracing::warn!(error = %e, "writing the ReconcileFailed condition failed");
+    }
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    publish(
+        &recorder,
+        &rc.object_ref(&()),
+        EventType::Warning,
+        RECONCILE_FAILED,
+        err.to_string(),
+    )
+    .await;
 }
 
 /// Log, count, retry later.

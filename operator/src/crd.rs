@@ -210,7 +210,7 @@ pub struct PodTemplateOverrides {
     pub affinity: Option<Affinity>,
 }
 
-/// Coarse state for `kubectl get rc`. The conditions say why.
+/// Coarse state for `kubectl get rkc`. The conditions say why.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum Phase {
     /// Objects created; waiting for the first member's pod.

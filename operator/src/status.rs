@@ -6,6 +6,11 @@
 //! attention: a member not ready, a refused step, a stalled learner, a failed
 //! call), plus `ReplicaCountWarning` for an even member count. A condition's
 //! `lastTransitionTime` moves only when its status flips.
+//!
+//! `ReconcileFailed` is different: a reconcile that fails before it can compute
+//! a status (the API server refused a call, e.g. RBAC took a verb away) adds it
+//! to the conditions already there ([`with_reconcile_failure`]), and the next
+//! status a successful reconcile writes no longer has it.
 
 use crate::crd::{
     LastSnapshot, MemberSummary, PendingLearner, Phase, RaftCluster, RaftClusterStatus,
@@ -301,6 +306,36 @@ pub fn step_reason(step: &Step) -> &'static str {
         Step::DeleteVolume { .. } => "DeletingVolume",
         Step::ResetMember { .. } => "ResettingStaleMember",
     }
+}
+
+/// The condition type a failed reconcile adds (see the module doc).
+pub const RECONCILE_FAILED: &str = "ReconcileFailed";
+
+/// `previous` with a `ReconcileFailed=True` condition (replacing an older
+/// one): `reason` is the API server's (e.g. `Forbidden`), `message` says which
+/// call failed and why.
+pub fn with_reconcile_failure(
+    previous: &[Condition],
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
+    let failed = condition(
+        previous,
+        RECONCILE_FAILED,
+        true,
+        reason,
+        message,
+        generation,
+        now,
+    );
+    previous
+        .iter()
+        .filter(|c| c.type_ != RECONCILE_FAILED)
+        .cloned()
+        .chain(std::iter::once(failed))
+        .collect()
 }
 
 fn condition(

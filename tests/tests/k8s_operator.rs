@@ -383,6 +383,82 @@ async fn helm_install_apply_scale_delete() -> Result<()> {
         );
     }
 
+    // 8. RBAC is real: take `patch` on StatefulSets away from the chart's
+    // ClusterRole and the operator's status says what it could not do; give it
+    // back and the condition clears.
+    let role = kubectl(
+        &plane,
+        &["get", "clusterrole", "raftkv-operator", "-o", "json"],
+    )
+    .await?;
+    let mut narrowed: serde_json::Value = serde_json::from_str(&role)?;
+    for rule in narrowed["rules"]
+        .as_array_mut()
+        .context("ClusterRole rules")?
+    {
+        if rule["resources"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| x == "statefulsets"))
+        {
+            rule["verbs"]
+                .as_array_mut()
+                .context("rule verbs")?
+                .retain(|v| v != "patch");
+        }
+    }
+    plane
+        .kubectl_with_stdin(&["replace", "-f", "-"], Some(&narrowed.to_string()), T)
+        .await?
+        .ok()?;
+    let failed = "{.status.conditions[?(@.type==\"ReconcileFailed\")].message}";
+    let message = until(
+        Duration::from_secs(120),
+        "a ReconcileFailed condition",
+        || async {
+            let message = jsonpath(&plane, &format!("rkc/{RC}"), failed).await?;
+            Ok((!message.is_empty()).then_some(message))
+        },
+    )
+    .await?;
+    ensure!(
+        message.contains("forbidden") && message.contains("statefulsets"),
+        "the ReconcileFailed condition does not name the refused call: {message}"
+    );
+    let events = kubectl(
+        &plane,
+        &[
+            "get",
+            "events",
+            "-n",
+            NS,
+            "--field-selector",
+            &format!("involvedObject.name={RC}"),
+        ],
+    )
+    .await?;
+    ensure!(
+        events.contains("ReconcileFailed"),
+        "no ReconcileFailed event on rkc/{RC}:\n{events}"
+    );
+    let mut restored: serde_json::Value = serde_json::from_str(&role)?;
+    restored["metadata"]
+        .as_object_mut()
+        .context("ClusterRole metadata")?
+        .remove("resourceVersion");
+    plane
+        .kubectl_with_stdin(&["replace", "-f", "-"], Some(&restored.to_string()), T)
+        .await?
+        .ok()?;
+    until(
+        Duration::from_secs(120),
+        "the ReconcileFailed condition to clear",
+        || async {
+            let message = jsonpath(&plane, &format!("rkc/{RC}"), failed).await?;
+            Ok(message.is_empty().then_some(()))
+        },
+    )
+    .await?;
+
     // 7. kubectl delete rc: the real garbage collector removes what it owned.
     kubectl(&plane, &["delete", "rkc", "-n", NS, RC, "--wait=true"]).await?;
     until(
