@@ -42,13 +42,8 @@ pub fn etcdctl_bin() -> Result<PathBuf> {
     if debian.is_file() {
         return Ok(debian);
     }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let candidate = dir.join("etcdctl");
-            if candidate.is_file() {
-                return Ok(candidate);
-            }
-        }
+    if let Some(found) = on_path("etcdctl") {
+        return Ok(found);
     }
     bail!(
         "etcdctl not found in /usr/bin or on PATH: install Debian's `etcd-client` package \
@@ -68,16 +63,19 @@ pub fn helm_bin() -> Result<PathBuf> {
             return Ok(cached);
         }
     }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let candidate = dir.join("helm");
-            if candidate.is_file() {
-                return Ok(candidate);
-            }
-        }
+    if let Some(found) = on_path("helm") {
+        return Ok(found);
     }
     bail!(
         "helm not found in ~/.cache/raftkv/tools/helm-v3.17 or on PATH: `.ci/chart-checks` \
          installs it (the README's test command runs it before the tests)"
     )
+}
+
+/// The first file named `name` in a `PATH` directory.
+fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
 }
