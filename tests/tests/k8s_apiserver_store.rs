@@ -38,25 +38,30 @@ fn configmaps(from: usize, to: usize) -> String {
     yaml
 }
 
-/// A watch of our ConfigMaps from `resource_version`, through the API
-/// (`kubectl get --raw '...?watch=1&resourceVersion=RV'`, which is what
-/// informers do): one JSON event per line.
-fn watch(plane: &ControlPlane, resource_version: &str) -> Result<Child> {
-    let path = format!(
-        "/api/v1/namespaces/{NAMESPACE}/configmaps?watch=1&labelSelector=e2e%3Dstore\
-         &resourceVersion={resource_version}"
-    );
+/// A kubectl process of the control plane whose output the test reads.
+fn spawn_kubectl(plane: &ControlPlane, args: &[&str]) -> Result<Child> {
     Command::new(plane.kubectl_path())
         .args(["--kubeconfig", &plane.kubeconfig().display().to_string()])
-        .args(["get", "--raw", &path])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
-        .context("starting a watch with kubectl get --raw")
+        .with_context(|| format!("starting kubectl {}", args.join(" ")))
 }
 
-/// `(type, name)` of one watch event line.
+/// A watch of our ConfigMaps from `resource_version`, through the API
+/// (`kubectl get --raw '...?watch=1&resourceVersion=RV'`, which is what
+/// informers do): one JSON event per line.
+fn raw_watch(plane: &ControlPlane, resource_version: &str) -> Result<Child> {
+    let path = format!(
+        "/api/v1/namespaces/{NAMESPACE}/configmaps?watch=1&labelSelector=e2e%3Dstore\
+         &resourceVersion={resource_version}"
+    );
+    spawn_kubectl(plane, &["get", "--raw", &path])
+}
+
+/// `(type, name)` of one line of the raw watch.
 fn event(line: &str) -> Result<(String, String)> {
     let v: serde_json::Value =
         serde_json::from_str(line).with_context(|| format!("watch event {line:?}"))?;
@@ -67,6 +72,44 @@ fn event(line: &str) -> Result<(String, String)> {
             .unwrap_or_default()
             .to_string(),
     ))
+}
+
+/// What a user types to follow the ConfigMaps: `kubectl get configmaps
+/// --watch`, with the event type as the first column.
+fn kubectl_watch(plane: &ControlPlane) -> Result<Child> {
+    spawn_kubectl(
+        plane,
+        &[
+            "get",
+            "configmaps",
+            "-n",
+            NAMESPACE,
+            "-l",
+            "e2e=store",
+            "--watch",
+            "--output-watch-events",
+        ],
+    )
+}
+
+/// `(type, name)` of one row `kubectl get --watch --output-watch-events`
+/// prints; `None` for its header row.
+fn row(line: &str) -> Option<(String, String)> {
+    let mut columns = line.split_whitespace();
+    let kind = columns.next()?;
+    let name = columns.next()?;
+    (kind != "EVENT").then(|| (kind.to_string(), name.to_string()))
+}
+
+/// The next event `lines` print, waiting up to a minute.
+async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+    what: &str,
+) -> Result<String> {
+    tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .with_context(|| format!("{what} stalled"))??
+        .with_context(|| format!("{what} ended"))
 }
 
 /// Creates (or leaves be) ConfigMaps `from..to` with server-side apply, which
@@ -141,8 +184,16 @@ async fn kube_apiserver_on_the_store() -> Result<()> {
         .await?
         .ok()?
         .stdout;
-    let mut watcher = watch(&plane, start_rv.trim())?;
+    let mut watcher = raw_watch(&plane, start_rv.trim())?;
     let mut watched = BufReader::new(watcher.stdout.take().context("watch stdout")?).lines();
+    let mut follower = kubectl_watch(&plane)?;
+    let mut followed = BufReader::new(
+        follower
+            .stdout
+            .take()
+            .context("kubectl get --watch stdout")?,
+    )
+    .lines();
 
     // 5,000 objects, the first half before a leader change of the store, the
     // second half after it.
@@ -200,11 +251,8 @@ async fn kube_apiserver_on_the_store() -> Result<()> {
     // The watch saw every creation, in order, across the leader change.
     let mut seen = Vec::new();
     while seen.len() < CONFIGMAPS {
-        let line = tokio::time::timeout(Duration::from_secs(60), watched.next_line())
-            .await
-            .with_context(|| format!("the watch stalled after {} events", seen.len()))??
-            .with_context(|| format!("the watch ended after {} events", seen.len()))?;
-        seen.push(line);
+        let what = format!("the watch, after {} events,", seen.len());
+        seen.push(next_line(&mut watched, &what).await?);
     }
     for (i, line) in seen.iter().enumerate() {
         let (kind, name) = event(line)?;
@@ -213,6 +261,15 @@ async fn kube_apiserver_on_the_store() -> Result<()> {
             kind == "ADDED" && name == want,
             "watch event {i} is {kind} {name}, wanted ADDED {want}"
         );
+    }
+    // So did `kubectl get --watch`, started before the first one.
+    let mut added = BTreeSet::new();
+    while added.len() < CONFIGMAPS {
+        let what = format!("kubectl get --watch, after {} ADDED rows,", added.len());
+        if let Some((kind, name)) = row(&next_line(&mut followed, &what).await?) {
+            ensure!(kind == "ADDED", "kubectl get --watch printed {kind} {name}");
+            added.insert(name);
+        }
     }
 
     // The API server compacts its store every 30 s (a transaction on the
@@ -233,14 +290,16 @@ async fn kube_apiserver_on_the_store() -> Result<()> {
     kubectl(&["delete", "configmap", "cm-00000", "-n", NAMESPACE])
         .await?
         .ok()?;
-    let line = tokio::time::timeout(Duration::from_secs(60), watched.next_line())
-        .await
-        .context("the watch stalled after the compaction")??
-        .context("the watch ended at the compaction")?;
+    let line = next_line(&mut watched, "the watch, after the compaction,").await?;
     let (kind, name) = event(&line)?;
     ensure!(
         kind == "DELETED" && name == "cm-00000",
         "after the compaction the watch printed {kind} {name}"
+    );
+    let line = next_line(&mut followed, "kubectl get --watch, after the compaction,").await?;
+    ensure!(
+        row(&line) == Some(("DELETED".to_string(), "cm-00000".to_string())),
+        "after the compaction kubectl get --watch printed {line:?}"
     );
     // A list at a revision the store compacted away is refused as expired
     // (HTTP 410), exactly as on etcd: the API server reads it from the store.
@@ -264,5 +323,6 @@ async fn kube_apiserver_on_the_store() -> Result<()> {
     );
 
     watcher.kill().await.ok();
+    follower.kill().await.ok();
     Ok(())
 }
