@@ -1,6 +1,7 @@
 //! The user's journey on a real control plane: `helm install` the chart,
 //! `kubectl apply` a RaftCluster, `kubectl scale rkc` it while a client writes,
-//! `kubectl delete` it.
+//! take members and pods away, recover from a lost quorum, take RBAC away,
+//! `kubectl delete` it, and back up one cluster into a new one.
 //!
 //! The API server, controller-manager and scheduler are real (see
 //! tests/k8s/README.md) and store on raftkv; the members and the operator run
@@ -8,6 +9,13 @@
 //! operator runs with the chart's ServiceAccount and RBAC, nothing more. The
 //! test reaches members at their pod addresses over the pods' bridge, with the
 //! real `etcdctl`, as a user with `kubectl port-forward` would.
+//!
+//! One test, one control plane: the phases run in order on it (two control
+//! planes cannot share the API server's port and the pods' bridge).
+
+mod backup;
+mod recovery;
+mod user;
 
 use anyhow::{bail, ensure, Context, Result};
 use raftkv_tests::binaries::helm_bin;
@@ -16,12 +24,14 @@ use raftkv_tests::control_plane::{ControlPlane, ControlPlaneOptions, Store};
 use raftkv_tests::wait::until;
 use raftkv_tests::Etcdctl;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use user::{
+    ensure_none_lost, events, jsonpath, keys, kubectl, member_endpoints, owned, wait_settled,
+    Writer, NS,
+};
 
 const OPERATOR_NS: &str = "raftkv-system";
-const NS: &str = "e2e";
 const RC: &str = "demo";
 const T: Duration = Duration::from_secs(60);
 
@@ -29,110 +39,6 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("tests/ has a parent")
-}
-
-async fn kubectl(plane: &ControlPlane, args: &[&str]) -> Result<String> {
-    Ok(plane.kubectl(args, T).await?.ok()?.stdout)
-}
-
-async fn jsonpath(plane: &ControlPlane, object: &str, path: &str) -> Result<String> {
-    let path = format!("jsonpath={path}");
-    Ok(kubectl(plane, &["get", "-n", NS, object, "-o", &path])
-        .await?
-        .trim()
-        .to_string())
-}
-
-/// The member pods' client endpoints (`IP:2379`), in ordinal order.
-async fn member_endpoints(plane: &ControlPlane) -> Result<Vec<String>> {
-    let out = kubectl(
-        plane,
-        &[
-            "get",
-            "pods",
-            "-n",
-            NS,
-            "-l",
-            &format!("app.kubernetes.io/instance={RC}"),
-            "--sort-by=.metadata.name",
-            "-o",
-            "jsonpath={range .items[*]}{.status.podIP}{\"\\n\"}{end}",
-        ],
-    )
-    .await?;
-    Ok(out
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(|ip| format!("{ip}:2379"))
-        .collect())
-}
-
-/// Waits until the RaftCluster reports `replicas` ready voters, a leader, and
-/// the `Available` condition, with no learner pending.
-async fn wait_settled(plane: &ControlPlane, replicas: usize, within: Duration) -> Result<()> {
-    until(within, format!("rkc/{RC} settled at {replicas} ready voters"), || async {
-        let status = jsonpath(
-            plane,
-            &format!("rkc/{RC}"),
-            "{.status.readyReplicas}/{.status.voters}/{.status.learners}/{.status.leader}/{.status.phase}",
-        )
-        .await?;
-        let fields: Vec<&str> = status.split('/').collect();
-        let settled = fields.len() == 5
-            && fields[0] == replicas.to_string()
-            && fields[1] == replicas.to_string()
-            && (fields[2].is_empty() || fields[2] == "0")
-            && !fields[3].is_empty()
-            && fields[4] == "Running";
-        if settled {
-            Ok(Some(()))
-        } else {
-            bail!("status ready/voters/learners/leader/phase = {status}")
-        }
-    })
-    .await
-}
-
-/// A client that keeps writing `w-N` keys through whichever members exist, and
-/// remembers every write the cluster acknowledged.
-struct Writer {
-    acked: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Writer {
-    fn start(endpoints: Arc<Mutex<Vec<String>>>) -> Writer {
-        let acked = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (a, s) = (acked.clone(), stop.clone());
-        let task = tokio::spawn(async move {
-            let mut n = 0u64;
-            while !s.load(Ordering::Relaxed) {
-                let eps = endpoints.lock().unwrap().clone();
-                let key = format!("w-{n:06}");
-                let put = async {
-                    let mut client = etcd_client::Client::connect(&eps, None).await?;
-                    client.put(key.clone(), "v", None).await
-                };
-                if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), put).await {
-                    a.lock().unwrap().push(key);
-                    n += 1;
-                } else {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        });
-        Writer { acked, stop, task }
-    }
-
-    async fn finish(self) -> Vec<String> {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = self.task.await;
-        let acked = self.acked.lock().unwrap().clone();
-        acked
-    }
 }
 
 /// Scales to `replicas` and waits until the cluster settled there, keeping
@@ -153,8 +59,8 @@ async fn scale(
         ],
     )
     .await?;
-    wait_settled(plane, replicas, Duration::from_secs(600)).await?;
-    *endpoints.lock().unwrap() = member_endpoints(plane).await?;
+    wait_settled(plane, RC, replicas, Duration::from_secs(600)).await?;
+    *endpoints.lock().unwrap() = member_endpoints(plane, RC).await?;
     // `etcdctl member list` equals the spec.
     let etcdctl = Etcdctl::new(&endpoints.lock().unwrap().clone())?;
     let members = etcdctl.run(&["member", "list"]).await?.ok()?.stdout;
@@ -163,23 +69,10 @@ async fn scale(
         "at {replicas} replicas, member list is:\n{members}"
     );
     // Removed members' volumes are gone: one PVC per member.
-    let claims = kubectl(
-        plane,
-        &[
-            "get",
-            "pvc",
-            "-n",
-            NS,
-            "-l",
-            &format!("app.kubernetes.io/instance={RC}"),
-            "-o",
-            "name",
-        ],
-    )
-    .await?;
+    let claims = owned(plane, RC, "pvc").await?;
     ensure!(
-        claims.lines().count() == replicas,
-        "at {replicas} replicas, the PVCs are:\n{claims}"
+        claims.len() == replicas,
+        "at {replicas} replicas, the PVCs are: {claims:?}"
     );
     Ok(())
 }
@@ -255,8 +148,8 @@ async fn helm_install_apply_scale_delete() -> Result<()> {
         .display()
         .to_string();
     kubectl(&plane, &["apply", "-n", NS, "-f", &example]).await?;
-    wait_settled(&plane, 3, Duration::from_secs(300)).await?;
-    let endpoints = Arc::new(Mutex::new(member_endpoints(&plane).await?));
+    wait_settled(&plane, RC, 3, Duration::from_secs(300)).await?;
+    let endpoints = Arc::new(Mutex::new(member_endpoints(&plane, RC).await?));
     let etcdctl = Etcdctl::new(&endpoints.lock().unwrap().clone())?;
     etcdctl.run(&["put", "hello", "kubernetes"]).await?.ok()?;
     let got = etcdctl
@@ -298,10 +191,10 @@ async fn helm_install_apply_scale_delete() -> Result<()> {
         },
     )
     .await?;
-    wait_settled(&plane, 3, Duration::from_secs(300))
+    wait_settled(&plane, RC, 3, Duration::from_secs(300))
         .await
         .context("after deleting the leader's pod")?;
-    *endpoints.lock().unwrap() = member_endpoints(&plane).await?;
+    *endpoints.lock().unwrap() = member_endpoints(&plane, RC).await?;
     let victim = format!("{RC}-1");
     let container_id = jsonpath(
         &plane,
@@ -329,47 +222,19 @@ async fn helm_install_apply_scale_delete() -> Result<()> {
         },
     )
     .await?;
-    wait_settled(&plane, 3, Duration::from_secs(300))
+    wait_settled(&plane, RC, 3, Duration::from_secs(300))
         .await
         .context("after killing a member process")?;
-    *endpoints.lock().unwrap() = member_endpoints(&plane).await?;
+    *endpoints.lock().unwrap() = member_endpoints(&plane, RC).await?;
 
     let acked = writer.finish().await;
     ensure!(
         !acked.is_empty(),
         "the writer got no write acknowledged while scaling"
     );
-    let etcdctl = Etcdctl::new(&endpoints.lock().unwrap().clone())?;
-    let stored = etcdctl
-        .run(&["get", "w-", "--prefix", "--keys-only"])
-        .await?
-        .ok()?
-        .stdout;
-    let stored: std::collections::BTreeSet<&str> =
-        stored.lines().filter(|l| !l.is_empty()).collect();
-    let lost: Vec<&String> = acked
-        .iter()
-        .filter(|k| !stored.contains(k.as_str()))
-        .collect();
-    ensure!(
-        lost.is_empty(),
-        "{} of {} acknowledged writes are gone: {:?}",
-        lost.len(),
-        acked.len(),
-        lost
-    );
-    let events = kubectl(
-        &plane,
-        &[
-            "get",
-            "events",
-            "-n",
-            NS,
-            "--field-selector",
-            &format!("involvedObject.name={RC}"),
-        ],
-    )
-    .await?;
+    let endpoints = endpoints.lock().unwrap().clone();
+    ensure_none_lost(&acked, &keys(&endpoints, "w-").await?)?;
+    let story = events(&plane, RC).await?;
     for reason in [
         "ScalingUp",
         "AddingLearner",
@@ -378,12 +243,16 @@ async fn helm_install_apply_scale_delete() -> Result<()> {
         "ScalingDown",
     ] {
         ensure!(
-            events.contains(reason),
-            "no {reason} event on rkc/{RC}:\n{events}"
+            story.contains(reason),
+            "no {reason} event on rkc/{RC}:\n{story}"
         );
     }
 
-    // 8. RBAC is real: take `patch` on StatefulSets away from the chart's
+    // 5. Solo recovery: lose two of three members with their volumes, ask for
+    // it in the spec, get every acknowledged write back on three members.
+    recovery::lose_two_of_three_and_recover(&plane, RC, &acked).await?;
+
+    // 6. RBAC is real: take `patch` on StatefulSets away from the chart's
     // ClusterRole and the operator's status says what it could not do; give it
     // back and the condition clears.
     let role = kubectl(
@@ -424,21 +293,10 @@ async fn helm_install_apply_scale_delete() -> Result<()> {
         message.contains("forbidden") && message.contains("statefulsets"),
         "the ReconcileFailed condition does not name the refused call: {message}"
     );
-    let events = kubectl(
-        &plane,
-        &[
-            "get",
-            "events",
-            "-n",
-            NS,
-            "--field-selector",
-            &format!("involvedObject.name={RC}"),
-        ],
-    )
-    .await?;
+    let story = events(&plane, RC).await?;
     ensure!(
-        events.contains("ReconcileFailed"),
-        "no ReconcileFailed event on rkc/{RC}:\n{events}"
+        story.contains("ReconcileFailed"),
+        "no ReconcileFailed event on rkc/{RC}:\n{story}"
     );
     let mut restored: serde_json::Value = serde_json::from_str(&role)?;
     restored["metadata"]
@@ -459,39 +317,31 @@ async fn helm_install_apply_scale_delete() -> Result<()> {
     )
     .await?;
 
-    // 7. kubectl delete rc: the real garbage collector removes what it owned.
+    // 7. kubectl delete rkc: the real garbage collector removes what it owned.
     kubectl(&plane, &["delete", "rkc", "-n", NS, RC, "--wait=true"]).await?;
     until(
         Duration::from_secs(120),
         "owned objects garbage-collected",
         || async {
-            let left = kubectl(
+            let left = owned(
                 &plane,
-                &[
-                    "get",
-                    "statefulsets,services,poddisruptionbudgets,pods",
-                    "-n",
-                    NS,
-                    "-l",
-                    &format!("app.kubernetes.io/instance={RC}"),
-                    "-o",
-                    "name",
-                ],
+                RC,
+                "statefulsets,services,poddisruptionbudgets,pods",
             )
             .await?;
-            if left.trim().is_empty() {
+            if left.is_empty() {
                 Ok(Some(()))
             } else {
-                bail!("still there:\n{left}")
+                bail!("still there: {left:?}")
             }
         },
     )
     .await?;
     // The documented policy: deleting a RaftCluster keeps its volumes.
-    let kept = kubectl(&plane, &["get", "pvc", "-n", NS, "-o", "name"]).await?;
-    ensure!(
-        kept.lines().count() == 3,
-        "after delete the PVCs are:\n{kept}"
-    );
+    let kept = owned(&plane, RC, "pvc").await?;
+    ensure!(kept.len() == 3, "after delete the PVCs are: {kept:?}");
+
+    // 8. A scheduled backup every minute, restored into a new RaftCluster.
+    backup::scheduled_backup_and_restore(&plane).await?;
     Ok(())
 }

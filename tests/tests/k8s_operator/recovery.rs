@@ -1,0 +1,139 @@
+//! Solo recovery as a user meets it: two of three members are lost with their
+//! volumes, so the cluster has no quorum and stops serving; the user asks for
+//! solo recovery in the spec and gets every acknowledged key back, on three
+//! members again.
+//!
+//! The members are lost the way a machine failure loses them here: their
+//! PersistentVolumeClaims are deleted (the real PVC-protection controller holds
+//! them until their pods are gone) and then their pods. The StatefulSet brings
+//! the pods back with new, empty volumes: members without data that can only
+//! be added as new ones.
+
+use crate::user::{
+    ensure_none_lost, events, jsonpath, keys, kubectl, member_endpoints, owned, wait_settled, NS,
+};
+use anyhow::{bail, ensure, Context, Result};
+use raftkv_tests::control_plane::ControlPlane;
+use raftkv_tests::wait::until;
+use raftkv_tests::Etcdctl;
+use std::time::Duration;
+
+/// Loses pods 1 and 2 of the 3-member RaftCluster `rc` with their volumes,
+/// recovers from the survivor, and checks that every key in `acked` is back.
+pub async fn lose_two_of_three_and_recover(
+    plane: &ControlPlane,
+    rc: &str,
+    acked: &[String],
+) -> Result<()> {
+    // Every acknowledged write is on member 0, the one that will survive: a
+    // linearizable read through it alone waits until it applied them all.
+    let endpoints = member_endpoints(plane, rc).await?;
+    ensure!(
+        endpoints.len() == 3,
+        "members before the loss: {endpoints:?}"
+    );
+    let survivor = &endpoints[..1];
+    ensure_none_lost(acked, &keys(survivor, "w-").await?).context("on member 0 before the loss")?;
+
+    let lost = [format!("{rc}-1"), format!("{rc}-2")];
+    let claims: Vec<String> = owned(plane, rc, "pvc")
+        .await?
+        .into_iter()
+        .filter(|c| lost.iter().any(|pod| c.ends_with(&format!("-{pod}"))))
+        .collect();
+    ensure!(claims.len() == 2, "the lost members' claims: {claims:?}");
+    let mut delete_claims = vec!["delete", "-n", NS, "--wait=false"];
+    delete_claims.extend(claims.iter().map(String::as_str));
+    kubectl(plane, &delete_claims).await?;
+    kubectl(
+        plane,
+        &["delete", "pod", "-n", NS, &lost[0], &lost[1], "--wait=true"],
+    )
+    .await?;
+    // No quorum: the survivor refuses a linearizable read.
+    until(
+        Duration::from_secs(60),
+        "member 0 to stop serving without quorum",
+        || async {
+            let read = Etcdctl::new(survivor)?
+                .run(&["get", "w-000000", "--command-timeout=3s"])
+                .await?;
+            Ok((!read.success()).then_some(()))
+        },
+    )
+    .await?;
+
+    // The request, as the user writes it into the spec.
+    kubectl(
+        plane,
+        &[
+            "patch",
+            "rkc",
+            rc,
+            "-n",
+            NS,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"recovery":{"leaderlessSeconds":10,"solo":{"fromMember":"auto"}}}}"#,
+        ],
+    )
+    .await?;
+    let recovered = until(
+        Duration::from_secs(600),
+        "solo recovery to complete",
+        || async {
+            let progress = jsonpath(
+                plane,
+                &format!("rkc/{rc}"),
+                "{.status.recovery.phase}/{.status.recovery.member}/{.status.recovery.message}",
+            )
+            .await?;
+            // Refused is final for this generation: no use waiting on.
+            match progress.split('/').next() {
+                Some("Completed" | "Refused") => Ok(Some(progress)),
+                _ => bail!("status.recovery phase/member/message = {progress}"),
+            }
+        },
+    )
+    .await?;
+    ensure!(
+        recovered.starts_with("Completed/0/"),
+        "solo recovery did not complete from member 0: {recovered}"
+    );
+    wait_settled(plane, rc, 3, Duration::from_secs(300))
+        .await
+        .context("regrowing after solo recovery")?;
+
+    let endpoints = member_endpoints(plane, rc).await?;
+    ensure_none_lost(acked, &keys(&endpoints, "w-").await?).context("after solo recovery")?;
+    let members = Etcdctl::new(&endpoints)?
+        .run(&["member", "list"])
+        .await?
+        .ok()?
+        .stdout;
+    ensure!(
+        members.lines().count() == 3,
+        "after solo recovery, member list is:\n{members}"
+    );
+    let story = events(plane, rc).await?;
+    ensure!(
+        story.contains("SoloRecovery"),
+        "no SoloRecovery event on rkc/{rc}:\n{story}"
+    );
+    // Done with it: the user takes the request out of the spec again.
+    kubectl(
+        plane,
+        &[
+            "patch",
+            "rkc",
+            rc,
+            "-n",
+            NS,
+            "--type=json",
+            "-p",
+            r#"[{"op":"remove","path":"/spec/recovery"}]"#,
+        ],
+    )
+    .await?;
+    Ok(())
+}

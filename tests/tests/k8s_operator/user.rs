@@ -1,0 +1,204 @@
+//! What a user of the operator types and looks at: `kubectl` against the
+//! control plane, a RaftCluster's status and events, its members' addresses,
+//! and a client that keeps writing and remembers what was acknowledged.
+
+use anyhow::{bail, ensure, Result};
+use raftkv_tests::control_plane::ControlPlane;
+use raftkv_tests::wait::until;
+use raftkv_tests::Etcdctl;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The namespace the RaftClusters live in.
+pub const NS: &str = "e2e";
+/// How long one kubectl call may take.
+const T: Duration = Duration::from_secs(60);
+
+pub async fn kubectl(plane: &ControlPlane, args: &[&str]) -> Result<String> {
+    Ok(plane.kubectl(args, T).await?.ok()?.stdout)
+}
+
+/// `kubectl apply -f -` of a manifest in the test namespace.
+pub async fn apply(plane: &ControlPlane, manifest: &str) -> Result<()> {
+    plane
+        .kubectl_with_stdin(&["apply", "-n", NS, "-f", "-"], Some(manifest), T)
+        .await?
+        .ok()?;
+    Ok(())
+}
+
+/// `kubectl get OBJECT -o jsonpath=PATH` in the test namespace, trimmed.
+pub async fn jsonpath(plane: &ControlPlane, object: &str, path: &str) -> Result<String> {
+    let path = format!("jsonpath={path}");
+    Ok(kubectl(plane, &["get", "-n", NS, object, "-o", &path])
+        .await?
+        .trim()
+        .to_string())
+}
+
+/// The events of RaftCluster `rc`, as `kubectl get events` prints them.
+pub async fn events(plane: &ControlPlane, rc: &str) -> Result<String> {
+    kubectl(
+        plane,
+        &[
+            "get",
+            "events",
+            "-n",
+            NS,
+            "--field-selector",
+            &format!("involvedObject.name={rc}"),
+        ],
+    )
+    .await
+}
+
+/// The names of RaftCluster `rc`'s objects of `kinds` (e.g. `pvc`), one per line.
+pub async fn owned(plane: &ControlPlane, rc: &str, kinds: &str) -> Result<Vec<String>> {
+    let out = kubectl(
+        plane,
+        &[
+            "get",
+            kinds,
+            "-n",
+            NS,
+            "-l",
+            &format!("app.kubernetes.io/instance={rc}"),
+            "-o",
+            "name",
+        ],
+    )
+    .await?;
+    Ok(out
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect())
+}
+
+/// The member pods' client endpoints (`IP:2379`), in ordinal order.
+pub async fn member_endpoints(plane: &ControlPlane, rc: &str) -> Result<Vec<String>> {
+    let out = kubectl(
+        plane,
+        &[
+            "get",
+            "pods",
+            "-n",
+            NS,
+            "-l",
+            &format!("app.kubernetes.io/instance={rc}"),
+            "--sort-by=.metadata.name",
+            "-o",
+            "jsonpath={range .items[*]}{.status.podIP}{\"\\n\"}{end}",
+        ],
+    )
+    .await?;
+    Ok(out
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|ip| format!("{ip}:2379"))
+        .collect())
+}
+
+/// Waits until RaftCluster `rc` reports `replicas` ready voters, a leader, and
+/// phase Running, with no learner pending.
+pub async fn wait_settled(
+    plane: &ControlPlane,
+    rc: &str,
+    replicas: usize,
+    within: Duration,
+) -> Result<()> {
+    until(within, format!("rkc/{rc} settled at {replicas} ready voters"), || async {
+        let status = jsonpath(
+            plane,
+            &format!("rkc/{rc}"),
+            "{.status.readyReplicas}/{.status.voters}/{.status.learners}/{.status.leader}/{.status.phase}",
+        )
+        .await?;
+        let fields: Vec<&str> = status.split('/').collect();
+        let settled = fields.len() == 5
+            && fields[0] == replicas.to_string()
+            && fields[1] == replicas.to_string()
+            && (fields[2].is_empty() || fields[2] == "0")
+            && !fields[3].is_empty()
+            && fields[4] == "Running";
+        if settled {
+            Ok(Some(()))
+        } else {
+            bail!("status ready/voters/learners/leader/phase = {status}")
+        }
+    })
+    .await
+}
+
+/// The keys under `prefix` a linearizable read through `endpoints` returns.
+pub async fn keys(endpoints: &[String], prefix: &str) -> Result<BTreeSet<String>> {
+    let etcdctl = Etcdctl::new(endpoints)?;
+    let out = etcdctl
+        .run(&["get", prefix, "--prefix", "--keys-only"])
+        .await?
+        .ok()?
+        .stdout;
+    Ok(out
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect())
+}
+
+/// Fails unless every key in `acked` is among `stored`.
+pub fn ensure_none_lost(acked: &[String], stored: &BTreeSet<String>) -> Result<()> {
+    let lost: Vec<&String> = acked.iter().filter(|k| !stored.contains(*k)).collect();
+    ensure!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes are gone: {:?}",
+        lost.len(),
+        acked.len(),
+        lost
+    );
+    Ok(())
+}
+
+/// A client that keeps writing `w-N` keys through whichever members exist, and
+/// remembers every write the cluster acknowledged.
+pub struct Writer {
+    acked: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    pub fn start(endpoints: Arc<Mutex<Vec<String>>>) -> Writer {
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, s) = (acked.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            let mut n = 0u64;
+            while !s.load(Ordering::Relaxed) {
+                let eps = endpoints.lock().unwrap().clone();
+                let key = format!("w-{n:06}");
+                let put = async {
+                    let mut client = etcd_client::Client::connect(&eps, None).await?;
+                    client.put(key.clone(), "v", None).await
+                };
+                if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), put).await {
+                    a.lock().unwrap().push(key);
+                    n += 1;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        Writer { acked, stop, task }
+    }
+
+    /// Stops writing; the keys whose writes were acknowledged.
+    pub async fn finish(self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.task.await;
+        let acked = self.acked.lock().unwrap().clone();
+        acked
+    }
+}
