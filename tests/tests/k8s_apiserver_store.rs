@@ -26,6 +26,8 @@ use tokio::process::{Child, Command};
 const NAMESPACE: &str = "store-e2e";
 const CONFIGMAPS: usize = 5000;
 const KUBECTL_TIMEOUT: Duration = Duration::from_secs(60);
+/// `kubectl get` of the test's ConfigMaps.
+const GET_OURS: [&str; 6] = ["get", "configmaps", "-n", NAMESPACE, "-l", "e2e=store"];
 
 fn configmaps(from: usize, to: usize) -> String {
     let mut yaml = String::from("apiVersion: v1\nkind: List\nitems:\n");
@@ -79,16 +81,7 @@ fn event(line: &str) -> Result<(String, String)> {
 fn kubectl_watch(plane: &ControlPlane) -> Result<Child> {
     spawn_kubectl(
         plane,
-        &[
-            "get",
-            "configmaps",
-            "-n",
-            NAMESPACE,
-            "-l",
-            "e2e=store",
-            "--watch",
-            "--output-watch-events",
-        ],
+        &[&GET_OURS[..], &["--watch", "--output-watch-events"]].concat(),
     )
 }
 
@@ -226,17 +219,7 @@ async fn kube_apiserver_on_the_store() -> Result<()> {
     // Every ConfigMap, listed in pages of 500 (limit + continue).
     let listed = plane
         .kubectl(
-            &[
-                "get",
-                "configmaps",
-                "-n",
-                NAMESPACE,
-                "-l",
-                "e2e=store",
-                "--chunk-size=500",
-                "-o",
-                "name",
-            ],
+            &[&GET_OURS[..], &["--chunk-size=500", "-o", "name"]].concat(),
             KUBECTL_TIMEOUT,
         )
         .await?

@@ -10,7 +10,8 @@
 //! be added as new ones.
 
 use crate::user::{
-    ensure_none_lost, events, jsonpath, keys, kubectl, member_endpoints, owned, wait_settled, NS,
+    ensure_none_lost, events, jsonpath, keys, kubectl, member_endpoints, owned, patch_cluster,
+    wait_settled, NS,
 };
 use anyhow::{bail, ensure, Context, Result};
 use raftkv_tests::control_plane::ControlPlane;
@@ -64,18 +65,11 @@ pub async fn lose_two_of_three_and_recover(
     .await?;
 
     // The request, as the user writes it into the spec.
-    kubectl(
+    patch_cluster(
         plane,
-        &[
-            "patch",
-            "rkc",
-            rc,
-            "-n",
-            NS,
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"recovery":{"leaderlessSeconds":10,"solo":{"fromMember":"auto"}}}}"#,
-        ],
+        rc,
+        "merge",
+        r#"{"spec":{"recovery":{"leaderlessSeconds":10,"solo":{"fromMember":"auto"}}}}"#,
     )
     .await?;
     let recovered = until(
@@ -121,18 +115,11 @@ pub async fn lose_two_of_three_and_recover(
         "no SoloRecovery event on rkc/{rc}:\n{story}"
     );
     // Done with it: the user takes the request out of the spec again.
-    kubectl(
+    patch_cluster(
         plane,
-        &[
-            "patch",
-            "rkc",
-            rc,
-            "-n",
-            NS,
-            "--type=json",
-            "-p",
-            r#"[{"op":"remove","path":"/spec/recovery"}]"#,
-        ],
+        rc,
+        "json",
+        r#"[{"op":"remove","path":"/spec/recovery"}]"#,
     )
     .await?;
     Ok(())

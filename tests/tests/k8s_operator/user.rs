@@ -29,6 +29,13 @@ pub async fn apply(plane: &ControlPlane, manifest: &str) -> Result<()> {
     Ok(())
 }
 
+/// `kubectl patch rkc RC --type=TYPE -p PATCH` in the test namespace.
+pub async fn patch_cluster(plane: &ControlPlane, rc: &str, type_: &str, patch: &str) -> Result<()> {
+    let type_ = format!("--type={type_}");
+    kubectl(plane, &["patch", "rkc", rc, "-n", NS, &type_, "-p", patch]).await?;
+    Ok(())
+}
+
 /// `kubectl get OBJECT -o jsonpath=PATH` in the test namespace, trimmed.
 pub async fn jsonpath(plane: &ControlPlane, object: &str, path: &str) -> Result<String> {
     let path = format!("jsonpath={path}");
