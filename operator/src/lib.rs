@@ -2,16 +2,25 @@
 //! and the controller that turns replica changes into safe, one-at-a-time Raft
 //! membership changes.
 //!
-//! - [`crd`]: the resource's spec and status (the CRD YAML is generated from it).
-//! - [`naming`]: names, DNS names and member ids shared by everything else.
-//! - [`resources`]: the owned Kubernetes objects, pure functions of the resource.
-//! - [`membership`]: the pure membership planner and the executor that talks to members.
-//! - [`snapshots`]: scheduled backups (cron schedule, backup planner, retention).
-//! - [`recovery`]: solo recovery after quorum loss (planner, recorded phases).
-//! - [`controller`]: the kube-runtime controller; [`status`] computes what it writes.
+//! Read it top down; every module imports only from the ones below it:
+//!
+//! - [`controller`]: the kube-runtime controller. One reconcile is a list of
+//!   phases (owned objects, observation, solo recovery, one membership step,
+//!   backups, status); each phase is a method of its `Reconciler`.
+//! - [`members`]: how the controller reaches a cluster's members (injectable, so
+//!   reconciler tests stand in for them).
+//! - [`membership`], [`recovery`], [`snapshots`]: each a pure planner (given
+//!   what was observed, the next step) and an executor (the member calls that
+//!   carry a step out).
+//! - [`status`]: what the controller writes back; [`resources`]: the owned
+//!   Kubernetes objects, pure functions of the resource.
+//! - [`crd`]: the resource's spec and status (the CRD YAML is generated from it);
+//!   [`naming`]: names, DNS names and member ids shared by everything else;
+//!   [`metrics`].
 
 pub mod controller;
 pub mod crd;
+pub mod members;
 pub mod membership;
 pub mod metrics;
 pub mod naming;
@@ -19,3 +28,39 @@ pub mod recovery;
 pub mod resources;
 pub mod snapshots;
 pub mod status;
+
+use membership::executor::ExecError;
+use membership::Step;
+use resources::BuildError;
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("building objects: {0}")]
+    Build(#[from] BuildError),
+    #[error("{what}: {source}")]
+    Kube {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{step:?} failed: {source}")]
+    Step {
+        step: Step,
+        #[source]
+        source: ExecError,
+    },
+    #[error("solo recovery: {source}")]
+    Recovery {
+        #[source]
+        source: ExecError,
+    },
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+/// An API call's error as ours, saying what was being done.
+pub(crate) fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Kube { what, source }
+}

@@ -182,4 +182,3 @@ pub fn condition(
     let ok = status.phase != RecoveryPhase::Refused;
     Some((ok, status.reason.clone(), status.message.clone()))
 }
-pub mod reconcile;

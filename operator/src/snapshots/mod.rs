@@ -80,4 +80,3 @@ pub fn condition(outcome: &BackupOutcome) -> Option<(bool, &'static str, String)
         )),
     }
 }
-pub mod reconcile;

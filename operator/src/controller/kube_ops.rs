@@ -1,0 +1,161 @@
+//! The Kubernetes calls a reconcile makes for one RaftCluster, in its
+//! namespace: server-side apply of what it owns, reading the StatefulSet and
+//! the volumes, the deletes a member reset needs, events, and status.
+//! Every failure names the call that failed (see [`crate::Error::Kube`]).
+
+use crate::crd::RaftCluster;
+use crate::naming::{ClusterNames, DATA_VOLUME, MANAGER};
+use crate::{kube_err, Error};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim, Pod};
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+
+/// One RaftCluster's objects, as the API server has them.
+pub struct KubeOps {
+    client: Client,
+    names: ClusterNames,
+    recorder: Recorder,
+    reference: ObjectReference,
+}
+
+impl KubeOps {
+    pub fn new(client: Client, reporter: Reporter, rc: &RaftCluster, names: ClusterNames) -> Self {
+        KubeOps {
+            recorder: Recorder::new(client.clone(), reporter),
+            reference: rc.object_ref(&()),
+            client,
+            names,
+        }
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.names.namespace)
+    }
+
+    /// Server-side apply of an owned object, as the operator's field manager.
+    pub async fn apply<K>(&self, name: &str, obj: &K) -> Result<(), Error>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + Serialize
+            + DeserializeOwned
+            + Debug,
+    {
+        self.api::<K>()
+            .patch(
+                name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(obj),
+            )
+            .await
+            .map_err(kube_err(format!("applying {} {name}", K::kind(&()))))?;
+        Ok(())
+    }
+
+    /// The StatefulSet's replica count, if the StatefulSet exists.
+    pub async fn statefulset_replicas(&self) -> Result<Option<u32>, Error> {
+        let current = self
+            .api::<StatefulSet>()
+            .get_opt(&self.names.statefulset())
+            .await
+            .map_err(kube_err("reading the StatefulSet"))?;
+        Ok(current
+            .as_ref()
+            .and_then(|s| s.spec.as_ref())
+            .and_then(|s| s.replicas)
+            .map(|r| r.max(0) as u32))
+    }
+
+    /// Ordinals whose data volume exists and is not being deleted.
+    pub async fn live_volumes(&self) -> Result<BTreeSet<u32>, Error> {
+        let claims = self
+            .api::<PersistentVolumeClaim>()
+            .list(&ListParams::default().labels(&self.names.selector_string()))
+            .await
+            .map_err(kube_err("listing volumes"))?;
+        let prefix = format!("{DATA_VOLUME}-{}-", self.names.statefulset());
+        Ok(claims
+            .items
+            .iter()
+            .filter(|c| c.metadata.deletion_timestamp.is_none())
+            .filter_map(|c| c.name_any().strip_prefix(&prefix)?.parse::<u32>().ok())
+            .collect())
+    }
+
+    /// Deletes the data volume of `ordinal` (gone already is fine).
+    pub async fn delete_volume(&self, ordinal: u32) -> Result<(), Error> {
+        let name = self.names.pvc(ordinal);
+        self.delete::<PersistentVolumeClaim>(&name, "volume").await
+    }
+
+    /// Deletes a stale member's volume, then its pod: the StatefulSet re-creates
+    /// the pod with a fresh, empty volume.
+    pub async fn reset_member(&self, ordinal: u32) -> Result<(), Error> {
+        self.delete_volume(ordinal).await?;
+        self.delete::<Pod>(&self.names.pod(ordinal), "pod").await
+    }
+
+    async fn delete<K>(&self, name: &str, what: &str) -> Result<(), Error>
+    where
+        K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+        K::DynamicType: Default,
+    {
+        match self.api::<K>().delete(name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(source) => Err(Error::Kube {
+                what: format!("deleting {what} {name}"),
+                source,
+            }),
+        }
+    }
+
+    /// Publishes an event on the RaftCluster (best effort, see [`publish`]).
+    pub async fn publish(&self, type_: EventType, reason: &str, note: String) {
+        publish(&self.recorder, &self.reference, type_, reason, note).await;
+    }
+
+    /// Merges `status` into the RaftCluster's status subresource.
+    pub async fn write_status<S: Serialize>(&self, status: &S) -> Result<(), Error> {
+        self.api::<RaftCluster>()
+            .patch_status(
+                &self.names.cluster,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "status": status })),
+            )
+            .await
+            .map_err(kube_err("writing status"))?;
+        Ok(())
+    }
+}
+
+/// Events are for humans: failing to publish one must not fail the reconcile.
+pub async fn publish(
+    recorder: &Recorder,
+    reference: &ObjectReference,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: reason.to_string(),
+        secondary: None,
+    };
+    if let Err(err) = recorder.publish(&event, reference).await {
+        tracing::warn!(error = %err, reason, "publishing event failed");
+    }
+}

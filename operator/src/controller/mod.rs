@@ -1,0 +1,175 @@
+//! The kube-runtime controller for RaftClusters: reconcile and error policy.
+//!
+//! One reconcile is a list of phases (see [`apply`]), each a method of a
+//! [`Reconciler`](reconciler::Reconciler) that holds what they share: make
+//! sure the owned objects exist (server-side apply), observe the StatefulSet,
+//! the volumes and the members, let solo recovery act if it was asked for,
+//! carry out at most one membership step, take a backup that is due, write
+//! status, and requeue soon while a change is in flight.
+//!
+//! Deciding is never done here: the planners of [`crate::membership`],
+//! [`crate::recovery`] and [`crate::snapshots`] are pure functions of what
+//! was observed; this module calls them and carries their steps out.
+
+mod backups;
+mod context;
+mod kube_ops;
+mod reconciler;
+mod recovery;
+mod report;
+
+pub use crate::members::{LiveMembers, MemberApi};
+pub use crate::Error;
+pub use context::Context;
+
+use crate::crd::RaftCluster;
+use crate::membership::{plan_next_step, Plan};
+use crate::metrics::Metrics;
+use crate::naming::MANAGER;
+use crate::recovery::RecoveryPlan;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use reconciler::Reconciler;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The finalizer the operator puts on every RaftCluster.
+pub const FINALIZER: &str = "raftkv.io/cleanup";
+
+/// Requeue while a change is in flight (a pod starting, a learner catching up).
+pub const REQUEUE_BUSY: Duration = Duration::from_secs(3);
+/// Requeue while refused (waiting for the cluster to heal).
+pub const REQUEUE_BLOCKED: Duration = Duration::from_secs(20);
+/// Re-check while a recovery request waits for proof that quorum is lost.
+pub const REQUEUE_RECOVERY_WAIT: Duration = Duration::from_secs(5);
+/// Re-check a converged cluster's health this often.
+pub const REQUEUE_IDLE: Duration = Duration::from_secs(60);
+
+/// Reconcile one RaftCluster (behind its finalizer).
+pub async fn reconcile<M: MemberApi>(
+    rc: Arc<RaftCluster>,
+    ctx: Arc<Context<M>>,
+) -> Result<Action, Error> {
+    ctx.metrics.reconciles.inc();
+    let ns = rc.namespace().unwrap_or_else(|| "default".to_string());
+    let api: Api<RaftCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, rc, |event| async {
+        match event {
+            Finalizer::Apply(rc) => {
+                let result = apply(&rc, &ctx).await;
+                if let Err(err @ Error::Kube { .. }) = &result {
+                    report::report_failure(&rc, &ctx, err).await;
+                }
+                result
+            }
+            Finalizer::Cleanup(rc) => cleanup(&rc, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// The phases of one reconcile, in order.
+async fn apply<M: MemberApi>(rc: &RaftCluster, ctx: &Context<M>) -> Result<Action, Error> {
+    let r = Reconciler::new(rc, ctx)?;
+    let replicas = r.apply_owned_objects().await?;
+    let observed = r.observe(replicas).await?;
+    // Solo recovery first: while it resets members or runs RecoverSolo, it
+    // owns them and the membership planner waits.
+    let mut recovery = r.recover(&observed).await;
+    let plan = plan_next_step(&observed);
+    tracing::info!(cluster = %r.owned.names.cluster, plan = ?plan, "planned");
+    r.finish_recovery(&plan, &mut recovery).await;
+    let step = r
+        .step_membership(&plan, &observed, recovery.holds_members())
+        .await;
+    let backups = r.back_up(&observed, recovery.holds_members()).await;
+    r.write_status(&observed, &plan, &step, &recovery, &backups)
+        .await?;
+    if let Some(err) = step.failure.or(recovery.error) {
+        return Err(err);
+    }
+    Ok(Action::requeue(next_wake(
+        &plan,
+        &recovery.plan,
+        backups.next_in,
+    )))
+}
+
+/// When to look again: soon while something is in flight, and a little after
+/// the next scheduled backup at the latest.
+fn next_wake(plan: &Plan, recovery: &RecoveryPlan, next_backup_in: Option<Duration>) -> Duration {
+    let membership_wait = match plan {
+        _ if matches!(recovery, RecoveryPlan::Act(_) | RecoveryPlan::Growing) => REQUEUE_BUSY,
+        _ if matches!(recovery, RecoveryPlan::Wait(_)) => REQUEUE_RECOVERY_WAIT,
+        Plan::Act(_) | Plan::Wait(_) => REQUEUE_BUSY,
+        Plan::Refuse(_) => REQUEUE_BLOCKED,
+        Plan::Converged => REQUEUE_IDLE,
+    };
+    next_backup_in.map_or(membership_wait, |next| {
+        membership_wait.min(next + Duration::from_millis(200))
+    })
+}
+
+/// The RaftCluster is being deleted. Owned objects go with it through owner
+/// references; the volumes stay (the StatefulSet's retention policy keeps them
+/// on deletion), so an accidental delete loses no data. Nothing to undo in Raft.
+async fn cleanup<M: MemberApi>(rc: &RaftCluster, ctx: &Context<M>) -> Result<Action, Error> {
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    kube_ops::publish(
+        &recorder,
+        &rc.object_ref(&()),
+        EventType::Normal,
+        "Deleting",
+        "owned objects are garbage-collected; member volumes are kept".to_string(),
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+/// Log, count, retry later.
+pub fn error_policy<M: MemberApi>(
+    rc: Arc<RaftCluster>,
+    error: &Error,
+    ctx: Arc<Context<M>>,
+) -> Action {
+    tracing::warn!(cluster = %rc.name_any(), error = %error, "reconcile failed");
+    ctx.metrics.reconcile_errors.inc();
+    Action::requeue(Duration::from_secs(10))
+}
+
+/// Run the controller until the process is told to stop.
+pub async fn run(client: Client, metrics: Arc<Metrics>) {
+    let clusters: Api<RaftCluster> = Api::all(client.clone());
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        members: LiveMembers,
+        reporter: Reporter {
+            controller: MANAGER.to_string(),
+            instance: std::env::var("POD_NAME").ok(),
+        },
+        metrics,
+    });
+    Controller::new(clusters, watcher::Config::default())
+        .owns(
+            Api::<StatefulSet>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .owns(Api::<Service>::all(client), watcher::Config::default())
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::debug!(cluster = %obj.name, "reconciled"),
+                Err(err) => tracing::debug!(error = %err, "reconcile error"),
+            }
+        })
+        .await;
+}

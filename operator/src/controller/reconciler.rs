@@ -1,0 +1,180 @@
+//! One reconcile of one RaftCluster: what its phases share (the resource, the
+//! names, the Kubernetes calls, the clock) in one place, and the phases that
+//! are the controller's own: the owned objects, the observation, the one
+//! membership step. Solo recovery, backups and status are phases too, in
+//! [`super::recovery`], [`super::backups`] and [`super::report`].
+
+use super::context::Context;
+use super::kube_ops::KubeOps;
+use crate::crd::RaftCluster;
+use crate::members::MemberApi;
+use crate::membership::executor::Outcome;
+use crate::membership::{Observed, Plan, Step};
+use crate::resources::{self, Owned};
+use crate::status::step_reason;
+use crate::Error;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::events::EventType;
+use std::time::Duration;
+
+/// One reconcile's state; each phase is a method.
+pub struct Reconciler<'a, M: MemberApi> {
+    pub rc: &'a RaftCluster,
+    pub ctx: &'a Context<M>,
+    pub owned: Owned,
+    pub kube: KubeOps,
+    /// The RaftCluster's uid: members refuse membership calls without it.
+    pub token: String,
+    pub now: Timestamp,
+}
+
+/// What the membership step of one reconcile did.
+#[derive(Default)]
+pub struct StepRound {
+    /// Set when this round initialized the cluster.
+    pub initialized_cluster_id: Option<u64>,
+    /// The step failed (reported in status, returned as the reconcile's error).
+    pub failure: Option<Error>,
+}
+
+impl<'a, M: MemberApi> Reconciler<'a, M> {
+    pub fn new(rc: &'a RaftCluster, ctx: &'a Context<M>) -> Result<Self, Error> {
+        let owned = Owned::of(rc)?;
+        let kube = KubeOps::new(
+            ctx.client.clone(),
+            ctx.reporter.clone(),
+            rc,
+            owned.names.clone(),
+        );
+        Ok(Reconciler {
+            rc,
+            ctx,
+            owned,
+            kube,
+            token: rc.metadata.uid.clone().unwrap_or_default(),
+            now: Timestamp::now(),
+        })
+    }
+
+    /// Makes sure the owned objects exist and match the spec (server-side
+    /// apply); the StatefulSet keeps the replica count the planner gave it.
+    /// Returns that count.
+    pub async fn apply_owned_objects(&self) -> Result<u32, Error> {
+        let names = &self.owned.names;
+        self.kube
+            .apply::<Service>(&names.peer_service(), &resources::peer_service(&self.owned))
+            .await?;
+        self.kube
+            .apply::<Service>(
+                &names.client_service(),
+                &resources::client_service(&self.owned),
+            )
+            .await?;
+        self.kube
+            .apply::<PodDisruptionBudget>(
+                &names.pod_disruption_budget(),
+                &resources::pod_disruption_budget(&self.owned),
+            )
+            .await?;
+        let replicas = self.kube.statefulset_replicas().await?.unwrap_or(0);
+        self.scale_statefulset(replicas).await?;
+        Ok(replicas)
+    }
+
+    async fn scale_statefulset(&self, replicas: u32) -> Result<(), Error> {
+        self.kube
+            .apply::<StatefulSet>(
+                &self.owned.names.statefulset(),
+                &resources::statefulset(self.rc, &self.owned, replicas as i32),
+            )
+            .await
+    }
+
+    /// What the planners decide from: the spec, the StatefulSet's `replicas`
+    /// pods, their volumes and what the members report.
+    pub async fn observe(&self, replicas: u32) -> Result<Observed, Error> {
+        let status = self.rc.status.clone().unwrap_or_default();
+        let learner_waiting_for = status
+            .pending_learner
+            .as_ref()
+            .and_then(|p| p.since.parse::<Timestamp>().ok())
+            .and_then(|since| Duration::try_from(self.now.duration_since(since)).ok());
+        let mut observed = Observed {
+            desired_replicas: self.rc.spec.replicas.max(1) as u32,
+            statefulset_replicas: Some(replicas),
+            volumes: self.kube.live_volumes().await?,
+            initialized: status.initialized.is_some(),
+            learner_waiting_for,
+            restore_from_backup: self.rc.spec.restore.as_ref().map(|r| r.from_backup.clone()),
+            ..Observed::default()
+        };
+        self.ctx
+            .members
+            .observe(&self.owned.names, &self.token, 0..replicas)
+            .await
+            .fill(&mut observed);
+        Ok(observed)
+    }
+
+    /// Carries out the membership planner's step, unless solo recovery holds
+    /// the members; an event says what was done or why it failed.
+    pub async fn step_membership(
+        &self,
+        plan: &Plan,
+        observed: &Observed,
+        recovery_holds_members: bool,
+    ) -> StepRound {
+        let Plan::Act(step) = plan else {
+            return StepRound::default();
+        };
+        if recovery_holds_members {
+            return StepRound::default();
+        }
+        let result = match step {
+            Step::ScaleStatefulSet { to, .. } => self.scale_statefulset(*to).await.map(|()| None),
+            Step::DeleteVolume { ordinal } => {
+                self.kube.delete_volume(*ordinal).await.map(|()| None)
+            }
+            Step::ResetMember { ordinal } => self.kube.reset_member(*ordinal).await.map(|()| None),
+            raft => self
+                .ctx
+                .members
+                .execute(&self.owned.names, &self.token, raft, observed)
+                .await
+                .map(Some)
+                .map_err(|source| Error::Step {
+                    step: raft.clone(),
+                    source,
+                }),
+        };
+        match result {
+            Ok(outcome) => {
+                if !matches!(outcome, Some(Outcome::NotYet(_))) {
+                    self.ctx.metrics.steps.inc();
+                    self.kube
+                        .publish(EventType::Normal, step_reason(step), format!("{step:?}"))
+                        .await;
+                }
+                StepRound {
+                    initialized_cluster_id: match outcome {
+                        Some(Outcome::Initialized { cluster_id, .. }) => Some(cluster_id),
+                        _ => None,
+                    },
+                    failure: None,
+                }
+            }
+            Err(err) => {
+                self.kube
+                    .publish(EventType::Warning, "StepFailed", err.to_string())
+                    .await;
+                StepRound {
+                    initialized_cluster_id: None,
+                    failure: Some(err),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! How the controller reaches the members of one RaftCluster. A trait, so
+//! reconciler tests can stand in for real members; [`LiveMembers`] reaches
+//! real ones by their DNS names under the headless Service, through the
+//! executors of [`crate::membership`], [`crate::snapshots`] and
+//! [`crate::recovery`].
+
+use crate::membership::executor::{ExecError, Executor, MemberObservation, Outcome};
+use crate::membership::{Observed, Step};
+use crate::naming::ClusterNames;
+use crate::recovery::executor::SoloRecovered;
+use crate::snapshots::{BackupDone, TakeBackup};
+use std::future::Future;
+use std::ops::Range;
+use std::time::Duration;
+
+/// The member calls a reconcile makes.
+pub trait MemberApi: Send + Sync + 'static {
+    fn observe(
+        &self,
+        names: &ClusterNames,
+        token: &str,
+        ordinals: Range<u32>,
+    ) -> impl Future<Output = MemberObservation> + Send;
+
+    fn execute(
+        &self,
+        names: &ClusterNames,
+        token: &str,
+        step: &Step,
+        observed: &Observed,
+    ) -> impl Future<Output = Result<Outcome, ExecError>> + Send;
+
+    /// SaveBackup on the chosen member, then retention over `ordinals`' listings.
+    fn take_backup(
+        &self,
+        names: &ClusterNames,
+        take: &TakeBackup,
+        retain: u32,
+        ordinals: Vec<u32>,
+    ) -> impl Future<Output = Result<BackupDone, ExecError>> + Send;
+
+    /// Admin.RecoverSolo on the member at `ordinal`.
+    fn recover_solo(
+        &self,
+        names: &ClusterNames,
+        ordinal: u32,
+        min_leaderless: Duration,
+    ) -> impl Future<Output = Result<SoloRecovered, ExecError>> + Send;
+}
+
+/// Real members, reached by their DNS names under the headless Service.
+pub struct LiveMembers;
+
+impl MemberApi for LiveMembers {
+    async fn observe(
+        &self,
+        names: &ClusterNames,
+        token: &str,
+        ordinals: Range<u32>,
+    ) -> MemberObservation {
+        Executor::new(names.clone(), token).observe(ordinals).await
+    }
+
+    async fn execute(
+        &self,
+        names: &ClusterNames,
+        token: &str,
+        step: &Step,
+        observed: &Observed,
+    ) -> Result<Outcome, ExecError> {
+        Executor::new(names.clone(), token)
+            .execute(step, observed)
+            .await
+    }
+
+    async fn take_backup(
+        &self,
+        names: &ClusterNames,
+        take: &TakeBackup,
+        retain: u32,
+        ordinals: Vec<u32>,
+    ) -> Result<BackupDone, ExecError> {
+        // A backup streams the whole store; give it more than one call's default.
+        Executor::new(names.clone(), "")
+            .with_timeout(Duration::from_secs(120))
+            .take_backup(take, &names.cluster, retain, ordinals)
+            .await
+    }
+
+    async fn recover_solo(
+        &self,
+        names: &ClusterNames,
+        ordinal: u32,
+        min_leaderless: Duration,
+    ) -> Result<SoloRecovered, ExecError> {
+        Executor::new(names.clone(), "")
+            .with_timeout(Duration::from_secs(60))
+            .recover_solo(ordinal, min_leaderless)
+            .await
+    }
+}
