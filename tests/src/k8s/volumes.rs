@@ -97,6 +97,27 @@ fn select(
     }
 }
 
+/// Writes the selected keys of a ConfigMap's or Secret's `data` into `dir`;
+/// a missing object is fine only when the volume says it is optional.
+fn write_selected(
+    dir: &Path,
+    data: Option<BTreeMap<String, Vec<u8>>>,
+    items: Option<&Vec<KeyToPath>>,
+    optional: Option<bool>,
+    what: &str,
+) -> Result<(), StartError> {
+    match data {
+        Some(data) => {
+            for (rel, content) in select(&data, items, what)? {
+                write_file(dir, &rel, &content)?;
+            }
+            Ok(())
+        }
+        None if optional == Some(true) => Ok(()),
+        None => Err(waiting("ContainerCreating", format!("{what} not found"))),
+    }
+}
+
 async fn config_map_data(
     client: &Client,
     ns: &str,
@@ -260,45 +281,17 @@ impl PodVolumes {
         }
         if let Some(cm) = &v.config_map {
             mkdir(&own)?;
-            match config_map_data(client, &ns, &cm.name).await? {
-                Some(data) => {
-                    for (rel, content) in select(
-                        &data,
-                        cm.items.as_ref(),
-                        &format!("configmap {:?}", cm.name),
-                    )? {
-                        write_file(&own, &rel, &content)?;
-                    }
-                }
-                None if cm.optional == Some(true) => {}
-                None => {
-                    return Err(waiting(
-                        "ContainerCreating",
-                        format!("configmap {:?} not found", cm.name),
-                    ))
-                }
-            }
+            let data = config_map_data(client, &ns, &cm.name).await?;
+            let what = format!("configmap {:?}", cm.name);
+            write_selected(&own, data, cm.items.as_ref(), cm.optional, &what)?;
             return Ok(own);
         }
         if let Some(s) = &v.secret {
             mkdir(&own)?;
             let name = s.secret_name.clone().unwrap_or_default();
-            match secret_data(client, &ns, &name).await? {
-                Some(data) => {
-                    for (rel, content) in
-                        select(&data, s.items.as_ref(), &format!("secret {name:?}"))?
-                    {
-                        write_file(&own, &rel, &content)?;
-                    }
-                }
-                None if s.optional == Some(true) => {}
-                None => {
-                    return Err(waiting(
-                        "ContainerCreating",
-                        format!("secret {name:?} not found"),
-                    ))
-                }
-            }
+            let data = secret_data(client, &ns, &name).await?;
+            let what = format!("secret {name:?}");
+            write_selected(&own, data, s.items.as_ref(), s.optional, &what)?;
             return Ok(own);
         }
         if let Some(d) = &v.downward_api {
@@ -322,41 +315,13 @@ impl PodVolumes {
                     )
                     .await?;
                 } else if let Some(cm) = &source.config_map {
-                    match config_map_data(client, &ns, &cm.name).await? {
-                        Some(data) => {
-                            for (rel, content) in select(
-                                &data,
-                                cm.items.as_ref(),
-                                &format!("configmap {:?}", cm.name),
-                            )? {
-                                write_file(&own, &rel, &content)?;
-                            }
-                        }
-                        None if cm.optional == Some(true) => {}
-                        None => {
-                            return Err(waiting(
-                                "ContainerCreating",
-                                format!("configmap {:?} not found", cm.name),
-                            ))
-                        }
-                    }
+                    let data = config_map_data(client, &ns, &cm.name).await?;
+                    let what = format!("configmap {:?}", cm.name);
+                    write_selected(&own, data, cm.items.as_ref(), cm.optional, &what)?;
                 } else if let Some(s) = &source.secret {
-                    match secret_data(client, &ns, &s.name).await? {
-                        Some(data) => {
-                            for (rel, content) in
-                                select(&data, s.items.as_ref(), &format!("secret {:?}", s.name))?
-                            {
-                                write_file(&own, &rel, &content)?;
-                            }
-                        }
-                        None if s.optional == Some(true) => {}
-                        None => {
-                            return Err(waiting(
-                                "ContainerCreating",
-                                format!("secret {:?} not found", s.name),
-                            ))
-                        }
-                    }
+                    let data = secret_data(client, &ns, &s.name).await?;
+                    let what = format!("secret {:?}", s.name);
+                    write_selected(&own, data, s.items.as_ref(), s.optional, &what)?;
                 } else if let Some(d) = &source.downward_api {
                     for (rel, content) in
                         downward_files(pod, facts, d.items.as_deref().unwrap_or(&[]))?
