@@ -26,10 +26,10 @@ use sha2::Digest;
 use crate::raft::SnapshotMeta;
 use crate::store::cf;
 use crate::store::io_err;
+use crate::store::schema::CF_KV;
+use crate::store::schema::CF_SM_META;
 use crate::store::snapshot_stream::family_name;
 use crate::store::snapshot_stream::RecordReader;
-use crate::store::CF_KV;
-use crate::store::CF_SM_META;
 
 const TRAILER: u64 = 32;
 const PAD: u64 = 512;
@@ -166,7 +166,7 @@ pub fn check(path: &Path, progress: &mut dyn FnMut(u64)) -> io::Result<Summary> 
         let family = family_name(tag);
         if family == CF_KV {
             key_count += 1;
-        } else if family == CF_SM_META && key == crate::store::mvcc::KEY_REVISION {
+        } else if family == CF_SM_META && key == crate::store::schema::KEY_REVISION {
             if let Ok(b) = <[u8; 8]>::try_from(value.as_slice()) {
                 revision = i64::from_be_bytes(b);
             }

@@ -21,8 +21,7 @@ use rocksdb::DB;
 
 use crate::store::log_store::read_meta;
 
-pub(crate) const KEY_EPOCH: &[u8] = b"epoch";
-pub(crate) const KEY_FENCED: &[u8] = b"fenced";
+use crate::store::schema::{KEY_EPOCH, KEY_FENCED};
 
 /// gRPC metadata key on an epoch refusal: the refusing member's epoch.
 pub const EPOCH_METADATA: &str = "raftkv-epoch";
@@ -131,7 +130,7 @@ fn persist<T: serde::Serialize>(db: &DB, key: &[u8], value: &T) -> anyhow::Resul
     let mut opts = rocksdb::WriteOptions::default();
     opts.set_sync(true);
     db.put_cf_opt(
-        crate::store::cf(db, crate::store::CF_RAFT_META),
+        crate::store::cf(db, crate::store::schema::CF_RAFT_META),
         key,
         crate::raft::codec::encode(value)?,
         &opts,

@@ -187,6 +187,12 @@ impl Node {
         }
     }
 
+    /// Refuse the call unless its caller holds the root role (always allowed
+    /// while auth is disabled): the check of every admin-only RPC.
+    pub async fn require_root(&self, md: &tonic::metadata::MetadataMap) -> Result<(), ApiError> {
+        self.caller(md).await?.require_root(&self.db)
+    }
+
     /// Refuse a write that adds data when the space quota is exhausted, raising
     /// the NOSPACE alarm for this member (once) so every member refuses too.
     pub async fn check_quota(&self) -> Result<(), ApiError> {

@@ -31,8 +31,6 @@ use rocksdb::IteratorMode;
 use rocksdb::WriteBatch;
 use rocksdb::DB;
 
-use crate::epoch::KEY_EPOCH;
-use crate::epoch::KEY_FENCED;
 use crate::raft::codec;
 use crate::raft::Entry;
 use crate::raft::LogId;
@@ -43,19 +41,17 @@ use crate::raft::StoredMembership;
 use crate::raft::Vote;
 use crate::store::cf;
 use crate::store::log_store::read_meta;
-use crate::store::log_store::KEY_CLUSTER_ID;
-use crate::store::log_store::KEY_COMMITTED;
-use crate::store::log_store::KEY_PURGED;
-use crate::store::log_store::KEY_VOTE;
-use crate::store::state_machine::KEY_LAST_APPLIED;
-use crate::store::state_machine::KEY_MEMBERSHIP;
-use crate::store::CF_KV;
-use crate::store::CF_RAFT_LOG;
-use crate::store::CF_RAFT_META;
-use crate::store::CF_SM_META;
-
-/// The member's own id, recorded by `serve` so offline commands know it.
-pub(crate) const KEY_NODE_ID: &[u8] = b"node_id";
+use crate::store::schema::CF_KV;
+use crate::store::schema::CF_RAFT_LOG;
+use crate::store::schema::CF_RAFT_META;
+use crate::store::schema::CF_SM_META;
+use crate::store::schema::KEY_CLUSTER_ID;
+use crate::store::schema::KEY_COMMITTED;
+use crate::store::schema::KEY_LAST_APPLIED;
+use crate::store::schema::KEY_LAST_PURGED;
+use crate::store::schema::KEY_MEMBERSHIP;
+use crate::store::schema::KEY_VOTE;
+use crate::store::schema::{KEY_EPOCH, KEY_FENCED, KEY_NODE_ID};
 
 /// What a solo recovery kept, and where what it could not keep would have been.
 #[derive(Debug, Clone)]
@@ -154,7 +150,7 @@ fn effective_membership(db: &DB, sm: &StoredMembership) -> anyhow::Result<Member
 /// The store revision, as `Mvcc::current_revision` reads it.
 pub fn current_revision(db: &DB) -> anyhow::Result<i64> {
     Ok(
-        match db.get_cf(cf(db, CF_SM_META), crate::store::mvcc::KEY_REVISION)? {
+        match db.get_cf(cf(db, CF_SM_META), crate::store::schema::KEY_REVISION)? {
             Some(b) => i64::from_be_bytes(b.as_slice().try_into().context("bad revision record")?),
             None => 1,
         },
@@ -172,7 +168,7 @@ pub fn recover_solo(db: &DB, id: NodeId) -> anyhow::Result<SoloReport> {
     let cluster_id: u64 = read_meta(db, KEY_CLUSTER_ID)?.unwrap_or(0);
     let (last_applied, sm_membership) = crate::store::state_machine::applied_state(db)?;
     let last_entry = last_log_entry(db)?;
-    let purged: Option<LogId> = read_meta(db, KEY_PURGED)?;
+    let purged: Option<LogId> = read_meta(db, KEY_LAST_PURGED)?;
     if cluster_id == 0 || (last_entry.is_none() && last_applied.is_none()) {
         bail!("this member was never initialized: there is nothing to recover");
     }
@@ -209,7 +205,7 @@ pub fn recover_solo(db: &DB, id: NodeId) -> anyhow::Result<SoloReport> {
     {
         // The state machine is ahead of the log (a snapshot was installed):
         // the log restarts after what was applied.
-        batch.put_cf(meta, KEY_PURGED, codec::encode(applied)?);
+        batch.put_cf(meta, KEY_LAST_PURGED, codec::encode(applied)?);
         batch.delete_range_cf(cf(db, CF_RAFT_LOG), 0u64.to_be_bytes(), index.to_be_bytes());
     }
     batch.put_cf(
@@ -274,7 +270,7 @@ pub fn record_restored_state(
     let mut batch = WriteBatch::default();
     batch.put_cf(sm, KEY_LAST_APPLIED, codec::encode(&Some(at))?);
     batch.put_cf(sm, KEY_MEMBERSHIP, codec::encode(&membership)?);
-    batch.put_cf(meta, KEY_PURGED, codec::encode(&at)?);
+    batch.put_cf(meta, KEY_LAST_PURGED, codec::encode(&at)?);
     batch.put_cf(meta, KEY_COMMITTED, codec::encode(&Some(at))?);
     batch.put_cf(meta, KEY_VOTE, codec::encode(&Vote::new(1, id))?);
     batch.put_cf(meta, KEY_CLUSTER_ID, codec::encode(&cluster_id)?);

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use rocksdb::DB;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -51,7 +50,7 @@ use crate::raft::Member;
 use crate::raft::Raft;
 use crate::store;
 use crate::store::log_store::read_meta;
-use crate::store::log_store::KEY_CLUSTER_ID;
+use crate::store::schema::KEY_CLUSTER_ID;
 use crate::store::LogStore;
 use crate::store::Mvcc;
 use crate::store::StateMachineStore;
@@ -59,18 +58,6 @@ use crate::store::StateMachineStore;
 /// gRPC framing and header overhead allowed on top of `--max-request-bytes`,
 /// so an oversized request reaches our check and gets etcd's error message.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
-
-pub fn persist_cluster_id(db: &DB, id: u64) -> anyhow::Result<()> {
-    let mut opts = rocksdb::WriteOptions::default();
-    opts.set_sync(true);
-    db.put_cf_opt(
-        store::cf(db, store::CF_RAFT_META),
-        KEY_CLUSTER_ID,
-        crate::raft::codec::encode(&id)?,
-        &opts,
-    )?;
-    Ok(())
-}
 
 fn raft_config(cfg: &ServeConfig) -> anyhow::Result<openraft::Config> {
     let config = openraft::Config {
@@ -139,7 +126,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         }
         (Some(stored), _) => stored,
         (None, Some(derived)) => {
-            persist_cluster_id(&db, derived)?;
+            store::log_store::persist_cluster_id(&db, derived)?;
             derived
         }
         (None, None) => 0,

@@ -115,7 +115,7 @@ impl Admin for AdminService {
         // Not initialized yet; the id may be persisted by an earlier attempt
         // that failed before initializing, in which case this one finishes it.
         if current == 0 {
-            crate::server::persist_cluster_id(&node.db, wanted).map_err(|e| {
+            crate::store::log_store::persist_cluster_id(&node.db, wanted).map_err(|e| {
                 Status::internal(format!("raftkv: persisting the cluster id: {e:#}"))
             })?;
             node.cluster_id.store(wanted, Ordering::Release);

@@ -32,8 +32,7 @@ impl AuthService {
 
     /// Check the caller may manage auth, then replicate the change.
     async fn change(&self, md: &MetadataMap, op: Op) -> Result<Option<ResponseHeader>, ApiError> {
-        let caller = self.node.caller(md).await?;
-        caller.require_root(&self.node.db)?;
+        self.node.require_root(md).await?;
         let cmd = Command(raftkvpb::Command {
             op: Some(raftkvpb::command::Op::Auth(raftkvpb::AuthChange {
                 op: Some(op),
@@ -45,7 +44,7 @@ impl AuthService {
 
     /// Reading users and roles also needs root while auth is enabled.
     async fn read(&self, md: &MetadataMap) -> Result<(), ApiError> {
-        self.node.caller(md).await?.require_root(&self.node.db)?;
+        self.node.require_root(md).await?;
         self.node.read_barrier().await
     }
 }
@@ -168,7 +167,7 @@ impl Auth for AuthService {
         self.read(req.metadata()).await?;
         Ok(Response::new(AuthUserListResponse {
             header: self.header(),
-            users: auth::names(&self.node.db, "user/")?,
+            users: auth::names(&self.node.db, crate::store::schema::USER_PREFIX)?,
         }))
     }
 
@@ -246,7 +245,7 @@ impl Auth for AuthService {
         self.read(req.metadata()).await?;
         Ok(Response::new(AuthRoleListResponse {
             header: self.header(),
-            roles: auth::names(&self.node.db, "role/")?,
+            roles: auth::names(&self.node.db, crate::store::schema::ROLE_PREFIX)?,
         }))
     }
 

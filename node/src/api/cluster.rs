@@ -19,7 +19,7 @@ use crate::proto::etcdserverpb::*;
 use crate::proto::raftkvpb::MemberAttributes;
 use crate::raft::NodeId;
 use crate::store::cf;
-use crate::store::CF_SM_META;
+use crate::store::schema::CF_SM_META;
 
 pub struct ClusterService {
     pub node: Arc<Node>,
@@ -63,7 +63,10 @@ pub fn member_list(node: &Node) -> Vec<Member> {
 fn member_attributes(node: &Node, id: NodeId) -> Option<MemberAttributes> {
     let bytes = node
         .db
-        .get_cf(cf(&node.db, CF_SM_META), crate::store::member_attr_key(id))
+        .get_cf(
+            cf(&node.db, CF_SM_META),
+            crate::store::schema::member_attr_key(id),
+        )
         .ok()??;
     MemberAttributes::decode(bytes.as_slice()).ok()
 }
@@ -111,10 +114,7 @@ impl Cluster for ClusterService {
         &self,
         req: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        self.node
-            .caller(req.metadata())
-            .await?
-            .require_root(&self.node.db)?;
+        self.node.require_root(req.metadata()).await?;
         let req = req.into_inner();
         if req.peer_ur_ls.is_empty() || !req.peer_ur_ls.iter().all(|u| valid_peer_url(u)) {
             return Err(ApiError::member_bad_urls().into());
@@ -153,10 +153,7 @@ impl Cluster for ClusterService {
         &self,
         req: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        self.node
-            .caller(req.metadata())
-            .await?
-            .require_root(&self.node.db)?;
+        self.node.require_root(req.metadata()).await?;
         let id = req.into_inner().id;
         self.node
             .change_membership(Forwarded::RemoveMember { id })
@@ -200,10 +197,7 @@ impl Cluster for ClusterService {
         &self,
         req: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        self.node
-            .caller(req.metadata())
-            .await?
-            .require_root(&self.node.db)?;
+        self.node.require_root(req.metadata()).await?;
         let id = req.into_inner().id;
         self.node
             .change_membership(Forwarded::PromoteMember { id })

@@ -22,7 +22,7 @@ use crate::proto::etcdserverpb::request_op::Request as Op;
 use crate::proto::etcdserverpb::*;
 use crate::proto::v3electionpb::election_server::Election;
 use crate::proto::v3electionpb::*;
-use crate::store::keys::prefix_end;
+use crate::store::mvcc::prefix_end;
 
 pub struct ElectionService {
     pub node: Arc<Node>,

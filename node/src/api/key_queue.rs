@@ -25,7 +25,7 @@ use crate::proto::mvccpb::KeyValue;
 use crate::proto::raftkvpb;
 use crate::proto::raftkvpb::command_result::Result as Applied;
 use crate::raft::Command;
-use crate::store::keys::prefix_end;
+use crate::store::mvcc::prefix_end;
 
 pub fn queue_prefix(name: &[u8]) -> Vec<u8> {
     let mut p = name.to_vec();

@@ -21,6 +21,7 @@ use crate::proto::raftkvpb;
 use crate::proto::raftkvpb::command::Op;
 use crate::proto::raftkvpb::command_result::Result as Applied;
 use crate::raft::Command;
+use crate::store::txn_walk::{leaf_ops, walk, TxnPart};
 
 pub struct KvService {
     pub node: Arc<Node>,
@@ -115,10 +116,7 @@ impl Kv for KvService {
         &self,
         req: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
-        self.node
-            .caller(req.metadata())
-            .await?
-            .require_root(&self.node.db)?;
+        self.node.require_root(req.metadata()).await?;
         let req = req.into_inner();
         let Applied::Compact(mut resp) = self.propose(Op::Compact(req)).await? else {
             return Err(unexpected("compact"));
@@ -129,27 +127,14 @@ impl Kv for KvService {
 }
 
 fn is_read_only(req: &TxnRequest) -> bool {
-    use request_op::Request as R;
-    req.success
-        .iter()
-        .chain(&req.failure)
-        .all(|op| match &op.request {
-            Some(R::RequestRange(_)) => true,
-            Some(R::RequestTxn(t)) => is_read_only(t),
-            _ => false,
-        })
+    leaf_ops(req).all(|op| matches!(op.request, Some(request_op::Request::RequestRange(_))))
 }
 
 fn all_serializable(req: &TxnRequest) -> bool {
-    use request_op::Request as R;
-    req.success
-        .iter()
-        .chain(&req.failure)
-        .all(|op| match &op.request {
-            Some(R::RequestRange(r)) => r.serializable,
-            Some(R::RequestTxn(t)) => all_serializable(t),
-            _ => true,
-        })
+    leaf_ops(req).all(|op| match &op.request {
+        Some(request_op::Request::RequestRange(r)) => r.serializable,
+        _ => true,
+    })
 }
 
 /// Give the txn response and every nested response a complete header.
@@ -186,18 +171,21 @@ fn check_delete(caller: &Caller, node: &Node, req: &DeleteRangeRequest) -> Resul
 /// Every compare and every op of both branches, as etcd checks a txn.
 fn check_txn(caller: &Caller, node: &Node, req: &TxnRequest) -> Result<(), ApiError> {
     use request_op::Request as R;
-    for c in &req.compare {
-        caller.require(&node.db, &c.key, &c.range_end, Need::Read)?;
-    }
-    for op in req.success.iter().chain(&req.failure) {
-        match &op.request {
-            Some(R::RequestRange(r)) => {
-                caller.require(&node.db, &r.key, &r.range_end, Need::Read)?
+    for part in walk(req) {
+        match part {
+            TxnPart::Txn(t) => {
+                for c in &t.compare {
+                    caller.require(&node.db, &c.key, &c.range_end, Need::Read)?;
+                }
             }
-            Some(R::RequestPut(p)) => check_put(caller, node, p)?,
-            Some(R::RequestDeleteRange(d)) => check_delete(caller, node, d)?,
-            Some(R::RequestTxn(t)) => check_txn(caller, node, t)?,
-            None => {}
+            TxnPart::Op(op) => match &op.request {
+                Some(R::RequestRange(r)) => {
+                    caller.require(&node.db, &r.key, &r.range_end, Need::Read)?
+                }
+                Some(R::RequestPut(p)) => check_put(caller, node, p)?,
+                Some(R::RequestDeleteRange(d)) => check_delete(caller, node, d)?,
+                Some(R::RequestTxn(_)) | None => {}
+            },
         }
     }
     Ok(())

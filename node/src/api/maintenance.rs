@@ -111,10 +111,7 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        self.node
-            .caller(req.metadata())
-            .await?
-            .require_root(&self.node.db)?;
+        self.node.require_root(req.metadata()).await?;
         let db = self.node.db.clone();
         tokio::task::spawn_blocking(move || hash::defragment(&db))
             .await
@@ -126,10 +123,7 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn hash(&self, req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        self.node
-            .caller(req.metadata())
-            .await?
-            .require_root(&self.node.db)?;
+        self.node.require_root(req.metadata()).await?;
         let db = self.node.db.clone();
         let value = tokio::task::spawn_blocking(move || hash::hash_all(&db))
             .await
@@ -144,10 +138,7 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
-        self.node
-            .caller(req.metadata())
-            .await?
-            .require_root(&self.node.db)?;
+        self.node.require_root(req.metadata()).await?;
         let revision = req.into_inner().revision;
         let db = self.node.db.clone();
         let (value, compacted, upto) =
@@ -172,10 +163,7 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        self.node
-            .caller(req.metadata())
-            .await?
-            .require_root(&self.node.db)?;
+        self.node.require_root(req.metadata()).await?;
         let db = self.node.db.clone();
         let dir = self
             .node
@@ -198,10 +186,7 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        self.node
-            .caller(req.metadata())
-            .await?
-            .require_root(&self.node.db)?;
+        self.node.require_root(req.metadata()).await?;
         let target = req.into_inner().target_id;
         let m = self.node.raft_metrics();
         if m.state != ServerState::Leader {

@@ -16,6 +16,7 @@ use crate::proto::etcdserverpb::range_request::SortTarget;
 use crate::proto::etcdserverpb::request_op::Request;
 use crate::proto::etcdserverpb::*;
 use crate::store::mvcc::KeyRange;
+use crate::store::txn_walk::{walk, TxnPart};
 
 pub fn size(req: &impl Message, limits: &Limits) -> Result<(), ApiError> {
     if req.encoded_len() > limits.max_request_bytes {
@@ -68,24 +69,28 @@ pub fn txn(req: &TxnRequest, limits: &Limits) -> Result<(), ApiError> {
 
 fn txn_shape(req: &TxnRequest, limits: &Limits) -> Result<(), ApiError> {
     let max = limits.max_txn_ops;
-    if req.compare.len() > max || req.success.len() > max || req.failure.len() > max {
-        return Err(ApiError::too_many_ops());
-    }
-    if req.compare.iter().any(|c| c.key.is_empty()) {
-        return Err(ApiError::empty_key());
-    }
-    for op in req.success.iter().chain(&req.failure) {
-        match &op.request {
-            Some(Request::RequestRange(r)) => range(r)?,
-            Some(Request::RequestPut(p)) => put(p)?,
-            Some(Request::RequestDeleteRange(d)) => delete(d)?,
-            Some(Request::RequestTxn(t)) => txn_shape(t, limits)?,
-            None => {
-                return Err(ApiError::new(
-                    tonic::Code::InvalidArgument,
-                    "etcdserver: empty request op",
-                ))
+    for part in walk(req) {
+        match part {
+            TxnPart::Txn(t) => {
+                if t.compare.len() > max || t.success.len() > max || t.failure.len() > max {
+                    return Err(ApiError::too_many_ops());
+                }
+                if t.compare.iter().any(|c| c.key.is_empty()) {
+                    return Err(ApiError::empty_key());
+                }
             }
+            TxnPart::Op(op) => match &op.request {
+                Some(Request::RequestRange(r)) => range(r)?,
+                Some(Request::RequestPut(p)) => put(p)?,
+                Some(Request::RequestDeleteRange(d)) => delete(d)?,
+                Some(Request::RequestTxn(_)) => {}
+                None => {
+                    return Err(ApiError::new(
+                        tonic::Code::InvalidArgument,
+                        "etcdserver: empty request op",
+                    ))
+                }
+            },
         }
     }
     Ok(())

@@ -17,7 +17,7 @@ use crate::proto::etcdserverpb::*;
 use crate::proto::raftkvpb::admin::admin_client::AdminClient;
 use crate::proto::raftkvpb::admin::InitializeRequest;
 use crate::proto::raftkvpb::admin::MemberStatusRequest;
-use crate::store::keys::prefix_end;
+use crate::store::mvcc::prefix_end;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Endpoints {
@@ -71,6 +71,12 @@ fn print_kv(k: &[u8], v: &[u8]) {
     );
 }
 
+/// A lease id as `lease grant` prints it (hexadecimal, `0x` optional).
+pub fn parse_lease_id(s: &str) -> anyhow::Result<i64> {
+    i64::from_str_radix(s.trim_start_matches("0x"), 16)
+        .with_context(|| format!("lease id {s:?} is not hexadecimal (as `lease grant` prints it)"))
+}
+
 pub async fn put(
     ep: &Endpoints,
     key: String,
@@ -79,7 +85,7 @@ pub async fn put(
 ) -> anyhow::Result<()> {
     let lease = lease
         .as_deref()
-        .map(super::lease::parse_lease_id)
+        .map(parse_lease_id)
         .transpose()?
         .unwrap_or(0);
     let mut kv = KvClient::new(ep.connect().await?);

@@ -4,6 +4,7 @@
 use anyhow::Context;
 use futures::StreamExt;
 
+use super::client::parse_lease_id;
 use super::client::status_err;
 use super::client::Endpoints;
 use crate::proto::etcdserverpb::lease_client::LeaseClient;
@@ -27,11 +28,6 @@ pub enum LeaseCmd {
         #[arg(long)]
         keys: bool,
     },
-}
-
-pub fn parse_lease_id(s: &str) -> anyhow::Result<i64> {
-    i64::from_str_radix(s.trim_start_matches("0x"), 16)
-        .with_context(|| format!("lease id {s:?} is not hexadecimal (as `lease grant` prints it)"))
 }
 
 pub async fn run(ep: &Endpoints, cmd: LeaseCmd) -> anyhow::Result<()> {

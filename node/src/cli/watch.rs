@@ -11,7 +11,7 @@ use crate::proto::etcdserverpb::watch_client::WatchClient;
 use crate::proto::etcdserverpb::watch_request::RequestUnion;
 use crate::proto::etcdserverpb::*;
 use crate::proto::mvccpb::event::EventType;
-use crate::store::keys::prefix_end;
+use crate::store::mvcc::prefix_end;
 
 pub async fn run(
     ep: &Endpoints,

@@ -82,7 +82,7 @@ impl PeerService {
                 .epoch
                 .adopt(&self.node.db, h.epoch)
                 .map_err(|e| Status::internal(format!("cannot persist the epoch: {e:#}")))?;
-            crate::server::persist_cluster_id(&self.node.db, h.cluster_id)
+            crate::store::log_store::persist_cluster_id(&self.node.db, h.cluster_id)
                 .map_err(|e| Status::internal(format!("cannot persist the cluster id: {e:#}")))?;
             self.node.cluster_id.store(h.cluster_id, Ordering::Release);
             tracing::info!(cluster_id = %format!("{:x}", h.cluster_id), epoch = h.epoch, leader = %format!("{:x}", h.from_id), "joined cluster");

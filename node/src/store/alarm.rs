@@ -7,22 +7,15 @@ use rocksdb::IteratorMode;
 use rocksdb::DB;
 
 use super::cf;
+use super::schema::CF_SM_META;
 use super::txn::Applier;
-use super::CF_SM_META;
 use crate::errors::ApiError;
 use crate::proto::etcdserverpb::alarm_request::AlarmAction;
 use crate::proto::etcdserverpb::AlarmMember;
 use crate::proto::etcdserverpb::AlarmRequest;
 use crate::proto::etcdserverpb::AlarmType;
 
-const PREFIX: &[u8] = b"alarm/";
-
-fn alarm_key(member: u64, kind: i32) -> Vec<u8> {
-    let mut k = PREFIX.to_vec();
-    k.extend_from_slice(&member.to_be_bytes());
-    k.extend_from_slice(&kind.to_be_bytes());
-    k
-}
+use super::schema::{alarm_key, ALARM_PREFIX as PREFIX};
 
 pub fn no_space() -> ApiError {
     ApiError::new(

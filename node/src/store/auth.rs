@@ -10,8 +10,9 @@ use rocksdb::IteratorMode;
 use rocksdb::DB;
 
 use super::cf;
+use super::schema::CF_AUTH;
+use super::schema::{role_key, user_key, KEY_AUTH_ENABLED, KEY_AUTH_REVISION, USER_PREFIX};
 use super::txn::Applier;
-use super::CF_AUTH;
 use crate::errors::ApiError;
 use crate::proto::authpb::Permission;
 use crate::proto::authpb::Role;
@@ -21,16 +22,6 @@ use crate::proto::raftkvpb::auth_change::Op;
 use crate::proto::raftkvpb::AuthChange;
 
 pub const ROOT: &str = "root";
-const KEY_ENABLED: &[u8] = b"enabled";
-const KEY_REVISION: &[u8] = b"revision";
-
-fn user_key(name: &str) -> Vec<u8> {
-    [b"user/".as_slice(), name.as_bytes()].concat()
-}
-
-fn role_key(name: &str) -> Vec<u8> {
-    [b"role/".as_slice(), name.as_bytes()].concat()
-}
 
 pub fn auth_err(code: tonic::Code, what: &str) -> ApiError {
     ApiError::new(code, format!("etcdserver: {what}"))
@@ -49,11 +40,11 @@ fn invalid_mgmt() -> ApiError {
 }
 
 pub fn is_enabled(db: &DB) -> bool {
-    matches!(db.get_cf(cf(db, CF_AUTH), KEY_ENABLED), Ok(Some(v)) if v == [1])
+    matches!(db.get_cf(cf(db, CF_AUTH), KEY_AUTH_ENABLED), Ok(Some(v)) if v == [1])
 }
 
 pub fn revision(db: &DB) -> u64 {
-    match db.get_cf(cf(db, CF_AUTH), KEY_REVISION) {
+    match db.get_cf(cf(db, CF_AUTH), KEY_AUTH_REVISION) {
         Ok(Some(v)) => v.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0),
         _ => 0,
     }
@@ -83,7 +74,7 @@ pub fn get_role(db: &DB, name: &str) -> Result<Option<Role>, ApiError> {
         .map_err(ApiError::internal)
 }
 
-/// Names under `prefix` ("user/" or "role/"), sorted.
+/// Names under `prefix` (`schema::USER_PREFIX` or `ROLE_PREFIX`), sorted.
 pub fn names(db: &DB, prefix: &str) -> Result<Vec<String>, ApiError> {
     let mut out = Vec::new();
     let iter = db.iterator_cf(
@@ -137,9 +128,9 @@ impl Applier<'_> {
                         "root user does not have root role",
                     ));
                 }
-                self.batch.put_cf(handle, KEY_ENABLED, [1]);
+                self.batch.put_cf(handle, KEY_AUTH_ENABLED, [1]);
             }
-            Some(Op::Disable(_)) => self.batch.put_cf(handle, KEY_ENABLED, [0]),
+            Some(Op::Disable(_)) => self.batch.put_cf(handle, KEY_AUTH_ENABLED, [0]),
             Some(Op::UserAdd(req)) => {
                 if req.name.is_empty() {
                     return Err(auth_err(tonic::Code::InvalidArgument, "user name is empty"));
@@ -217,7 +208,7 @@ impl Applier<'_> {
                 self.role(&req.role)?;
                 self.batch.delete_cf(handle, role_key(&req.role));
                 // Users lose the deleted role.
-                for name in names(self.db, "user/")? {
+                for name in names(self.db, USER_PREFIX)? {
                     let mut u = self.user(&name)?;
                     if u.roles.contains(&req.role) {
                         u.roles.retain(|r| r != &req.role);
@@ -253,7 +244,8 @@ impl Applier<'_> {
             None => return Ok(()),
         }
         let rev = revision(self.db) + 1;
-        self.batch.put_cf(handle, KEY_REVISION, rev.to_be_bytes());
+        self.batch
+            .put_cf(handle, KEY_AUTH_REVISION, rev.to_be_bytes());
         Ok(())
     }
 }

@@ -9,9 +9,9 @@ use rocksdb::WriteBatch;
 use rocksdb::DB;
 
 use super::cf;
-use super::keys;
 use super::mvcc;
-use super::CF_KV_HISTORY;
+use super::schema;
+use super::schema::CF_KV_HISTORY;
 use crate::errors::ApiError;
 
 /// Drop every version that no read at or after `revision` can see: for each key,
@@ -26,7 +26,7 @@ pub(crate) fn compact_history(
     let mut pending: Option<(Vec<u8>, Vec<u8>, bool)> = None; // (user key, history key, is tombstone)
     for item in db.iterator_cf(hist, rocksdb::IteratorMode::Start) {
         let (hkey, value) = item.map_err(ApiError::internal)?;
-        let Some((user_key, rev)) = keys::decode_history_key(&hkey) else {
+        let Some((user_key, rev)) = schema::decode_history_key(&hkey) else {
             return Err(ApiError::internal("corrupt history key"));
         };
         if let Some((k, older, tomb)) = pending.take() {

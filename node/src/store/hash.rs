@@ -9,12 +9,12 @@ use rocksdb::IteratorMode;
 use rocksdb::DB;
 
 use super::cf;
-use super::keys;
 use super::mvcc;
-use super::CF_KV;
-use super::CF_KV_HISTORY;
-use super::CF_LEASES;
-use super::CF_LEASE_KEYS;
+use super::schema;
+use super::schema::CF_KV;
+use super::schema::CF_KV_HISTORY;
+use super::schema::CF_LEASES;
+use super::schema::CF_LEASE_KEYS;
 use crate::errors::ApiError;
 
 /// (hash, compact revision, revision hashed) of the history up to `revision`
@@ -25,8 +25,8 @@ pub fn hash_kv(db: &DB, revision: i64) -> Result<(u32, i64, i64), ApiError> {
         db,
         snap: Some(&snap),
     };
-    let current = mvcc::read_i64(&view, mvcc::KEY_REVISION).unwrap_or(1);
-    let compacted = mvcc::read_i64(&view, mvcc::KEY_COMPACT_REVISION).unwrap_or(0);
+    let current = mvcc::read_i64(&view, schema::KEY_REVISION).unwrap_or(1);
+    let compacted = mvcc::read_i64(&view, schema::KEY_COMPACT_REVISION).unwrap_or(0);
     let upto = if revision == 0 { current } else { revision };
     if upto > current {
         return Err(ApiError::future_revision());
@@ -38,7 +38,7 @@ pub fn hash_kv(db: &DB, revision: i64) -> Result<(u32, i64, i64), ApiError> {
     h.update(&compacted.to_be_bytes());
     for item in snap.iterator_cf(cf(db, CF_KV_HISTORY), IteratorMode::Start) {
         let (k, v) = item.map_err(ApiError::internal)?;
-        let Some((_, rev)) = keys::decode_history_key(&k) else {
+        let Some((_, rev)) = schema::decode_history_key(&k) else {
             return Err(ApiError::internal("corrupt history key"));
         };
         if rev <= upto {

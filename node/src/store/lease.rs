@@ -11,10 +11,11 @@ use rocksdb::IteratorMode;
 use rocksdb::DB;
 
 use super::cf;
+use super::schema::CF_KV;
+use super::schema::CF_LEASES;
+use super::schema::CF_LEASE_KEYS;
+use super::schema::{lease_key, lease_key_entry, lease_keys_prefix};
 use super::txn::Applier;
-use super::CF_KV;
-use super::CF_LEASES;
-use super::CF_LEASE_KEYS;
 use crate::errors::ApiError;
 use crate::proto::etcdserverpb::DeleteRangeRequest;
 use crate::proto::etcdserverpb::LeaseGrantRequest;
@@ -25,20 +26,6 @@ use crate::proto::mvccpb::KeyValue;
 
 /// The longest TTL etcd accepts, in seconds.
 pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
-
-fn lease_key(id: i64) -> [u8; 8] {
-    (id as u64).to_be_bytes()
-}
-
-fn lease_keys_prefix(id: i64) -> Vec<u8> {
-    lease_key(id).to_vec()
-}
-
-pub(crate) fn lease_key_entry(id: i64, key: &[u8]) -> Vec<u8> {
-    let mut k = lease_keys_prefix(id);
-    k.extend_from_slice(key);
-    k
-}
 
 /// Every lease and its granted TTL, in id order.
 pub fn all_leases(db: &DB) -> Result<Vec<(i64, i64)>, ApiError> {

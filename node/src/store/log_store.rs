@@ -27,8 +27,8 @@ use rocksdb::DB;
 
 use super::cf;
 use super::io_err;
-use super::CF_RAFT_LOG;
-use super::CF_RAFT_META;
+use super::schema::CF_RAFT_LOG;
+use super::schema::CF_RAFT_META;
 use crate::metrics::Metrics;
 use crate::raft::codec;
 use crate::raft::Entry;
@@ -36,10 +36,7 @@ use crate::raft::LogId;
 use crate::raft::TypeConfig;
 use crate::raft::Vote;
 
-pub(crate) const KEY_VOTE: &[u8] = b"vote";
-pub(crate) const KEY_COMMITTED: &[u8] = b"committed";
-pub(crate) const KEY_PURGED: &[u8] = b"last_purged";
-pub(crate) const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
+use super::schema::{KEY_CLUSTER_ID, KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE};
 
 #[derive(Clone)]
 pub struct LogStore {
@@ -85,6 +82,20 @@ pub(crate) fn read_meta<T: serde::de::DeserializeOwned>(
         Some(bytes) => codec::decode(&bytes).map(Some),
         None => Ok(None),
     }
+}
+
+/// Records the cluster this member belongs to, synced: a member that forgot it
+/// after a crash could be adopted by another cluster.
+pub(crate) fn persist_cluster_id(db: &DB, id: u64) -> anyhow::Result<()> {
+    let mut opts = rocksdb::WriteOptions::default();
+    opts.set_sync(true);
+    db.put_cf_opt(
+        cf(db, CF_RAFT_META),
+        KEY_CLUSTER_ID,
+        codec::encode(&id)?,
+        &opts,
+    )?;
+    Ok(())
 }
 
 /// The syncer thread: wait for one pending append, take every other one queued
@@ -151,7 +162,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> io::Result<LogState<TypeConfig>> {
-        let last_purged: Option<LogId> = self.meta(KEY_PURGED)?;
+        let last_purged: Option<LogId> = self.meta(KEY_LAST_PURGED)?;
         let last = self
             .db
             .iterator_cf(cf(&self.db, CF_RAFT_LOG), IteratorMode::End)
@@ -224,7 +235,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = WriteBatch::default();
         batch.put_cf(
             cf(&self.db, CF_RAFT_META),
-            KEY_PURGED,
+            KEY_LAST_PURGED,
             codec::encode(&log_id)?,
         );
         batch.delete_range_cf(

@@ -1,12 +1,8 @@
 //! Durable state of a member, all in one RocksDB instance.
 //!
 //! One database, several column families, one shared write-ahead log: the Raft
-//! log and vote (`raft_log`, `raft_meta`), and the MVCC state machine (`kv` holds
-//! each live key's current version, `kv_history` every version until compaction,
-//! `sm_meta` the store revision, last-applied log id and membership, `kv_events`
-//! every change in revision order, for watches; `leases` and `lease_keys`;
-//! `auth` users, roles and the auth switch).
-//! Sharing the
+//! log and vote, and the MVCC state machine with its leases and auth state.
+//! [`schema`] lists every column family and key. Sharing the
 //! WAL lets one fsync cover a whole batch of log appends (group commit), and lets
 //! every state-machine apply be a single atomic `WriteBatch`.
 
@@ -14,18 +10,18 @@ pub mod alarm;
 pub mod auth;
 mod compaction;
 pub mod hash;
-pub mod keys;
 pub mod lease;
 pub mod log_store;
 pub mod mvcc;
 #[cfg(test)]
 mod mvcc_tests;
+pub mod schema;
 pub mod snapshot;
 pub mod snapshot_stream;
 pub mod state_machine;
 mod txn;
+pub mod txn_walk;
 
-pub(crate) use txn::member_attr_key;
 pub(crate) use txn::txn_puts;
 
 use std::path::Path;
@@ -40,27 +36,7 @@ pub use log_store::LogStore;
 pub use mvcc::Mvcc;
 pub use state_machine::StateMachineStore;
 
-pub const CF_RAFT_LOG: &str = "raft_log";
-pub const CF_RAFT_META: &str = "raft_meta";
-pub const CF_KV: &str = "kv";
-pub const CF_KV_HISTORY: &str = "kv_history";
-pub const CF_SM_META: &str = "sm_meta";
-pub const CF_KV_EVENTS: &str = "kv_events";
-pub const CF_LEASES: &str = "leases";
-pub const CF_LEASE_KEYS: &str = "lease_keys";
-pub const CF_AUTH: &str = "auth";
-
-const ALL_CFS: [&str; 9] = [
-    CF_RAFT_LOG,
-    CF_RAFT_META,
-    CF_KV,
-    CF_KV_HISTORY,
-    CF_SM_META,
-    CF_KV_EVENTS,
-    CF_LEASES,
-    CF_LEASE_KEYS,
-    CF_AUTH,
-];
+use schema::{ALL_CFS, CF_RAFT_LOG};
 
 /// Open (or create) the member's database under `dir/db`.
 pub fn open_db(dir: &Path) -> anyhow::Result<Arc<DB>> {

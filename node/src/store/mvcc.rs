@@ -15,10 +15,10 @@ use rocksdb::ReadOptions;
 use rocksdb::DB;
 
 use super::cf;
-use super::keys;
-use super::CF_KV;
-use super::CF_KV_HISTORY;
-use super::CF_SM_META;
+use super::schema;
+use super::schema::CF_KV;
+use super::schema::CF_KV_HISTORY;
+use super::schema::CF_SM_META;
 use crate::errors::ApiError;
 use crate::proto::etcdserverpb::range_request::SortOrder;
 use crate::proto::etcdserverpb::range_request::SortTarget;
@@ -26,8 +26,7 @@ use crate::proto::etcdserverpb::RangeRequest;
 use crate::proto::etcdserverpb::RangeResponse;
 use crate::proto::mvccpb::KeyValue;
 
-pub(crate) const KEY_REVISION: &[u8] = b"revision";
-pub(crate) const KEY_COMPACT_REVISION: &[u8] = b"compact_revision";
+use super::schema::{KEY_COMPACT_REVISION, KEY_REVISION};
 
 /// Tag byte of a `kv_history` value: a version of the key, or its deletion.
 pub(crate) const HISTORY_PUT: u8 = 1;
@@ -162,26 +161,6 @@ impl Mvcc {
     }
 }
 
-impl Mvcc {
-    /// Evaluate a txn that only reads, without proposing it.
-    pub fn read_only_txn(
-        &self,
-        req: &crate::proto::etcdserverpb::TxnRequest,
-    ) -> Result<crate::proto::etcdserverpb::TxnResponse, ApiError> {
-        use crate::proto::raftkvpb;
-        use raftkvpb::command_result::Result as Applied;
-        let mut applier = super::txn::Applier::new(&self.db);
-        let cmd = raftkvpb::Command {
-            op: Some(raftkvpb::command::Op::Txn(req.clone())),
-        };
-        match applier.apply(&cmd).result {
-            Some(Applied::Txn(resp)) => Ok(resp),
-            Some(Applied::Error(e)) => Err(e.into()),
-            _ => Err(ApiError::internal("unexpected result of a read-only txn")),
-        }
-    }
-}
-
 pub(crate) fn read_i64(view: &View<'_>, key: &[u8]) -> Option<i64> {
     let bytes = view.get(CF_SM_META, key).ok()??;
     Some(i64::from_be_bytes(bytes.as_slice().try_into().ok()?))
@@ -238,10 +217,12 @@ fn kvs_at_revision(
 ) -> Result<Vec<KeyValue>, ApiError> {
     let (start, upper) = match range {
         KeyRange::Single(key) => (
-            keys::history_prefix(key),
-            keys::prefix_end(&keys::history_prefix(key)),
+            schema::history_prefix(key),
+            prefix_end(&schema::history_prefix(key)),
         ),
-        KeyRange::Span { start, end } => (keys::escape(start), end.as_deref().map(keys::escape)),
+        KeyRange::Span { start, end } => {
+            (schema::escape(start), end.as_deref().map(schema::escape))
+        }
     };
     let iter = view.scan(CF_KV_HISTORY, &start, upper);
     let mut out = Vec::new();
@@ -250,7 +231,7 @@ fn kvs_at_revision(
     let mut candidate: Option<(Vec<u8>, Option<KeyValue>)> = None;
     for item in iter {
         let (hkey, value) = item.map_err(ApiError::internal)?;
-        let Some((user_key, rev)) = keys::decode_history_key(&hkey) else {
+        let Some((user_key, rev)) = schema::decode_history_key(&hkey) else {
             return Err(ApiError::internal("corrupt history key"));
         };
         if candidate.as_ref().is_some_and(|(k, _)| *k != user_key) {
@@ -332,8 +313,28 @@ pub(crate) fn finish_range(mut kvs: Vec<KeyValue>, req: &RangeRequest) -> RangeR
     }
 }
 
+/// The smallest key greater than every key with this prefix (etcd's `GetPrefixRangeEnd`).
+/// `None` means "no upper bound" (the prefix is all 0xff or empty).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn prefix_end_matches_etcd() {
+        assert_eq!(super::prefix_end(b"abc"), Some(b"abd".to_vec()));
+        assert_eq!(super::prefix_end(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(super::prefix_end(b"\xff\xff"), None);
+    }
+
     use super::*;
 
     fn kv(key: &str, create: i64, modr: i64, version: i64) -> KeyValue {

@@ -147,7 +147,7 @@ fn compaction_keeps_what_later_reads_need() {
     assert_eq!(again.unwrap_err(), ApiError::compacted());
     // Only k's versions at 3 and 6 remain in history (2 and gone's two are dropped).
     let history = s.db.iterator_cf(
-        super::cf(&s.db, super::CF_KV_HISTORY),
+        super::cf(&s.db, super::schema::CF_KV_HISTORY),
         rocksdb::IteratorMode::Start,
     );
     assert_eq!(history.count(), 2);
@@ -295,7 +295,7 @@ fn prefix_and_open_ended_ranges() {
     assert_eq!(keys(s.range("a", "\0", 3).unwrap()), ["a", "ab"]);
     // Records in kv are whole KeyValue messages.
     let raw =
-        s.db.get_cf(super::cf(&s.db, super::CF_KV), "b")
+        s.db.get_cf(super::cf(&s.db, super::schema::CF_KV), "b")
             .unwrap()
             .unwrap();
     assert_eq!(

@@ -127,8 +127,12 @@ mod tests {
     fn build_sample() -> Vec<u8> {
         let dir = tempfile::tempdir().unwrap();
         let db = crate::store::open_db(dir.path()).unwrap();
-        db.put_cf(crate::store::cf(&db, crate::store::CF_KV), b"k", b"v")
-            .unwrap();
+        db.put_cf(
+            crate::store::cf(&db, crate::store::schema::CF_KV),
+            b"k",
+            b"v",
+        )
+        .unwrap();
         let (_, path) = crate::store::snapshot::build(&db, &dir.path().join("s")).unwrap();
         std::fs::read(path).unwrap()
     }

@@ -21,9 +21,9 @@ use rocksdb::DB;
 
 use super::cf;
 use super::io_err;
+use super::schema::CF_SM_META;
 use super::snapshot;
 use super::txn::Applier;
-use super::CF_SM_META;
 use crate::lease::LeaseTimers;
 use crate::metrics::Metrics;
 use crate::proto::raftkvpb;
@@ -36,8 +36,7 @@ use crate::raft::StoredMembership;
 use crate::raft::TypeConfig;
 use crate::watch::WatchHub;
 
-pub(crate) const KEY_LAST_APPLIED: &[u8] = b"last_applied";
-pub(crate) const KEY_MEMBERSHIP: &[u8] = b"membership";
+use super::schema::{KEY_LAST_APPLIED, KEY_MEMBERSHIP};
 
 #[derive(Clone)]
 pub struct StateMachineStore {

@@ -13,14 +13,15 @@ use rocksdb::WriteBatch;
 use rocksdb::DB;
 
 use super::cf;
-use super::keys;
 use super::mvcc;
 use super::mvcc::KeyRange;
 use super::mvcc::View;
-use super::CF_KV;
-use super::CF_KV_EVENTS;
-use super::CF_KV_HISTORY;
-use super::CF_SM_META;
+use super::schema;
+use super::schema::CF_KV;
+use super::schema::CF_KV_EVENTS;
+use super::schema::CF_KV_HISTORY;
+use super::schema::CF_SM_META;
+use super::txn_walk::leaf_ops;
 use crate::errors::ApiError;
 use crate::proto::etcdserverpb::compare::CompareResult;
 use crate::proto::etcdserverpb::compare::CompareTarget;
@@ -58,8 +59,8 @@ pub(crate) struct Applier<'a> {
 impl<'a> Applier<'a> {
     pub fn new(db: &'a DB) -> Self {
         let live = View { db, snap: None };
-        let revision = mvcc::read_i64(&live, mvcc::KEY_REVISION).unwrap_or(1);
-        let compacted = mvcc::read_i64(&live, mvcc::KEY_COMPACT_REVISION).unwrap_or(0);
+        let revision = mvcc::read_i64(&live, schema::KEY_REVISION).unwrap_or(1);
+        let compacted = mvcc::read_i64(&live, schema::KEY_COMPACT_REVISION).unwrap_or(0);
         Self {
             db,
             batch: WriteBatch::default(),
@@ -84,10 +85,10 @@ impl<'a> Applier<'a> {
     pub fn take_batch(&mut self) -> WriteBatch {
         let meta = cf(self.db, CF_SM_META);
         self.batch
-            .put_cf(meta, mvcc::KEY_REVISION, self.revision.to_be_bytes());
+            .put_cf(meta, schema::KEY_REVISION, self.revision.to_be_bytes());
         self.batch.put_cf(
             meta,
-            mvcc::KEY_COMPACT_REVISION,
+            schema::KEY_COMPACT_REVISION,
             self.compacted.to_be_bytes(),
         );
         self.overlay.clear();
@@ -136,7 +137,7 @@ impl<'a> Applier<'a> {
             Some(Op::SetMemberAttributes(attrs)) => {
                 self.batch.put_cf(
                     cf(self.db, CF_SM_META),
-                    member_attr_key(attrs.id),
+                    schema::member_attr_key(attrs.id),
                     attrs.encode_to_vec(),
                 );
                 Ok(R::Empty(raftkvpb::Empty {}))
@@ -211,7 +212,7 @@ impl<'a> Applier<'a> {
         };
         self.batch.put_cf(
             cf(self.db, CF_KV_EVENTS),
-            keys::event_key(rev, sub),
+            schema::event_key(rev, sub),
             event.encode_to_vec(),
         );
         self.events.push(event);
@@ -223,7 +224,7 @@ impl<'a> Applier<'a> {
         kv.encode(&mut hist).expect("Vec has room");
         self.batch.put_cf(
             cf(self.db, CF_KV_HISTORY),
-            keys::history_key(&kv.key, kv.mod_revision),
+            schema::history_key(&kv.key, kv.mod_revision),
             hist,
         );
         self.batch
@@ -235,7 +236,7 @@ impl<'a> Applier<'a> {
     fn write_delete(&mut self, key: &[u8], revision: i64) {
         self.batch.put_cf(
             cf(self.db, CF_KV_HISTORY),
-            keys::history_key(key, revision),
+            schema::history_key(key, revision),
             [mvcc::HISTORY_TOMBSTONE],
         );
         self.batch.delete_cf(cf(self.db, CF_KV), key);
@@ -505,8 +506,8 @@ impl<'a> Applier<'a> {
         // Watches may start at the compact revision, not before it.
         self.batch.delete_range_cf(
             cf(self.db, CF_KV_EVENTS),
-            keys::event_key(0, 0),
-            keys::event_key(req.revision, 0),
+            schema::event_key(0, 0),
+            schema::event_key(req.revision, 0),
         );
         self.compacted = req.revision;
         Ok(CompactionResponse {
@@ -540,6 +541,28 @@ fn compare_kv(c: &Compare, target: CompareTarget, kv: &KeyValue) -> bool {
     }
 }
 
+/// Read-only txns are evaluated here, by the same code that applies them,
+/// so a read inside a txn answers exactly as it would in a replicated one.
+impl super::Mvcc {
+    /// Evaluate a txn that only reads, without proposing it.
+    pub fn read_only_txn(
+        &self,
+        req: &crate::proto::etcdserverpb::TxnRequest,
+    ) -> Result<crate::proto::etcdserverpb::TxnResponse, ApiError> {
+        use crate::proto::raftkvpb;
+        use raftkvpb::command_result::Result as Applied;
+        let mut applier = Applier::new(self.db());
+        let cmd = raftkvpb::Command {
+            op: Some(raftkvpb::command::Op::Txn(req.clone())),
+        };
+        match applier.apply(&cmd).result {
+            Some(Applied::Txn(resp)) => Ok(resp),
+            Some(Applied::Error(e)) => Err(e.into()),
+            _ => Err(ApiError::internal("unexpected result of a read-only txn")),
+        }
+    }
+}
+
 /// The branch the decided `path` takes at this txn: (succeeded, its ops).
 fn branch<'t>(
     req: &'t TxnRequest,
@@ -559,29 +582,9 @@ fn branch<'t>(
 }
 
 pub(crate) fn txn_puts(t: &TxnRequest) -> bool {
-    t.success
-        .iter()
-        .chain(&t.failure)
-        .any(|op| match &op.request {
-            Some(Request::RequestPut(_)) => true,
-            Some(Request::RequestTxn(inner)) => txn_puts(inner),
-            _ => false,
-        })
+    leaf_ops(t).any(|op| matches!(op.request, Some(Request::RequestPut(_))))
 }
 
 fn txn_reads_history(t: &TxnRequest) -> bool {
-    t.success
-        .iter()
-        .chain(&t.failure)
-        .any(|op| match &op.request {
-            Some(Request::RequestRange(r)) => r.revision != 0,
-            Some(Request::RequestTxn(inner)) => txn_reads_history(inner),
-            _ => false,
-        })
-}
-
-pub(crate) fn member_attr_key(id: u64) -> Vec<u8> {
-    let mut k = b"member/".to_vec();
-    k.extend_from_slice(&id.to_be_bytes());
-    k
+    leaf_ops(t).any(|op| matches!(&op.request, Some(Request::RequestRange(r)) if r.revision != 0))
 }

@@ -11,9 +11,9 @@ use crate::errors::ApiError;
 use crate::proto::mvccpb::Event;
 use crate::proto::mvccpb::KeyValue;
 use crate::store::cf;
-use crate::store::keys;
 use crate::store::mvcc;
-use crate::store::CF_KV_EVENTS;
+use crate::store::schema;
+use crate::store::schema::CF_KV_EVENTS;
 
 /// Committed batches a stream may fall behind by before it is caught up from
 /// history instead (each batch is one apply: one or more revisions).
@@ -63,7 +63,7 @@ pub fn revision_of(e: &Event) -> i64 {
 /// Committed events from revision `from` on: at least `HISTORY_CHUNK` of them
 /// (when there are that many), always ending at a revision boundary.
 pub fn history(db: &DB, from: i64) -> Result<Vec<Event>, ApiError> {
-    let start = keys::event_key(from, 0);
+    let start = schema::event_key(from, 0);
     let iter = db.iterator_cf(
         cf(db, CF_KV_EVENTS),
         IteratorMode::From(&start, rocksdb::Direction::Forward),
@@ -92,8 +92,8 @@ pub fn prev_kv(db: &DB, key: &[u8], revision: i64) -> Option<KeyValue> {
         return None;
     }
     let view = mvcc::View { db, snap: None };
-    let compacted = mvcc::read_i64(&view, mvcc::KEY_COMPACT_REVISION).unwrap_or(0);
-    let current = mvcc::read_i64(&view, mvcc::KEY_REVISION).unwrap_or(1);
+    let compacted = mvcc::read_i64(&view, schema::KEY_COMPACT_REVISION).unwrap_or(0);
+    let current = mvcc::read_i64(&view, schema::KEY_REVISION).unwrap_or(1);
     mvcc::range_in_view(&view, &req, current, compacted)
         .ok()?
         .kvs
