@@ -8,14 +8,11 @@ use rocksdb::DB;
 
 use super::cf;
 use super::schema::CF_SM_META;
-use super::txn::Applier;
 use crate::errors::ApiError;
-use crate::proto::etcdserverpb::alarm_request::AlarmAction;
 use crate::proto::etcdserverpb::AlarmMember;
-use crate::proto::etcdserverpb::AlarmRequest;
 use crate::proto::etcdserverpb::AlarmType;
 
-use super::schema::{alarm_key, ALARM_PREFIX as PREFIX};
+use super::schema::ALARM_PREFIX as PREFIX;
 
 pub fn no_space() -> ApiError {
     ApiError::new(
@@ -49,25 +46,4 @@ pub fn alarms(db: &DB) -> Result<Vec<AlarmMember>, ApiError> {
 
 pub fn space_alarm_raised(db: &DB) -> bool {
     alarms(db).is_ok_and(|a| a.iter().any(|m| m.alarm == AlarmType::Nospace as i32))
-}
-
-impl Applier<'_> {
-    pub(crate) fn alarm(&mut self, req: &AlarmRequest) -> Result<(), ApiError> {
-        let handle = cf(self.db, CF_SM_META);
-        match AlarmAction::try_from(req.action) {
-            Ok(AlarmAction::Activate) => {
-                self.batch
-                    .put_cf(handle, alarm_key(req.member_id, req.alarm), []);
-                if req.alarm == AlarmType::Nospace as i32 {
-                    self.no_space = true;
-                }
-            }
-            Ok(AlarmAction::Deactivate) => {
-                self.batch
-                    .delete_cf(handle, alarm_key(req.member_id, req.alarm));
-            }
-            _ => {}
-        }
-        Ok(())
-    }
 }

@@ -1,6 +1,7 @@
-//! Users, roles and the auth switch in the state machine (column family `auth`).
+//! Users, roles and the auth switch in the state machine (column family `auth`):
+//! reading them; changing them is `apply/auth.rs`.
 //!
-//! Every change is a log entry, applied here in order on every member, so all
+//! Every change is a log entry, applied (`apply/auth.rs`) in order on every member, so all
 //! members enforce the same users and permissions. etcd's rules: auth can only
 //! be enabled once a `root` user holding the `root` role exists, and while it is
 //! enabled that user cannot be deleted or lose that role.
@@ -11,15 +12,10 @@ use rocksdb::DB;
 
 use super::cf;
 use super::schema::CF_AUTH;
-use super::schema::{role_key, user_key, KEY_AUTH_ENABLED, KEY_AUTH_REVISION, USER_PREFIX};
-use super::txn::Applier;
+use super::schema::{role_key, user_key, KEY_AUTH_ENABLED, KEY_AUTH_REVISION};
 use crate::errors::ApiError;
-use crate::proto::authpb::Permission;
 use crate::proto::authpb::Role;
 use crate::proto::authpb::User;
-use crate::proto::authpb::UserAddOptions;
-use crate::proto::raftkvpb::auth_change::Op;
-use crate::proto::raftkvpb::AuthChange;
 
 pub const ROOT: &str = "root";
 
@@ -27,15 +23,15 @@ pub fn auth_err(code: tonic::Code, what: &str) -> ApiError {
     ApiError::new(code, format!("etcdserver: {what}"))
 }
 
-fn user_not_found() -> ApiError {
+pub(crate) fn user_not_found() -> ApiError {
     auth_err(tonic::Code::FailedPrecondition, "user name not found")
 }
 
-fn role_not_found() -> ApiError {
+pub(crate) fn role_not_found() -> ApiError {
     auth_err(tonic::Code::FailedPrecondition, "role name not found")
 }
 
-fn invalid_mgmt() -> ApiError {
+pub(crate) fn invalid_mgmt() -> ApiError {
     auth_err(tonic::Code::InvalidArgument, "invalid auth management")
 }
 
@@ -89,163 +85,4 @@ pub fn names(db: &DB, prefix: &str) -> Result<Vec<String>, ApiError> {
         out.push(String::from_utf8_lossy(name).into_owned());
     }
     Ok(out)
-}
-
-impl Applier<'_> {
-    fn put_user(&mut self, u: &User) {
-        let name = String::from_utf8_lossy(&u.name).into_owned();
-        self.batch
-            .put_cf(cf(self.db, CF_AUTH), user_key(&name), u.encode_to_vec());
-    }
-
-    fn put_role(&mut self, r: &Role) {
-        let name = String::from_utf8_lossy(&r.name).into_owned();
-        self.batch
-            .put_cf(cf(self.db, CF_AUTH), role_key(&name), r.encode_to_vec());
-    }
-
-    fn user(&self, name: &str) -> Result<User, ApiError> {
-        get_user(self.db, name)?.ok_or_else(user_not_found)
-    }
-
-    fn role(&self, name: &str) -> Result<Role, ApiError> {
-        get_role(self.db, name)?.ok_or_else(role_not_found)
-    }
-
-    /// Apply an auth change. The database is clean (see `needs_clean_db`), so
-    /// reads see every earlier change.
-    pub(crate) fn auth_change(&mut self, change: &AuthChange) -> Result<(), ApiError> {
-        let enabled = is_enabled(self.db);
-        let handle = cf(self.db, CF_AUTH);
-        match &change.op {
-            Some(Op::Enable(_)) => {
-                let root = get_user(self.db, ROOT)?.ok_or_else(|| {
-                    auth_err(tonic::Code::FailedPrecondition, "root user does not exist")
-                })?;
-                if !root.roles.iter().any(|r| r == ROOT) {
-                    return Err(auth_err(
-                        tonic::Code::FailedPrecondition,
-                        "root user does not have root role",
-                    ));
-                }
-                self.batch.put_cf(handle, KEY_AUTH_ENABLED, [1]);
-            }
-            Some(Op::Disable(_)) => self.batch.put_cf(handle, KEY_AUTH_ENABLED, [0]),
-            Some(Op::UserAdd(req)) => {
-                if req.name.is_empty() {
-                    return Err(auth_err(tonic::Code::InvalidArgument, "user name is empty"));
-                }
-                if get_user(self.db, &req.name)?.is_some() {
-                    return Err(auth_err(
-                        tonic::Code::FailedPrecondition,
-                        "user name already exists",
-                    ));
-                }
-                self.put_user(&User {
-                    name: req.name.clone().into_bytes(),
-                    password: req.hashed_password.clone().into_bytes(),
-                    roles: vec![],
-                    options: Some(req.options.unwrap_or(UserAddOptions { no_password: false })),
-                });
-            }
-            Some(Op::UserDelete(req)) => {
-                if enabled && req.name == ROOT {
-                    return Err(invalid_mgmt());
-                }
-                self.user(&req.name)?;
-                self.batch.delete_cf(handle, user_key(&req.name));
-            }
-            Some(Op::UserChangePassword(req)) => {
-                let mut u = self.user(&req.name)?;
-                u.password = req.hashed_password.clone().into_bytes();
-                self.put_user(&u);
-            }
-            Some(Op::UserGrantRole(req)) => {
-                let mut u = self.user(&req.user)?;
-                if req.role != ROOT {
-                    self.role(&req.role)?;
-                }
-                if !u.roles.contains(&req.role) {
-                    u.roles.push(req.role.clone());
-                    u.roles.sort();
-                }
-                self.put_user(&u);
-            }
-            Some(Op::UserRevokeRole(req)) => {
-                if enabled && req.name == ROOT && req.role == ROOT {
-                    return Err(invalid_mgmt());
-                }
-                let mut u = self.user(&req.name)?;
-                let before = u.roles.len();
-                u.roles.retain(|r| r != &req.role);
-                if u.roles.len() == before {
-                    return Err(auth_err(
-                        tonic::Code::FailedPrecondition,
-                        "role is not granted to the user",
-                    ));
-                }
-                self.put_user(&u);
-            }
-            Some(Op::RoleAdd(req)) => {
-                if req.name.is_empty() {
-                    return Err(auth_err(tonic::Code::InvalidArgument, "role name is empty"));
-                }
-                if get_role(self.db, &req.name)?.is_some() {
-                    return Err(auth_err(
-                        tonic::Code::FailedPrecondition,
-                        "role name already exists",
-                    ));
-                }
-                self.put_role(&Role {
-                    name: req.name.clone().into_bytes(),
-                    key_permission: vec![],
-                });
-            }
-            Some(Op::RoleDelete(req)) => {
-                if enabled && req.role == ROOT {
-                    return Err(invalid_mgmt());
-                }
-                self.role(&req.role)?;
-                self.batch.delete_cf(handle, role_key(&req.role));
-                // Users lose the deleted role.
-                for name in names(self.db, USER_PREFIX)? {
-                    let mut u = self.user(&name)?;
-                    if u.roles.contains(&req.role) {
-                        u.roles.retain(|r| r != &req.role);
-                        self.put_user(&u);
-                    }
-                }
-            }
-            Some(Op::RoleGrantPermission(req)) => {
-                let mut r = self.role(&req.name)?;
-                let perm: Permission = req.perm.clone().ok_or_else(|| {
-                    auth_err(tonic::Code::InvalidArgument, "permission not given")
-                })?;
-                r.key_permission
-                    .retain(|p| !(p.key == perm.key && p.range_end == perm.range_end));
-                r.key_permission.push(perm);
-                r.key_permission
-                    .sort_by(|a, b| (&a.key, &a.range_end).cmp(&(&b.key, &b.range_end)));
-                self.put_role(&r);
-            }
-            Some(Op::RoleRevokePermission(req)) => {
-                let mut r = self.role(&req.role)?;
-                let before = r.key_permission.len();
-                r.key_permission
-                    .retain(|p| !(p.key == req.key && p.range_end == req.range_end));
-                if r.key_permission.len() == before {
-                    return Err(auth_err(
-                        tonic::Code::FailedPrecondition,
-                        "permission is not granted to the role",
-                    ));
-                }
-                self.put_role(&r);
-            }
-            None => return Ok(()),
-        }
-        let rev = revision(self.db) + 1;
-        self.batch
-            .put_cf(handle, KEY_AUTH_REVISION, rev.to_be_bytes());
-        Ok(())
-    }
 }

@@ -7,6 +7,7 @@
 //! every state-machine apply be a single atomic `WriteBatch`.
 
 pub mod alarm;
+mod apply;
 pub mod auth;
 mod compaction;
 pub mod hash;
@@ -19,10 +20,9 @@ pub mod schema;
 pub mod snapshot;
 pub mod snapshot_stream;
 pub mod state_machine;
-mod txn;
 pub mod txn_walk;
 
-pub(crate) use txn::txn_puts;
+pub(crate) use apply::txn_puts;
 
 use std::path::Path;
 use std::sync::Arc;

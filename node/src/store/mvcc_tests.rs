@@ -2,9 +2,9 @@
 
 use prost::Message;
 
+use super::apply::Applier;
 use super::mvcc::Mvcc;
 use super::open_db;
-use super::txn::Applier;
 use crate::errors::ApiError;
 use crate::proto::etcdserverpb::compare::*;
 use crate::proto::etcdserverpb::request_op::Request;

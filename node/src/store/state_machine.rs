@@ -19,11 +19,11 @@ use openraft::OptionalSend;
 use openraft::RaftSnapshotBuilder;
 use rocksdb::DB;
 
+use super::apply::Applier;
 use super::cf;
 use super::io_err;
 use super::schema::CF_SM_META;
 use super::snapshot;
-use super::txn::Applier;
 use crate::lease::LeaseTimers;
 use crate::metrics::Metrics;
 use crate::proto::raftkvpb;
