@@ -37,7 +37,7 @@ use rocksdb::DB;
 use std::collections::BTreeMap;
 
 pub(crate) struct Applier<'a> {
-    pub(in crate::store) db: &'a DB,
+    db: &'a DB,
     pub batch: WriteBatch,
     /// Current state of keys changed in this batch: `None` = deleted.
     overlay: BTreeMap<Vec<u8>, Option<KeyValue>>,
@@ -48,14 +48,14 @@ pub(crate) struct Applier<'a> {
     /// (revision, next sub-revision) of the last recorded event.
     event_sub: (i64, u32),
     /// Leases granted (true) or revoked (false) in this batch.
-    pub(in crate::store) lease_overlay: BTreeMap<i64, bool>,
+    lease_overlay: BTreeMap<i64, bool>,
     /// Whether this batch granted or revoked a lease (the leader's lease
     /// timers then re-read the lease table).
     pub leases_changed: bool,
     /// Auth tokens issued in this batch: (token, user), for every member's memory.
     pub tokens: Vec<(String, String)>,
     /// A NOSPACE alarm is raised: refuse writes that add data.
-    pub(in crate::store) no_space: bool,
+    no_space: bool,
 }
 
 impl<'a> Applier<'a> {
