@@ -9,6 +9,7 @@
 //! keys the call reads or writes. The `root` role may do anything.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 use std::time::Instant;
@@ -34,8 +35,13 @@ pub enum Need {
     Write,
 }
 
-/// Who is calling: `None` when auth is disabled (everything is allowed).
-pub struct Caller(Option<String>);
+/// Who is calling (`user` is `None` when auth is disabled: everything is
+/// allowed), bound to the database its permissions are read from, so a handler
+/// asks "may this caller do that?" without reaching into the store itself.
+pub struct Caller {
+    user: Option<String>,
+    db: Arc<DB>,
+}
 
 #[derive(Default)]
 pub struct Tokens {
@@ -86,9 +92,12 @@ impl Tokens {
 
     /// The caller of a request: its user if auth is enabled (a valid token is
     /// then required), or nobody in particular if it is not.
-    pub fn caller(&self, db: &DB, md: &MetadataMap) -> Result<Caller, ApiError> {
+    pub fn caller(&self, db: &Arc<DB>, md: &MetadataMap) -> Result<Caller, ApiError> {
         if !auth::is_enabled(db) {
-            return Ok(Caller(None));
+            return Ok(Caller {
+                user: None,
+                db: db.clone(),
+            });
         }
         let Some(token) = md.get("token").and_then(|v| v.to_str().ok()) else {
             return Err(auth_err(tonic::Code::InvalidArgument, "user name is empty"));
@@ -97,7 +106,10 @@ impl Tokens {
         match live.get_mut(token) {
             Some((user, at)) if at.elapsed() < TOKEN_TTL => {
                 *at = Instant::now();
-                Ok(Caller(Some(user.clone())))
+                Ok(Caller {
+                    user: Some(user.clone()),
+                    db: db.clone(),
+                })
             }
             _ => Err(invalid_token()),
         }
@@ -105,14 +117,19 @@ impl Tokens {
 }
 
 impl Caller {
-    fn is_root(&self, db: &DB) -> Result<bool, ApiError> {
-        let Some(name) = &self.0 else { return Ok(true) };
-        Ok(auth::get_user(db, name)?.is_some_and(|u| u.roles.iter().any(|r| r == auth::ROOT)))
+    fn is_root(&self) -> Result<bool, ApiError> {
+        let Some(name) = &self.user else {
+            return Ok(true);
+        };
+        Ok(
+            auth::get_user(&self.db, name)?
+                .is_some_and(|u| u.roles.iter().any(|r| r == auth::ROOT)),
+        )
     }
 
     /// Auth management, membership and maintenance need the root role.
-    pub fn require_root(&self, db: &DB) -> Result<(), ApiError> {
-        if self.is_root(db)? {
+    pub fn require_root(&self) -> Result<(), ApiError> {
+        if self.is_root()? {
             Ok(())
         } else {
             Err(permission_denied())
@@ -120,21 +137,15 @@ impl Caller {
     }
 
     /// The caller may `need` every key in [key, range_end).
-    pub fn require(
-        &self,
-        db: &DB,
-        key: &[u8],
-        range_end: &[u8],
-        need: Need,
-    ) -> Result<(), ApiError> {
-        if self.is_root(db)? {
+    pub fn require(&self, key: &[u8], range_end: &[u8], need: Need) -> Result<(), ApiError> {
+        if self.is_root()? {
             return Ok(());
         }
-        let name = self.0.as_deref().unwrap_or_default();
-        let user = auth::get_user(db, name)?.ok_or_else(permission_denied)?;
+        let name = self.user.as_deref().unwrap_or_default();
+        let user = auth::get_user(&self.db, name)?.ok_or_else(permission_denied)?;
         let mut granted: Vec<KeyRange> = Vec::new();
         for role in &user.roles {
-            let Some(r) = auth::get_role(db, role)? else {
+            let Some(r) = auth::get_role(&self.db, role)? else {
                 continue;
             };
             granted.extend(

@@ -25,12 +25,12 @@ pub fn router(node: Arc<Node>) -> Router {
 
 /// Why the member is not ready, or `None` when it is.
 pub fn not_ready_reason(node: &Node) -> Option<String> {
-    if let Some(why) = node.epoch.fenced() {
+    if let Some(why) = node.epoch().fenced() {
         return Some(format!("fenced: {why}"));
     }
     let m = node.raft_metrics();
     let membership = m.membership_config.membership();
-    if membership.get_node(&node.id).is_none() {
+    if membership.get_node(&node.id()).is_none() {
         return Some("not a member of the cluster (yet)".into());
     }
     let Some((leader, _)) = node.leader() else {
@@ -40,7 +40,7 @@ pub fn not_ready_reason(node: &Node) -> Option<String> {
     let applied = m.last_applied.map_or(0, |a| a.index);
     // A leader's applied index trails its commit index only by the entries it
     // is applying right now; that is not catching up.
-    if leader != node.id && applied < committed {
+    if leader != node.id() && applied < committed {
         return Some(format!("catching up: applied {applied} of {committed}"));
     }
     None
@@ -61,12 +61,12 @@ async fn metrics(State(node): State<Arc<Node>>) -> String {
     let gauges = RaftGauges {
         term: m.current_term,
         has_leader: node.leader().is_some(),
-        is_leader: node.leader().is_some_and(|(l, _)| l == node.id),
+        is_leader: node.leader().is_some_and(|(l, _)| l == node.id()),
         committed: m.local_committed.map_or(0, |c| c.index),
         applied: m.last_applied.map_or(0, |a| a.index),
         last_log: m.last_log_index.unwrap_or(0),
         snapshot: m.snapshot.map_or(0, |s| s.index),
         purged: m.purged.map_or(0, |p| p.index),
     };
-    node.metrics.render(&gauges)
+    node.metrics().render(&gauges)
 }

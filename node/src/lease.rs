@@ -18,17 +18,12 @@ use std::time::Instant;
 use rocksdb::DB;
 
 use crate::errors::ApiError;
-use crate::node::Node;
-use crate::proto::etcdserverpb::LeaseRevokeRequest;
-use crate::proto::raftkvpb;
-use crate::raft::Command;
 use crate::store::lease::all_leases;
 
-/// How often the leader looks for expired leases.
-const TICK: Duration = Duration::from_millis(100);
-
-#[derive(Default)]
+/// The leader's lease deadlines, brought in line with the lease table (in
+/// `db`) whenever it changed or the term did.
 pub struct LeaseTimers {
+    db: Arc<DB>,
     /// Bumped by the state machine whenever a lease is granted or revoked.
     changes: AtomicU64,
     state: Mutex<TimerState>,
@@ -44,6 +39,14 @@ struct TimerState {
 }
 
 impl LeaseTimers {
+    pub fn new(db: Arc<DB>) -> Self {
+        Self {
+            db,
+            changes: AtomicU64::default(),
+            state: Mutex::default(),
+        }
+    }
+
     pub fn note_change(&self) {
         self.changes.fetch_add(1, Ordering::Release);
     }
@@ -55,7 +58,7 @@ impl LeaseTimers {
     }
 
     /// Bring the deadlines in line with the lease table, as leader of `term`.
-    fn sync(&self, db: &DB, term: u64) -> Result<(), ApiError> {
+    pub fn sync(&self, term: u64) -> Result<(), ApiError> {
         let changes = self.changes.load(Ordering::Acquire);
         let mut st = self.lock();
         if st.term == term && st.seen_changes == changes {
@@ -63,7 +66,7 @@ impl LeaseTimers {
         }
         let fresh_term = st.term != term;
         let now = Instant::now();
-        let leases = all_leases(db)?;
+        let leases = all_leases(&self.db)?;
         let mut next = HashMap::with_capacity(leases.len());
         for (id, ttl) in leases {
             let deadline = match st.deadlines.get(&id) {
@@ -78,13 +81,15 @@ impl LeaseTimers {
         Ok(())
     }
 
-    fn clear(&self) {
+    /// Forget every deadline: this member is not the leader.
+    pub fn clear(&self) {
         let mut st = self.lock();
         st.term = 0;
         st.deadlines.clear();
     }
 
-    fn expired(&self) -> Vec<i64> {
+    /// The leases whose deadline has passed.
+    pub fn expired(&self) -> Vec<i64> {
         let now = Instant::now();
         self.lock()
             .deadlines
@@ -94,10 +99,10 @@ impl LeaseTimers {
             .collect()
     }
 
-    /// Keep-alive on the leader: restart the lease's TTL; its TTL, or None if
-    /// it does not exist.
-    pub fn renew(&self, node: &Node, id: i64) -> Result<Option<i64>, ApiError> {
-        self.sync(&node.db, node.current_term())?;
+    /// Keep-alive on the leader of `term`: restart the lease's TTL; its TTL,
+    /// or None if it does not exist.
+    pub fn renew(&self, term: u64, id: i64) -> Result<Option<i64>, ApiError> {
+        self.sync(term)?;
         let mut st = self.lock();
         Ok(st.deadlines.get_mut(&id).map(|(deadline, ttl)| {
             *deadline = Instant::now() + Duration::from_secs(*ttl as u64);
@@ -105,9 +110,10 @@ impl LeaseTimers {
         }))
     }
 
-    /// (remaining seconds, granted TTL), or None if the lease does not exist.
-    pub fn remaining(&self, node: &Node, id: i64) -> Result<Option<(i64, i64)>, ApiError> {
-        self.sync(&node.db, node.current_term())?;
+    /// On the leader of `term`: (remaining seconds, granted TTL), or None if
+    /// the lease does not exist.
+    pub fn remaining(&self, term: u64, id: i64) -> Result<Option<(i64, i64)>, ApiError> {
+        self.sync(term)?;
         let st = self.lock();
         Ok(st.deadlines.get(&id).map(|(deadline, ttl)| {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -117,36 +123,5 @@ impl LeaseTimers {
                 *ttl,
             )
         }))
-    }
-}
-
-/// The leader's expiry loop: runs for the life of the member.
-pub async fn run_expiry(node: Arc<Node>) {
-    loop {
-        tokio::time::sleep(TICK).await;
-        if !node.is_leader() {
-            node.lease_timers.clear();
-            continue;
-        }
-        let term = node.current_term();
-        if let Err(e) = node.lease_timers.sync(&node.db, term) {
-            tracing::warn!("reading leases: {e}");
-            continue;
-        }
-        for id in node.lease_timers.expired() {
-            let cmd = Command(raftkvpb::Command {
-                op: Some(raftkvpb::command::Op::LeaseRevoke(LeaseRevokeRequest {
-                    id,
-                })),
-            });
-            match node.propose_local(cmd).await {
-                Ok(_) => tracing::debug!(lease = %format!("{id:x}"), "lease expired and revoked"),
-                // Not leader any more, or a transient failure: the next tick (or
-                // the next leader) tries again.
-                Err(e) => {
-                    tracing::debug!(lease = %format!("{id:x}"), "revoking an expired lease: {:?}", e)
-                }
-            }
-        }
     }
 }

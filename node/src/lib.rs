@@ -1,9 +1,11 @@
 //! raftkv node: a Raft-replicated key-value store that speaks the etcd v3 API.
 //!
 //! Layout: `store` (RocksDB: log, MVCC state machine, snapshots), `raft` (openraft
-//! types and the peer transport), `node` (proposals, reads, forwarding),
-//! `membership` (membership changes on the leader), `api` (etcd services),
-//! `server` (wiring and lifecycle), `cli` (the `raftkv` command's client side).
+//! types and the peer transport), `node` (the member: proposals, reads and read
+//! indexes, forwarding, what the leader alone does, lease expiry, and every
+//! question or chore the handlers bring to its store), `api` (etcd services,
+//! which ask the member and never open the database), `server` (wiring and
+//! lifecycle), `cli` (the `raftkv` command's client side).
 
 pub mod api;
 pub mod auth;
@@ -14,12 +16,10 @@ pub mod epoch;
 pub mod errors;
 pub mod http;
 pub mod lease;
-pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod proto;
 pub mod raft;
-pub mod read_index;
 pub mod recovery;
 pub mod restart;
 pub mod server;

@@ -1,12 +1,23 @@
-//! A running member: proposes writes, serves linearizable reads, and forwards
-//! to the leader whatever only the leader can do.
+//! A running member, and everything a request asks of it.
 //!
-//! Clients may talk to any member. A write (or membership change) that reaches a
-//! follower is sent to the leader over the peer port (`Forward`); a linearizable
-//! read on a follower asks the leader for its read index (`ReadIndex`) and waits
-//! until the local state machine has applied up to it. A proposal is retried only
-//! when it certainly was not applied (no leader yet, or the target was not the
-//! leader), never after an outcome that is unknown, so a retry can't apply twice.
+//! Clients may talk to any member; what it does with a request lives here,
+//! one concern a file:
+//!
+//! - `propose`: the write path. A write, membership change or lease
+//!   keep-alive goes to Raft on the leader, or to the leader over the peer
+//!   port from a follower, retried only while it certainly was not carried out.
+//! - `leader`: what the leader alone does with such a request (membership
+//!   rules, lease deadlines).
+//! - `read_index`: linearizable reads wait for a read index, obtained in
+//!   rounds that concurrent reads share.
+//! - `quota`: the space quota and its NOSPACE alarm.
+//! - `lease_expiry`: the leader's loop that revokes expired leases.
+//! - `reads` and `ops`: the questions and chores the handlers bring to this
+//!   member's store (auth state, alarms, leases, hashes, backups, recovery),
+//!   so no handler opens the database.
+//!
+//! The member's state is private to this module: `server` builds it from
+//! [`NodeParts`], and everything else asks through its methods.
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
@@ -15,22 +26,29 @@ use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
-use openraft::raft::ReadPolicy;
 use openraft::ServerState;
 use rocksdb::DB;
-use serde::Deserialize;
-use serde::Serialize;
 
 use crate::errors::ApiError;
 use crate::metrics::Metrics;
 use crate::proto::etcdserverpb::ResponseHeader;
-use crate::proto::raftkvpb;
-use crate::raft::codec;
 use crate::raft::network::PeerClients;
-use crate::raft::Command;
 use crate::raft::NodeId;
 use crate::raft::Raft;
 use crate::store::Mvcc;
+
+mod leader;
+mod lease_expiry;
+mod ops;
+mod propose;
+mod quota;
+mod read_index;
+mod reads;
+
+pub use propose::ForwardReply;
+pub use propose::Forwarded;
+pub use propose::LocalError;
+use quota::DiskUsage;
 
 /// How long a client request may wait for a leader and a commit.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
@@ -40,69 +58,6 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
 pub struct Limits {
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
-}
-
-/// A request a follower hands to the leader.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum Forwarded {
-    Write(Command),
-    AddMember {
-        id: NodeId,
-        peer_url: String,
-        learner: bool,
-    },
-    PromoteMember {
-        id: NodeId,
-    },
-    RemoveMember {
-        id: NodeId,
-    },
-    LeaseKeepAlive {
-        id: i64,
-    },
-    LeaseTimeToLive {
-        id: i64,
-    },
-}
-
-/// The leader's answer to a [`Forwarded`] request.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum ForwardReply {
-    Write(crate::raft::CommandResult),
-    Done,
-    /// A lease's (remaining, granted) TTL in seconds; `None` if it does not exist.
-    Lease(Option<(i64, i64)>),
-    Error {
-        code: i32,
-        message: String,
-    },
-}
-
-/// The database's size on disk, measured at most every 250ms (a directory
-/// walk per write would cost more than the write).
-#[derive(Default)]
-pub struct DiskUsage {
-    last: std::sync::Mutex<Option<(Instant, u64)>>,
-}
-
-impl DiskUsage {
-    pub fn get(&self, data_dir: &std::path::Path) -> u64 {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        match *last {
-            Some((at, bytes)) if at.elapsed() < Duration::from_millis(250) => bytes,
-            _ => {
-                let bytes = crate::store::disk_size(data_dir);
-                *last = Some((Instant::now(), bytes));
-                bytes
-            }
-        }
-    }
-
-    /// Forget the cached size, so the next check measures again: after a
-    /// defragment, a write right behind it must not be judged by the old size.
-    pub fn invalidate(&self) {
-        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    }
 }
 
 /// When this member last heard from a leader, for followers to notice a leader
@@ -134,42 +89,188 @@ impl LeaderContact {
     }
 }
 
+/// A running member. Its state is its own: handlers ask it (see `reads` and
+/// `ops`) rather than reaching into the database or its parts.
 pub struct Node {
+    id: NodeId,
+    name: String,
+    /// The peer URL this member advertises.
+    peer_url: String,
+    raft: Raft,
+    db: Arc<DB>,
+    mvcc: Mvcc,
+    peers: Arc<PeerClients>,
+    cluster_id: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+    /// `--quota-backend-bytes`: above this much data, writes that add data are
+    /// refused and a NOSPACE alarm is raised.
+    quota_bytes: u64,
+    disk_usage: DiskUsage,
+    data_dir: PathBuf,
+    leader_contact: Arc<LeaderContact>,
+    watch_hub: Arc<crate::watch::WatchHub>,
+    lease_timers: Arc<crate::lease::LeaseTimers>,
+    tokens: Arc<crate::auth::Tokens>,
+    /// A leader not heard from (or, as leader, not acknowledged by a quorum)
+    /// for this long is considered gone: the longest election timeout.
+    leader_timeout: Duration,
+    /// The cluster epoch and this member's fence (see `crate::epoch`).
+    epoch: Arc<crate::epoch::EpochState>,
+    /// When a live leader (this member or another) was last known; what
+    /// RecoverSolo judges quorum loss by.
+    leader_seen: LeaderContact,
+    /// Where SaveBackup writes (`--backup-dir`).
+    backup_dir: PathBuf,
+    /// Linearizable reads waiting for a read index.
+    reads: read_index::ReadIndexRounds,
+}
+
+/// What `server` builds a member from: the parts it also hands to Raft and
+/// the state machine.
+pub struct NodeParts {
     pub id: NodeId,
     pub name: String,
-    /// The peer URL this member advertises.
     pub peer_url: String,
     pub raft: Raft,
     pub db: Arc<DB>,
-    pub mvcc: Mvcc,
     pub peers: Arc<PeerClients>,
     pub cluster_id: Arc<AtomicU64>,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
-    /// `--quota-backend-bytes`: above this much data, writes that add data are
-    /// refused and a NOSPACE alarm is raised.
     pub quota_bytes: u64,
-    pub disk_usage: DiskUsage,
     pub data_dir: PathBuf,
-    pub leader_contact: Arc<LeaderContact>,
     pub watch_hub: Arc<crate::watch::WatchHub>,
     pub lease_timers: Arc<crate::lease::LeaseTimers>,
     pub tokens: Arc<crate::auth::Tokens>,
-    /// A leader not heard from (or, as leader, not acknowledged by a quorum)
-    /// for this long is considered gone: the longest election timeout.
     pub leader_timeout: Duration,
-    /// The cluster epoch and this member's fence (see `crate::epoch`).
     pub epoch: Arc<crate::epoch::EpochState>,
-    /// When a live leader (this member or another) was last known; what
-    /// RecoverSolo judges quorum loss by.
-    pub leader_seen: Arc<LeaderContact>,
-    /// Where SaveBackup writes (`--backup-dir`).
     pub backup_dir: PathBuf,
-    /// Linearizable reads waiting for a read index.
-    pub reads: crate::read_index::ReadIndexRounds,
 }
 
 impl Node {
+    /// The member, with its read-index rounds and lease expiry running for as
+    /// long as it lives.
+    pub fn start(parts: NodeParts) -> Arc<Node> {
+        let (reads, read_queue) = read_index::ReadIndexRounds::new();
+        let node = Arc::new(Node {
+            id: parts.id,
+            name: parts.name,
+            peer_url: parts.peer_url,
+            raft: parts.raft,
+            mvcc: Mvcc::new(parts.db.clone()),
+            db: parts.db,
+            peers: parts.peers,
+            cluster_id: parts.cluster_id,
+            metrics: parts.metrics,
+            limits: parts.limits,
+            quota_bytes: parts.quota_bytes,
+            disk_usage: DiskUsage::default(),
+            data_dir: parts.data_dir,
+            leader_contact: Arc::default(),
+            watch_hub: parts.watch_hub,
+            lease_timers: parts.lease_timers,
+            tokens: parts.tokens,
+            leader_timeout: parts.leader_timeout,
+            epoch: parts.epoch,
+            leader_seen: LeaderContact::default(),
+            backup_dir: parts.backup_dir,
+            reads,
+        });
+        tokio::spawn(read_index::serve_rounds(Arc::downgrade(&node), read_queue));
+        tokio::spawn(lease_expiry::run(node.clone()));
+        node
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The name this member publishes (`--name`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The peer URL this member advertises.
+    pub fn peer_url(&self) -> &str {
+        &self.peer_url
+    }
+
+    /// openraft's handle, for what only Raft itself does (initialize, shut
+    /// down, snapshot, the peer RPCs).
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// Reads of the MVCC store at this member's applied state.
+    pub fn mvcc(&self) -> &Mvcc {
+        &self.mvcc
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Where SaveBackup writes (`--backup-dir`).
+    pub fn backup_dir(&self) -> &std::path::Path {
+        &self.backup_dir
+    }
+
+    /// The cluster epoch and this member's fence (see `crate::epoch`).
+    pub fn epoch(&self) -> &crate::epoch::EpochState {
+        &self.epoch
+    }
+
+    /// Where committed changes are published to watchers.
+    pub fn watch_hub(&self) -> &crate::watch::WatchHub {
+        &self.watch_hub
+    }
+
+    /// When a live leader (this member or another) was last known.
+    pub fn leader_seen(&self) -> &LeaderContact {
+        &self.leader_seen
+    }
+
+    /// When this member last heard from a leader (the peer service touches it).
+    pub fn leader_contact(&self) -> &Arc<LeaderContact> {
+        &self.leader_contact
+    }
+
+    /// How long a leader may go unheard before it is considered gone.
+    pub fn leader_timeout(&self) -> Duration {
+        self.leader_timeout
+    }
+
+    /// Where Raft snapshots are kept and received.
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.data_dir.join("snapshots")
+    }
+
+    /// Adopt the epoch of the cluster this member joins, durably.
+    pub fn adopt_epoch(&self, epoch: u64) -> anyhow::Result<()> {
+        self.epoch.adopt(&self.db, epoch)
+    }
+
+    /// Fence this member (durably): it serves nothing until recovered.
+    pub fn fence(&self, reason: String) {
+        self.epoch.fence(&self.db, reason)
+    }
+
+    /// Answer with cluster id `id` from now on (already recorded on disk).
+    pub fn remember_cluster_id(&self, id: u64) {
+        self.cluster_id.store(id, Ordering::Release);
+    }
+
+    /// Carry out a request another member forwarded to this one, which
+    /// believes it leads.
+    pub async fn run_forwarded(&self, req: &Forwarded) -> ForwardReply {
+        leader::run_on_leader(self, req).await
+    }
+
     /// Who sent a request (see `crate::auth`): fails when auth is enabled and
     /// the request carries no valid token.
     pub async fn caller(
@@ -190,31 +291,7 @@ impl Node {
     /// Refuse the call unless its caller holds the root role (always allowed
     /// while auth is disabled): the check of every admin-only RPC.
     pub async fn require_root(&self, md: &tonic::metadata::MetadataMap) -> Result<(), ApiError> {
-        self.caller(md).await?.require_root(&self.db)
-    }
-
-    /// Refuse a write that adds data when the space quota is exhausted, raising
-    /// the NOSPACE alarm for this member (once) so every member refuses too.
-    pub async fn check_quota(&self) -> Result<(), ApiError> {
-        if self.disk_usage.get(&self.data_dir) <= self.quota_bytes {
-            return Ok(());
-        }
-        if !crate::store::alarm::space_alarm_raised(&self.db) {
-            use crate::proto::etcdserverpb::{alarm_request::AlarmAction, AlarmRequest, AlarmType};
-            let raise = Command(raftkvpb::Command {
-                op: Some(raftkvpb::command::Op::Alarm(AlarmRequest {
-                    action: AlarmAction::Activate as i32,
-                    member_id: self.id,
-                    alarm: AlarmType::Nospace as i32,
-                })),
-            });
-            tracing::warn!(
-                quota = self.quota_bytes,
-                "space quota exceeded: raising the NOSPACE alarm"
-            );
-            self.propose(raise).await?;
-        }
-        Err(crate::store::alarm::no_space())
+        self.caller(md).await?.require_root()
     }
 
     /// A copy of openraft's latest metrics for this member.
@@ -319,265 +396,4 @@ impl Node {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-
-    /// Replicate a command and return what applying it produced.
-    pub async fn propose(
-        &self,
-        cmd: Command,
-    ) -> Result<raftkvpb::command_result::Result, ApiError> {
-        let deadline = Instant::now() + REQUEST_TIMEOUT;
-        let outcome = self.propose_until(cmd, deadline).await;
-        match &outcome {
-            Ok(_) => self
-                .metrics
-                .proposals_committed
-                .fetch_add(1, Ordering::Relaxed),
-            Err(_) => self
-                .metrics
-                .proposals_failed
-                .fetch_add(1, Ordering::Relaxed),
-        };
-        match outcome?.0.result {
-            Some(raftkvpb::command_result::Result::Error(e)) => Err(e.into()),
-            Some(r) => Ok(r),
-            None => Err(ApiError::internal("the state machine returned no result")),
-        }
-    }
-
-    /// Replicate `cmd` through the leader, wherever it is.
-    async fn propose_until(
-        &self,
-        cmd: Command,
-        deadline: Instant,
-    ) -> Result<crate::raft::CommandResult, ApiError> {
-        match self
-            .on_leader_until(Forwarded::Write(cmd), deadline)
-            .await?
-        {
-            ForwardReply::Write(r) => Ok(r),
-            _ => Err(ApiError::internal("unexpected reply to a forwarded write")),
-        }
-    }
-
-    /// Propose on this member, which believes it is the leader.
-    ///
-    /// `NotLeader` (safe to retry) only when nothing was proposed. If leadership
-    /// is lost after the proposal, the entry may still commit under the next
-    /// leader, so the outcome is unknown: that is etcd's "leader changed", which
-    /// clients do not retry blindly either.
-    pub async fn propose_local(
-        &self,
-        cmd: Command,
-    ) -> Result<crate::raft::CommandResult, LocalError> {
-        if !self.is_leader() {
-            return Err(LocalError::NotLeader);
-        }
-        let started = Instant::now();
-        match self.raft.client_write(cmd).await {
-            Ok(resp) => {
-                self.metrics.proposal.record(started.elapsed());
-                Ok(resp.data)
-            }
-            Err(e) if e.forward_to_leader().is_some() => {
-                Err(LocalError::Failed(ApiError::leader_changed()))
-            }
-            Err(e) => Err(LocalError::Failed(ApiError::unavailable(e))),
-        }
-    }
-
-    /// Send a request to the leader over the peer port.
-    async fn forward(
-        &self,
-        leader: NodeId,
-        url: &str,
-        req: &Forwarded,
-        deadline: Instant,
-    ) -> Result<ForwardReply, ApiError> {
-        let mut client = self.peers.client(url)?;
-        let mut request = tonic::Request::new(self.peers.payload(leader, req)?);
-        request.set_timeout(
-            deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(100)),
-        );
-        match client.forward(request).await {
-            Ok(reply) => codec::decode(&reply.into_inner().data).map_err(ApiError::internal),
-            // No connection means the request was never sent: the caller may
-            // retry (the old leader is gone and a new one is being elected).
-            Err(s) if never_sent(&s) => Ok(ForwardReply::Error {
-                code: tonic::Code::Unavailable as i32,
-                message: ApiError::not_leader().message,
-            }),
-            // The leader may have applied it or not: report, never retry.
-            Err(s) if s.code() == tonic::Code::DeadlineExceeded => Err(ApiError::timeout()),
-            Err(s) => Err(ApiError::unavailable(format!(
-                "forwarding to leader {leader:x}: {}",
-                s.message()
-            ))),
-        }
-    }
-
-    /// Make the next local read linearizable: afterwards the state machine has
-    /// applied everything committed before this call began. The read index
-    /// comes from a round shared with concurrent reads (see `crate::read_index`).
-    pub async fn read_barrier(&self) -> Result<(), ApiError> {
-        let deadline = Instant::now() + REQUEST_TIMEOUT;
-        loop {
-            self.await_leader(deadline).await?;
-            let round = tokio::time::timeout_at(deadline.into(), self.reads.read_index());
-            let index = round.await.map_err(|_| ApiError::timeout())??;
-            if let Some(index) = index {
-                let wait = deadline.saturating_duration_since(Instant::now());
-                return self
-                    .raft
-                    .wait(Some(wait))
-                    .applied_index_at_least(Some(index), "linearizable read")
-                    .await
-                    .map(|_| ())
-                    .map_err(|_| ApiError::timeout());
-            }
-            if Instant::now() >= deadline {
-                return Err(ApiError::timeout());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// One read-index round: ask the leader (this member, or over the peer
-    /// port) for its read index. `None` when there is no leader to ask yet.
-    pub async fn read_index_round(&self) -> crate::read_index::ReadIndex {
-        let Some((leader, url)) = self.leader() else {
-            return Ok(None);
-        };
-        if leader != self.id {
-            let deadline = Instant::now() + REQUEST_TIMEOUT;
-            return self.remote_read_index(leader, &url, deadline).await;
-        }
-        match self.read_index_local().await {
-            Ok(i) => Ok(Some(i)),
-            Err(LocalError::NotLeader) => Ok(None),
-            Err(LocalError::Failed(e)) => Err(e),
-        }
-    }
-
-    /// The leader's read index: confirm leadership with a quorum (ReadIndex),
-    /// then return the log index a read must wait for.
-    pub async fn read_index_local(&self) -> Result<u64, LocalError> {
-        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
-            Ok(read) => Ok(read.index()),
-            Err(e) if e.forward_to_leader().is_some() => Err(LocalError::NotLeader),
-            Err(e) => Err(LocalError::Failed(ApiError::unavailable(e))),
-        }
-    }
-
-    async fn remote_read_index(
-        &self,
-        leader: NodeId,
-        url: &str,
-        deadline: Instant,
-    ) -> Result<Option<u64>, ApiError> {
-        let mut client = self.peers.client(url)?;
-        let mut request = tonic::Request::new(self.peers.payload(leader, &())?);
-        request.set_timeout(
-            deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(100)),
-        );
-        let reply = match client.read_index(request).await {
-            Ok(reply) => reply,
-            // Asking for a read index changes nothing: any failure may be retried
-            // until the deadline (e.g. while a new leader is elected).
-            Err(s) if s.code() == tonic::Code::Unavailable => return Ok(None),
-            Err(s) => {
-                return Err(ApiError::unavailable(format!(
-                    "read index from leader {leader:x}: {}",
-                    s.message()
-                )))
-            }
-        };
-        match codec::decode::<Result<u64, (i32, String)>>(&reply.into_inner().data)
-            .map_err(ApiError::internal)?
-        {
-            Ok(i) => Ok(Some(i)),
-            Err((code, message)) if is_not_leader(code, &message) => Ok(None),
-            Err((code, message)) => Err(ApiError::new(code.into(), message)),
-        }
-    }
-
-    /// Run a membership change on the leader, wherever this member is.
-    pub async fn change_membership(&self, req: Forwarded) -> Result<(), ApiError> {
-        self.on_leader(req).await.map(|_| ())
-    }
-
-    /// Carry out `req` on the leader (here, or forwarded), retrying only while
-    /// nothing was done (no leader yet, or the target was not the leader).
-    pub async fn on_leader(&self, req: Forwarded) -> Result<ForwardReply, ApiError> {
-        self.on_leader_until(req, Instant::now() + REQUEST_TIMEOUT)
-            .await
-    }
-
-    async fn on_leader_until(
-        &self,
-        req: Forwarded,
-        deadline: Instant,
-    ) -> Result<ForwardReply, ApiError> {
-        loop {
-            let (leader, url) = self.await_leader(deadline).await?;
-            let reply = if leader == self.id {
-                crate::membership::run_on_leader(self, &req).await
-            } else {
-                let write = matches!(req, Forwarded::Write(_));
-                if write {
-                    self.metrics
-                        .proposals_forwarded
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-                let started = Instant::now();
-                let reply = self.forward(leader, &url, &req, deadline).await?;
-                if write {
-                    self.metrics.forward.record(started.elapsed());
-                }
-                reply
-            };
-            match reply {
-                ForwardReply::Error { code, message } if is_not_leader(code, &message) => {}
-                ForwardReply::Error { code, message } => {
-                    return Err(ApiError::new(code.into(), message))
-                }
-                other => return Ok(other),
-            }
-            if Instant::now() >= deadline {
-                return Err(ApiError::timeout());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-/// Why a request on the local member did not succeed.
-#[derive(Debug)]
-pub enum LocalError {
-    /// This member is not (or no longer) the leader: safe to retry elsewhere.
-    NotLeader,
-    Failed(ApiError),
-}
-
-impl LocalError {
-    pub fn into_api(self) -> ApiError {
-        match self {
-            LocalError::NotLeader => ApiError::not_leader(),
-            LocalError::Failed(e) => e,
-        }
-    }
-}
-
-/// Whether a failed peer call certainly never reached the peer: tonic reports a
-/// refused or timed-out connection attempt as Unavailable "tcp connect error".
-fn never_sent(s: &tonic::Status) -> bool {
-    s.code() == tonic::Code::Unavailable && s.message().contains("tcp connect error")
-}
-
-/// The reply for "not the leader, nothing proposed", which a member retries.
-fn is_not_leader(code: i32, message: &str) -> bool {
-    code == tonic::Code::Unavailable as i32 && message == ApiError::not_leader().message
 }

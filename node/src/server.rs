@@ -31,6 +31,7 @@ use crate::config::ServeConfig;
 use crate::metrics::Metrics;
 use crate::node::Limits;
 use crate::node::Node;
+use crate::node::NodeParts;
 use crate::proto::etcdserverpb::auth_server::AuthServer;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
@@ -52,7 +53,6 @@ use crate::store;
 use crate::store::log_store::read_meta;
 use crate::store::schema::KEY_CLUSTER_ID;
 use crate::store::LogStore;
-use crate::store::Mvcc;
 use crate::store::StateMachineStore;
 
 /// gRPC framing and header overhead allowed on top of `--max-request-bytes`,
@@ -138,7 +138,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let log_store = LogStore::new(db.clone(), metrics.clone());
     let watch_hub = Arc::new(crate::watch::WatchHub::default());
-    let lease_timers = Arc::new(crate::lease::LeaseTimers::default());
+    let lease_timers = Arc::new(crate::lease::LeaseTimers::new(db.clone()));
     let tokens = Arc::new(crate::auth::Tokens::default());
     let sm = StateMachineStore::new(
         db.clone(),
@@ -181,14 +181,12 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         }
     }
 
-    let (reads, read_queue) = crate::read_index::ReadIndexRounds::new();
-    let node = Arc::new(Node {
+    let node = Node::start(NodeParts {
         id: cfg.id,
         name: cfg.name.clone(),
         peer_url: cfg.advertise_peer_url.clone(),
         raft: raft.clone(),
         db: db.clone(),
-        mvcc: Mvcc::new(db.clone()),
         peers,
         cluster_id,
         metrics,
@@ -197,22 +195,14 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             max_txn_ops: cfg.max_txn_ops,
         },
         quota_bytes: cfg.quota_backend_bytes,
-        disk_usage: Default::default(),
         data_dir: cfg.data_dir.clone(),
-        leader_contact: Default::default(),
         watch_hub,
         lease_timers,
         tokens,
         leader_timeout: Duration::from_millis(cfg.election_timeout * 2),
         epoch,
-        leader_seen: Default::default(),
         backup_dir: cfg.backup_dir.clone(),
-        reads,
     });
-    tokio::spawn(crate::read_index::serve_rounds(
-        Arc::downgrade(&node),
-        read_queue,
-    ));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -262,7 +252,6 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     tokio::spawn(count_leader_changes(node.clone()));
     tokio::spawn(note_leader_seen(node.clone()));
     tokio::spawn(stop_raft_when_fenced(node.clone()));
-    tokio::spawn(crate::lease::run_expiry(node.clone()));
 
     tracing::info!(
         id = %format!("{:x}", cfg.id),
@@ -304,14 +293,14 @@ async fn shutdown_signal() {
 /// once it is a member, and again whenever what the store holds differs.
 async fn publish_attributes(node: Arc<Node>, client_url: String, stop: watch::Receiver<bool>) {
     let wanted = raftkvpb::MemberAttributes {
-        id: node.id,
-        name: node.name.clone(),
+        id: node.id(),
+        name: node.name().to_string(),
         client_urls: vec![client_url],
     };
     while !*stop.borrow() {
         let current = crate::api::cluster::member_list(&node)
             .into_iter()
-            .find(|m| m.id == node.id)
+            .find(|m| m.id == node.id())
             .map(|m| (m.name, m.client_ur_ls));
         match current {
             Some((name, urls)) if name == wanted.name && urls == wanted.client_urls => {}
@@ -333,7 +322,7 @@ async fn publish_attributes(node: Arc<Node>, client_url: String, stop: watch::Re
 async fn note_leader_seen(node: Arc<Node>) {
     loop {
         if node.leader().is_some() {
-            node.leader_seen.touch();
+            node.leader_seen().touch();
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -341,20 +330,22 @@ async fn note_leader_seen(node: Arc<Node>) {
 
 /// A fenced member (see `crate::epoch`) stops taking part in Raft at once.
 async fn stop_raft_when_fenced(node: Arc<Node>) {
-    node.epoch.wait_fenced().await;
-    if let Err(e) = node.raft.shutdown().await {
+    node.epoch().wait_fenced().await;
+    if let Err(e) = node.raft().shutdown().await {
         tracing::warn!("raft shutdown after fencing: {e}");
     }
 }
 
 async fn count_leader_changes(node: Arc<Node>) {
     use openraft::type_config::async_runtime::WatchReceiver;
-    let mut rx = node.raft.metrics();
+    let mut rx = node.raft().metrics();
     let mut last = rx.borrow_watched().current_leader;
     while rx.changed().await.is_ok() {
         let leader = rx.borrow_watched().current_leader;
         if leader != last {
-            node.metrics.leader_changes.fetch_add(1, Ordering::Relaxed);
+            node.metrics()
+                .leader_changes
+                .fetch_add(1, Ordering::Relaxed);
             tracing::info!(leader = ?leader.map(|l| format!("{l:x}")), "leader changed");
             last = leader;
         }

@@ -4,7 +4,6 @@
 //! `admin_backup`).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,7 +43,7 @@ impl Admin for AdminService {
             .membership_config
             .membership()
             .voter_ids()
-            .any(|v| v == node.id);
+            .any(|v| v == node.id());
         let role = match m.state {
             ServerState::Leader => "leader",
             ServerState::Candidate => "candidate",
@@ -53,8 +52,8 @@ impl Admin for AdminService {
             _ => "follower",
         };
         Ok(Response::new(MemberStatusResponse {
-            id: node.id,
-            name: node.name.clone(),
+            id: node.id(),
+            name: node.name().to_string(),
             role: role.into(),
             term: m.current_term,
             leader: node.leader().map_or(0, |(l, _)| l),
@@ -64,12 +63,12 @@ impl Admin for AdminService {
             snapshot_index: m.snapshot.map_or(0, |s| s.index),
             purged_index: m.purged.map_or(0, |p| p.index),
             cluster_id: node.cluster_id(),
-            revision: node.mvcc.current_revision(),
+            revision: node.mvcc().current_revision(),
             not_ready_reason: crate::http::not_ready_reason(node).unwrap_or_default(),
-            epoch: node.epoch.get(),
+            epoch: node.epoch().get(),
             millis_since_leader: match node.leader() {
                 Some(_) => 0,
-                None => node.leader_seen.since().as_millis() as u64,
+                None => node.leader_seen().since().as_millis() as u64,
             },
         }))
     }
@@ -87,11 +86,11 @@ impl Admin for AdminService {
         }
         let _guard = self.init_lock.lock().await;
         let node = &self.node;
-        let members = BTreeMap::from([(node.id, node.peer_url.clone())]);
+        let members = BTreeMap::from([(node.id(), node.peer_url().to_string())]);
         let wanted = crate::config::derive_cluster_id(&token, &members);
         let current = node.cluster_id();
         let initialized = node
-            .raft
+            .raft()
             .is_initialized()
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
@@ -104,7 +103,7 @@ impl Admin for AdminService {
         if initialized || (current != 0 && current != wanted) {
             return Err(Status::failed_precondition(format!(
                 "raftkv: member {:x} already belongs to cluster {current:x}",
-                node.id
+                node.id()
             )));
         }
         if !req.restore_from_backup.is_empty() {
@@ -115,18 +114,17 @@ impl Admin for AdminService {
         // Not initialized yet; the id may be persisted by an earlier attempt
         // that failed before initializing, in which case this one finishes it.
         if current == 0 {
-            crate::store::log_store::persist_cluster_id(&node.db, wanted).map_err(|e| {
+            node.adopt_cluster_id(wanted).map_err(|e| {
                 Status::internal(format!("raftkv: persisting the cluster id: {e:#}"))
             })?;
-            node.cluster_id.store(wanted, Ordering::Release);
         }
         let raft_members = BTreeMap::from([(
-            node.id,
+            node.id(),
             crate::raft::Member {
-                peer_url: node.peer_url.clone(),
+                peer_url: node.peer_url().to_string(),
             },
         )]);
-        node.raft
+        node.raft()
             .initialize(raft_members)
             .await
             .map_err(|e| Status::internal(format!("raftkv: initializing: {e}")))?;
@@ -174,7 +172,7 @@ impl Admin for AdminService {
                 "raftkv: member {leader:x} leads the cluster: solo recovery is only for a cluster that lost quorum"
             )));
         }
-        let leaderless = node.leader_seen.since();
+        let leaderless = node.leader_seen().since();
         if leaderless < needed {
             return Err(Status::failed_precondition(format!(
                 "raftkv: no leader for {}ms only; solo recovery needs {}ms without one (requested {}ms, floor {}ms)",
@@ -184,7 +182,7 @@ impl Admin for AdminService {
                 floor.as_millis()
             )));
         }
-        if let Some(why) = node.epoch.fenced() {
+        if let Some(why) = node.epoch().fenced() {
             return Err(Status::failed_precondition(format!(
                 "raftkv: this member is fenced ({why}): it must not be recovered"
             )));
@@ -196,26 +194,22 @@ impl Admin for AdminService {
             .membership_config
             .membership()
             .voter_ids()
-            .any(|v| v == node.id);
+            .any(|v| v == node.id());
         if !is_voter {
             return Err(Status::failed_precondition(format!(
                 "raftkv: member {:x} is not a voter (a learner, or not initialized): recover from a voter",
-                node.id
+                node.id()
             )));
         }
         // Stop Raft, so nothing writes the log or vote under the rewrite.
-        node.raft
+        node.raft()
             .shutdown()
             .await
             .map_err(|e| Status::internal(format!("raftkv: stopping Raft: {e}")))?;
-        let db = node.db.clone();
-        let id = node.id;
-        let outcome = tokio::task::spawn_blocking(move || crate::recovery::recover_solo(&db, id))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let outcome = node.recover_solo().await?;
         // Restart either way: on success into the one-member cluster, on
         // failure (nothing was written) as it was, Raft running again.
-        crate::restart::reexec_after(node.db.clone(), Duration::from_millis(300));
+        node.restart_after(Duration::from_millis(300));
         let report = outcome
             .map_err(|e| Status::failed_precondition(format!("raftkv: solo recovery: {e:#}")))?;
         let text = report.text();
@@ -240,9 +234,9 @@ impl Admin for AdminService {
         let fatal = |e: openraft::errors::Fatal<crate::raft::TypeConfig>| {
             Status::unavailable(format!("raftkv: Raft is not running: {e}"))
         };
-        node.raft.trigger().snapshot().await.map_err(fatal)?;
+        node.raft().trigger().snapshot().await.map_err(fatal)?;
         let m = node
-            .raft
+            .raft()
             .wait(Some(Duration::from_secs(60)))
             .metrics(
                 |m| m.snapshot.as_ref().is_some_and(|s| s.index >= applied),
@@ -251,7 +245,7 @@ impl Admin for AdminService {
             .await
             .map_err(|e| Status::deadline_exceeded(format!("raftkv: snapshot: {e}")))?;
         let snapshot_index = m.snapshot.map_or(0, |s| s.index);
-        node.raft
+        node.raft()
             .trigger()
             .purge_log(snapshot_index)
             .await
@@ -259,7 +253,7 @@ impl Admin for AdminService {
         // openraft purges once no replication still reads the log; report
         // where it got to within a few seconds.
         let purged = match node
-            .raft
+            .raft()
             .wait(Some(Duration::from_secs(5)))
             .metrics(
                 |m| m.purged.as_ref().is_some_and(|p| p.index >= snapshot_index),
@@ -303,7 +297,7 @@ impl AdminService {
     /// without a leader for this long (three election timeouts: well past any
     /// ordinary election) before it recovers alone.
     fn recovery_floor(&self) -> Duration {
-        self.node.leader_timeout * 3 / 2
+        self.node.leader_timeout() * 3 / 2
     }
 
     /// Initialize as the first member of a new cluster holding a backup's data:
@@ -320,7 +314,7 @@ impl AdminService {
         if !path.exists() {
             return Err(Status::not_found(format!(
                 "raftkv: no backup named {file_name:?} in {}",
-                node.backup_dir.display()
+                node.backup_dir().display()
             )));
         }
         let check_path = path.clone();
@@ -333,22 +327,14 @@ impl AdminService {
                 }
                 _ => Status::internal(format!("raftkv: reading backup {file_name}: {e}")),
             })?;
-        node.raft
+        node.raft()
             .shutdown()
             .await
             .map_err(|e| Status::internal(format!("raftkv: stopping Raft: {e}")))?;
-        let db = node.db.clone();
-        let id = node.id;
-        let members = members.clone();
-        let outcome = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            crate::backup::load_into(&db, &path, &mut |_| {})?;
-            crate::recovery::record_restored_state(&db, id, &members, cluster_id)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?;
-        crate::restart::reexec_after(node.db.clone(), Duration::from_millis(300));
+        let outcome = node.restore_backup(&path, members, cluster_id).await?;
+        node.restart_after(Duration::from_millis(300));
         outcome.map_err(|e| Status::internal(format!("raftkv: restoring: {e:#}")))?;
-        node.cluster_id.store(cluster_id, Ordering::Release);
+        node.remember_cluster_id(cluster_id);
         tracing::info!(cluster_id = %format!("{cluster_id:x}"), backup = %file_name, "initialized a new cluster from a backup; restarting");
         Ok(Response::new(InitializeResponse {
             cluster_id,

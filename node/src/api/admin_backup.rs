@@ -19,7 +19,7 @@ pub fn path_of(node: &Node, file_name: &str) -> Result<PathBuf, Status> {
             "raftkv: backup file name {file_name:?} must be a plain name (no '/', not starting with '.')"
         )));
     }
-    Ok(node.backup_dir.join(file_name))
+    Ok(node.backup_dir().join(file_name))
 }
 
 fn io_status(what: &str, e: impl std::fmt::Display) -> Status {
@@ -28,21 +28,16 @@ fn io_status(what: &str, e: impl std::fmt::Display) -> Status {
 
 pub async fn save(node: &Node, file_name: &str) -> Result<Response<SaveBackupResponse>, Status> {
     let path = path_of(node, file_name)?;
-    std::fs::create_dir_all(&node.backup_dir)
-        .map_err(|e| io_status(&format!("creating {}", node.backup_dir.display()), e))?;
+    std::fs::create_dir_all(node.backup_dir())
+        .map_err(|e| io_status(&format!("creating {}", node.backup_dir().display()), e))?;
     if path.exists() {
         return Err(Status::already_exists(format!(
             "raftkv: backup {file_name:?} already exists"
         )));
     }
-    let db = node.db.clone();
-    let scratch = node
-        .data_dir
-        .join(format!("backup-{}.tmp", rand::random::<u64>()));
-    let target = path.clone();
-    let summary = tokio::task::spawn_blocking(move || crate::backup::save(&db, &scratch, &target))
+    let summary = node
+        .save_backup(path.clone())
         .await
-        .map_err(|e| io_status("backup task", e))?
         .map_err(|e| io_status(&format!("writing backup {file_name}"), e))?;
     let modified = modified_secs(&path);
     tracing::info!(file = %path.display(), revision = summary.revision, bytes = summary.size_bytes, "saved a backup");
@@ -67,7 +62,7 @@ fn modified_secs(path: &std::path::Path) -> i64 {
 
 pub async fn list(node: &Node) -> Result<Response<ListBackupsResponse>, Status> {
     let mut backups = Vec::new();
-    let entries = match std::fs::read_dir(&node.backup_dir) {
+    let entries = match std::fs::read_dir(node.backup_dir()) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Ok(Response::new(ListBackupsResponse { backups }))

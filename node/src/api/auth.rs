@@ -27,7 +27,7 @@ pub struct AuthService {
 
 impl AuthService {
     fn header(&self) -> Option<ResponseHeader> {
-        Some(self.node.header(self.node.mvcc.current_revision()))
+        Some(self.node.header(self.node.mvcc().current_revision()))
     }
 
     /// Check the caller may manage auth, then replicate the change.
@@ -91,8 +91,8 @@ impl Auth for AuthService {
         self.node.read_barrier().await?;
         Ok(Response::new(AuthStatusResponse {
             header: self.header(),
-            enabled: auth::is_enabled(&self.node.db),
-            auth_revision: auth::revision(&self.node.db),
+            enabled: self.node.auth_enabled(),
+            auth_revision: self.node.auth_revision(),
         }))
     }
 
@@ -102,22 +102,19 @@ impl Auth for AuthService {
     ) -> Result<Response<AuthenticateResponse>, Status> {
         let req = req.into_inner();
         self.node.read_barrier().await?;
-        if !auth::is_enabled(&self.node.db) {
+        if !self.node.auth_enabled() {
             return Err(auth::auth_err(
                 tonic::Code::FailedPrecondition,
                 "authentication is not enabled",
             )
             .into());
         }
-        let db = self.node.db.clone();
         let node = self.node.clone();
         let name = req.name.clone();
         // bcrypt is deliberately slow: keep it off the async workers.
-        let token = tokio::task::spawn_blocking(move || {
-            node.tokens.check_password(&db, &name, &req.password)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))??;
+        let token = tokio::task::spawn_blocking(move || node.check_password(&name, &req.password))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
         let cmd = Command(raftkvpb::Command {
             op: Some(raftkvpb::command::Op::AuthToken(raftkvpb::AuthToken {
                 user: req.name,
@@ -151,7 +148,7 @@ impl Auth for AuthService {
         req: Request<AuthUserGetRequest>,
     ) -> Result<Response<AuthUserGetResponse>, Status> {
         self.read(req.metadata()).await?;
-        let user = auth::get_user(&self.node.db, &req.get_ref().name)?.ok_or_else(|| {
+        let user = self.node.user(&req.get_ref().name)?.ok_or_else(|| {
             auth::auth_err(tonic::Code::FailedPrecondition, "user name not found")
         })?;
         Ok(Response::new(AuthUserGetResponse {
@@ -167,7 +164,7 @@ impl Auth for AuthService {
         self.read(req.metadata()).await?;
         Ok(Response::new(AuthUserListResponse {
             header: self.header(),
-            users: auth::names(&self.node.db, crate::store::schema::USER_PREFIX)?,
+            users: self.node.user_names()?,
         }))
     }
 
@@ -230,8 +227,10 @@ impl Auth for AuthService {
         req: Request<AuthRoleGetRequest>,
     ) -> Result<Response<AuthRoleGetResponse>, Status> {
         self.read(req.metadata()).await?;
-        let role =
-            auth::get_role(&self.node.db, &req.get_ref().role)?.ok_or_else(role_not_found)?;
+        let role = self
+            .node
+            .role(&req.get_ref().role)?
+            .ok_or_else(role_not_found)?;
         Ok(Response::new(AuthRoleGetResponse {
             header: self.header(),
             perm: role.key_permission,
@@ -245,7 +244,7 @@ impl Auth for AuthService {
         self.read(req.metadata()).await?;
         Ok(Response::new(AuthRoleListResponse {
             header: self.header(),
-            roles: auth::names(&self.node.db, crate::store::schema::ROLE_PREFIX)?,
+            roles: self.node.role_names()?,
         }))
     }
 

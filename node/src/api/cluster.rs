@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use prost::Message;
 use tonic::Request;
 use tonic::Response;
 use tonic::Status;
@@ -16,10 +15,7 @@ use crate::node::Forwarded;
 use crate::node::Node;
 use crate::proto::etcdserverpb::cluster_server::Cluster;
 use crate::proto::etcdserverpb::*;
-use crate::proto::raftkvpb::MemberAttributes;
 use crate::raft::NodeId;
-use crate::store::cf;
-use crate::store::schema::CF_SM_META;
 
 pub struct ClusterService {
     pub node: Arc<Node>,
@@ -48,7 +44,7 @@ pub fn member_list(node: &Node) -> Vec<Member> {
     membership
         .nodes()
         .map(|(id, m)| {
-            let attrs = member_attributes(node, *id).unwrap_or_default();
+            let attrs = node.member_attributes(*id).unwrap_or_default();
             Member {
                 id: *id,
                 name: attrs.name,
@@ -58,17 +54,6 @@ pub fn member_list(node: &Node) -> Vec<Member> {
             }
         })
         .collect()
-}
-
-fn member_attributes(node: &Node, id: NodeId) -> Option<MemberAttributes> {
-    let bytes = node
-        .db
-        .get_cf(
-            cf(&node.db, CF_SM_META),
-            crate::store::schema::member_attr_key(id),
-        )
-        .ok()??;
-    MemberAttributes::decode(bytes.as_slice()).ok()
 }
 
 pub fn valid_peer_url(url: &str) -> bool {
@@ -87,7 +72,7 @@ pub fn valid_peer_url(url: &str) -> bool {
 
 impl ClusterService {
     fn list_response_header(&self) -> Option<ResponseHeader> {
-        Some(self.node.header(self.node.mvcc.current_revision()))
+        Some(self.node.header(self.node.mvcc().current_revision()))
     }
 
     /// After a change made on the leader, wait until this member's view of the
@@ -98,7 +83,7 @@ impl ClusterService {
     ) {
         let _ = self
             .node
-            .raft
+            .raft()
             .wait(Some(crate::node::REQUEST_TIMEOUT))
             .metrics(
                 |m| done(m.membership_config.membership()),
@@ -160,7 +145,7 @@ impl Cluster for ClusterService {
             .await?;
         // A removed member never receives the configuration that leaves it out,
         // so when it answers for its own removal its view stays as it was.
-        if id != self.node.id {
+        if id != self.node.id() {
             self.await_local_view(|m| m.get_node(&id).is_none()).await;
         }
         let mut members = member_list(&self.node);

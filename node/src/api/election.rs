@@ -38,7 +38,7 @@ fn no_leader() -> ApiError {
 
 impl ElectionService {
     fn header(&self) -> Option<ResponseHeader> {
-        Some(self.node.header(self.node.mvcc.current_revision()))
+        Some(self.node.header(self.node.mvcc().current_revision()))
     }
 
     /// Put `value` on the leader key if it still leads with this create revision.
@@ -147,12 +147,12 @@ impl Election for ElectionService {
             let end = prefix_end(&prefix).unwrap_or_else(|| vec![0]);
             let mut last: Option<(Vec<u8>, i64)> = None;
             loop {
-                let mut changes = node.watch_hub.subscribe();
+                let mut changes = node.watch_hub().subscribe();
                 match key_queue::oldest_before(&node, &prefix, 0).await {
                     Ok(Some(kv)) if last.as_ref() != Some(&(kv.key.clone(), kv.mod_revision)) => {
                         last = Some((kv.key.clone(), kv.mod_revision));
                         let resp = LeaderResponse {
-                            header: Some(node.header(node.mvcc.current_revision())),
+                            header: Some(node.header(node.mvcc().current_revision())),
                             kv: Some(kv),
                         };
                         if tx.send(Ok(resp)).await.is_err() {

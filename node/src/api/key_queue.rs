@@ -52,7 +52,7 @@ pub async fn contender(
     let end = prefix_end(&prefix).unwrap_or_else(|| vec![0]);
     node.caller(md)
         .await?
-        .require(&node.db, &prefix, &end, crate::auth::Need::Write)?;
+        .require(&prefix, &end, crate::auth::Need::Write)?;
     let mut key = prefix.clone();
     key.extend_from_slice(format!("{lease:x}").as_bytes());
     Ok((prefix, key))
@@ -134,13 +134,13 @@ pub async fn oldest_before(
         max_create_revision: if before > 0 { before - 1 } else { 0 },
         ..Default::default()
     };
-    Ok(node.mvcc.range(&req)?.kvs.into_iter().next())
+    Ok(node.mvcc().range(&req)?.kvs.into_iter().next())
 }
 
 /// Wait until no key under `prefix` is older than `mine` (create revision).
 pub async fn wait_for_turn(node: &Arc<Node>, prefix: &[u8], mine: i64) -> Result<(), ApiError> {
     loop {
-        let mut changes = node.watch_hub.subscribe();
+        let mut changes = node.watch_hub().subscribe();
         let Some(ahead) = oldest_before(node, prefix, mine).await? else {
             return Ok(());
         };

@@ -45,13 +45,13 @@ impl Kv for KvService {
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         let caller = self.node.caller(req.metadata()).await?;
         let req = req.into_inner();
-        caller.require(&self.node.db, &req.key, &req.range_end, Need::Read)?;
-        validate::size(&req, &self.node.limits)?;
+        caller.require(&req.key, &req.range_end, Need::Read)?;
+        validate::size(&req, self.node.limits())?;
         validate::range(&req)?;
         if !req.serializable {
             self.node.read_barrier().await?;
         }
-        let mut resp = self.node.mvcc.range(&req)?;
+        let mut resp = self.node.mvcc().range(&req)?;
         self.node.complete_header(&mut resp.header);
         Ok(Response::new(resp))
     }
@@ -59,9 +59,9 @@ impl Kv for KvService {
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let caller = self.node.caller(req.metadata()).await?;
         let req = req.into_inner();
-        check_put(&caller, &self.node, &req)?;
+        check_put(&caller, &req)?;
         self.node.check_quota().await?;
-        validate::size(&req, &self.node.limits)?;
+        validate::size(&req, self.node.limits())?;
         validate::put(&req)?;
         let Applied::Put(mut resp) = self.propose(Op::Put(req)).await? else {
             return Err(unexpected("put"));
@@ -76,8 +76,8 @@ impl Kv for KvService {
     ) -> Result<Response<DeleteRangeResponse>, Status> {
         let caller = self.node.caller(req.metadata()).await?;
         let req = req.into_inner();
-        check_delete(&caller, &self.node, &req)?;
-        validate::size(&req, &self.node.limits)?;
+        check_delete(&caller, &req)?;
+        validate::size(&req, self.node.limits())?;
         validate::delete(&req)?;
         let Applied::DeleteRange(mut resp) = self.propose(Op::DeleteRange(req)).await? else {
             return Err(unexpected("delete_range"));
@@ -89,19 +89,19 @@ impl Kv for KvService {
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let caller = self.node.caller(req.metadata()).await?;
         let req = req.into_inner();
-        check_txn(&caller, &self.node, &req)?;
+        check_txn(&caller, &req)?;
         if crate::store::txn_puts(&req) {
             self.node.check_quota().await?;
         }
-        validate::size(&req, &self.node.limits)?;
-        validate::txn(&req, &self.node.limits)?;
+        validate::size(&req, self.node.limits())?;
+        validate::txn(&req, self.node.limits())?;
         let mut resp = if is_read_only(&req) {
             // A read-only txn is evaluated locally (after a read barrier unless
             // every range in it is serializable), as etcd does: no log entry.
             if !all_serializable(&req) {
                 self.node.read_barrier().await?;
             }
-            self.node.mvcc.read_only_txn(&req)?
+            self.node.mvcc().read_only_txn(&req)?
         } else {
             let Applied::Txn(resp) = self.propose(Op::Txn(req)).await? else {
                 return Err(unexpected("txn"));
@@ -152,38 +152,36 @@ fn complete_txn_headers(node: &Node, resp: &mut TxnResponse) {
     }
 }
 
-fn check_put(caller: &Caller, node: &Node, req: &PutRequest) -> Result<(), ApiError> {
-    caller.require(&node.db, &req.key, &[], Need::Write)?;
+fn check_put(caller: &Caller, req: &PutRequest) -> Result<(), ApiError> {
+    caller.require(&req.key, &[], Need::Write)?;
     if req.prev_kv {
-        caller.require(&node.db, &req.key, &[], Need::Read)?;
+        caller.require(&req.key, &[], Need::Read)?;
     }
     Ok(())
 }
 
-fn check_delete(caller: &Caller, node: &Node, req: &DeleteRangeRequest) -> Result<(), ApiError> {
-    caller.require(&node.db, &req.key, &req.range_end, Need::Write)?;
+fn check_delete(caller: &Caller, req: &DeleteRangeRequest) -> Result<(), ApiError> {
+    caller.require(&req.key, &req.range_end, Need::Write)?;
     if req.prev_kv {
-        caller.require(&node.db, &req.key, &req.range_end, Need::Read)?;
+        caller.require(&req.key, &req.range_end, Need::Read)?;
     }
     Ok(())
 }
 
 /// Every compare and every op of both branches, as etcd checks a txn.
-fn check_txn(caller: &Caller, node: &Node, req: &TxnRequest) -> Result<(), ApiError> {
+fn check_txn(caller: &Caller, req: &TxnRequest) -> Result<(), ApiError> {
     use request_op::Request as R;
     for part in walk(req) {
         match part {
             TxnPart::Txn(t) => {
                 for c in &t.compare {
-                    caller.require(&node.db, &c.key, &c.range_end, Need::Read)?;
+                    caller.require(&c.key, &c.range_end, Need::Read)?;
                 }
             }
             TxnPart::Op(op) => match &op.request {
-                Some(R::RequestRange(r)) => {
-                    caller.require(&node.db, &r.key, &r.range_end, Need::Read)?
-                }
-                Some(R::RequestPut(p)) => check_put(caller, node, p)?,
-                Some(R::RequestDeleteRange(d)) => check_delete(caller, node, d)?,
+                Some(R::RequestRange(r)) => caller.require(&r.key, &r.range_end, Need::Read)?,
+                Some(R::RequestPut(p)) => check_put(caller, p)?,
+                Some(R::RequestDeleteRange(d)) => check_delete(caller, d)?,
                 Some(R::RequestTxn(_)) | None => {}
             },
         }

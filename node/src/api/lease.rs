@@ -22,8 +22,6 @@ use crate::proto::etcdserverpb::*;
 use crate::proto::raftkvpb;
 use crate::proto::raftkvpb::command_result::Result as Applied;
 use crate::raft::Command;
-use crate::store::lease::all_leases;
-use crate::store::lease::lease_keys;
 use crate::store::lease::MAX_LEASE_TTL;
 
 pub struct LeaseService {
@@ -76,8 +74,8 @@ impl Lease for LeaseService {
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
         // Revoking deletes the lease's keys: the caller must be allowed to.
         let caller = self.node.caller(req.metadata()).await?;
-        for key in lease_keys(&self.node.db, req.get_ref().id)? {
-            caller.require(&self.node.db, &key, &[], crate::auth::Need::Write)?;
+        for key in self.node.lease_keys(req.get_ref().id)? {
+            caller.require(&key, &[], crate::auth::Need::Write)?;
         }
         let cmd = Command(raftkvpb::Command {
             op: Some(raftkvpb::command::Op::LeaseRevoke(req.into_inner())),
@@ -105,7 +103,7 @@ impl Lease for LeaseService {
                 // etcd answers TTL 0 for a lease that does not exist (any more).
                 let view = leader_view(&node, Forwarded::LeaseKeepAlive { id }).await?;
                 Ok(LeaseKeepAliveResponse {
-                    header: Some(node.header(node.mvcc.current_revision())),
+                    header: Some(node.header(node.mvcc().current_revision())),
                     id,
                     ttl: view.map_or(0, |(ttl, _)| ttl),
                 })
@@ -120,7 +118,7 @@ impl Lease for LeaseService {
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let req = req.into_inner();
         let view = leader_view(&self.node, Forwarded::LeaseTimeToLive { id: req.id }).await?;
-        let header = Some(self.node.header(self.node.mvcc.current_revision()));
+        let header = Some(self.node.header(self.node.mvcc().current_revision()));
         let Some((remaining, granted)) = view else {
             // etcd: an unknown lease has TTL -1 (not an error).
             return Ok(Response::new(LeaseTimeToLiveResponse {
@@ -133,7 +131,7 @@ impl Lease for LeaseService {
         };
         let keys = if req.keys {
             self.node.read_barrier().await?;
-            lease_keys(&self.node.db, req.id)?
+            self.node.lease_keys(req.id)?
         } else {
             Vec::new()
         };
@@ -151,12 +149,14 @@ impl Lease for LeaseService {
         _req: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
         self.node.read_barrier().await?;
-        let leases = all_leases(&self.node.db)?
+        let leases = self
+            .node
+            .lease_ids()?
             .into_iter()
-            .map(|(id, _)| LeaseStatus { id })
+            .map(|id| LeaseStatus { id })
             .collect();
         Ok(Response::new(LeaseLeasesResponse {
-            header: Some(self.node.header(self.node.mvcc.current_revision())),
+            header: Some(self.node.header(self.node.mvcc().current_revision())),
             leases,
         }))
     }

@@ -37,7 +37,7 @@ impl Lock for LockService {
         let mine = key_queue::enqueue(&self.node, &key, b"", req.lease).await?;
         key_queue::wait_for_turn(&self.node, &prefix, mine.create_revision).await?;
         Ok(Response::new(LockResponse {
-            header: Some(self.node.header(self.node.mvcc.current_revision())),
+            header: Some(self.node.header(self.node.mvcc().current_revision())),
             key,
         }))
     }
@@ -55,7 +55,7 @@ impl Lock for LockService {
         });
         self.node.propose(cmd).await?;
         Ok(Response::new(UnlockResponse {
-            header: Some(self.node.header(self.node.mvcc.current_revision())),
+            header: Some(self.node.header(self.node.mvcc().current_revision())),
         }))
     }
 }

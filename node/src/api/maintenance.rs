@@ -15,8 +15,6 @@ use tonic::Status;
 use crate::node::Node;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::proto::etcdserverpb::*;
-use crate::store::alarm;
-use crate::store::hash;
 
 /// The etcd API level raftkv speaks; clients use it for feature detection.
 pub const ETCD_API_VERSION: &str = "3.5.0";
@@ -31,7 +29,7 @@ fn not_yet(what: &str) -> Status {
 
 /// Bytes used by the member's database files on disk.
 pub fn db_size(node: &Node) -> i64 {
-    crate::store::disk_size(&node.data_dir) as i64
+    node.disk_size() as i64
 }
 
 #[tonic::async_trait]
@@ -44,17 +42,14 @@ impl Maintenance for MaintenanceService {
             (req.member_id == 0 || a.member_id == req.member_id)
                 && (req.alarm == AlarmType::None as i32 || a.alarm == req.alarm)
         };
-        let before: Vec<AlarmMember> = alarm::alarms(&self.node.db)?
-            .into_iter()
-            .filter(matches)
-            .collect();
+        let before: Vec<AlarmMember> = self.node.alarms()?.into_iter().filter(matches).collect();
         if AlarmAction::try_from(req.action) == Ok(AlarmAction::Get) {
             return Ok(Response::new(AlarmResponse {
-                header: Some(self.node.header(self.node.mvcc.current_revision())),
+                header: Some(self.node.header(self.node.mvcc().current_revision())),
                 alarms: before,
             }));
         }
-        caller.require_root(&self.node.db)?;
+        caller.require_root()?;
         // etcdctl disarms with member 0 and alarm NONE: clear every match.
         let targets = if AlarmAction::try_from(req.action) == Ok(AlarmAction::Deactivate) {
             before.clone()
@@ -75,7 +70,7 @@ impl Maintenance for MaintenanceService {
             self.node.propose(cmd).await?;
         }
         Ok(Response::new(AlarmResponse {
-            header: Some(self.node.header(self.node.mvcc.current_revision())),
+            header: Some(self.node.header(self.node.mvcc().current_revision())),
             alarms: targets,
         }))
     }
@@ -88,14 +83,16 @@ impl Maintenance for MaintenanceService {
         let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
         let size = db_size(&self.node);
         Ok(Response::new(StatusResponse {
-            header: Some(self.node.header(self.node.mvcc.current_revision())),
+            header: Some(self.node.header(self.node.mvcc().current_revision())),
             version: ETCD_API_VERSION.to_string(),
             db_size: size,
             leader: self.node.leader().map_or(0, |(l, _)| l),
             raft_index: m.last_log_index.unwrap_or(0),
             raft_term: m.current_term,
             raft_applied_index: m.last_applied.map_or(0, |l| l.index),
-            errors: alarm::alarms(&self.node.db)?
+            errors: self
+                .node
+                .alarms()?
                 .iter()
                 .map(|a| {
                     let kind = AlarmType::try_from(a.alarm).map_or("UNKNOWN", |t| t.as_str_name());
@@ -103,7 +100,7 @@ impl Maintenance for MaintenanceService {
                 })
                 .collect(),
             db_size_in_use: size,
-            is_learner: !voters.contains(&self.node.id),
+            is_learner: !voters.contains(&self.node.id()),
         }))
     }
 
@@ -112,24 +109,17 @@ impl Maintenance for MaintenanceService {
         req: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
         self.node.require_root(req.metadata()).await?;
-        let db = self.node.db.clone();
-        tokio::task::spawn_blocking(move || hash::defragment(&db))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))??;
-        self.node.disk_usage.invalidate();
+        self.node.defragment().await?;
         Ok(Response::new(DefragmentResponse {
-            header: Some(self.node.header(self.node.mvcc.current_revision())),
+            header: Some(self.node.header(self.node.mvcc().current_revision())),
         }))
     }
 
     async fn hash(&self, req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
         self.node.require_root(req.metadata()).await?;
-        let db = self.node.db.clone();
-        let value = tokio::task::spawn_blocking(move || hash::hash_all(&db))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))??;
+        let value = self.node.hash_all().await?;
         Ok(Response::new(HashResponse {
-            header: Some(self.node.header(self.node.mvcc.current_revision())),
+            header: Some(self.node.header(self.node.mvcc().current_revision())),
             hash: value,
         }))
     }
@@ -140,11 +130,7 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<HashKvResponse>, Status> {
         self.node.require_root(req.metadata()).await?;
         let revision = req.into_inner().revision;
-        let db = self.node.db.clone();
-        let (value, compacted, upto) =
-            tokio::task::spawn_blocking(move || hash::hash_kv(&db, revision))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))??;
+        let (value, compacted, upto) = self.node.hash_kv(revision).await?;
         Ok(Response::new(HashKvResponse {
             header: Some(self.node.header(upto)),
             hash: value,
@@ -164,15 +150,11 @@ impl Maintenance for MaintenanceService {
         req: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         self.node.require_root(req.metadata()).await?;
-        let db = self.node.db.clone();
-        let dir = self
-            .node
-            .data_dir
-            .join(format!("backup-{}.tmp", rand::random::<u64>()));
+        let node = self.node.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<SnapshotResponse, Status>>(4);
-        let header = Some(self.node.header(self.node.mvcc.current_revision()));
+        let header = Some(self.node.header(self.node.mvcc().current_revision()));
         tokio::task::spawn_blocking(move || {
-            let result = stream_backup(&db, &dir, header, &tx);
+            let result = stream_backup(&node, header, &tx);
             if let Err(e) = result {
                 let _ = tx.blocking_send(Err(Status::internal(format!("raftkv: snapshot: {e}"))));
             }
@@ -200,14 +182,14 @@ impl Maintenance for MaintenanceService {
         {
             return Err(Status::not_found("etcdserver: bad leader transferee"));
         }
-        if target != self.node.id {
+        if target != self.node.id() {
             self.node
-                .raft
+                .raft()
                 .trigger()
                 .transfer_leader(target)
                 .await
                 .map_err(|e| Status::unavailable(e.to_string()))?;
-            let wait = self.node.raft.wait(Some(crate::node::REQUEST_TIMEOUT));
+            let wait = self.node.raft().wait(Some(crate::node::REQUEST_TIMEOUT));
             wait.current_leader(target, "move leader")
                 .await
                 .map_err(|_| {
@@ -217,7 +199,7 @@ impl Maintenance for MaintenanceService {
                 })?;
         }
         Ok(Response::new(MoveLeaderResponse {
-            header: Some(self.node.header(self.node.mvcc.current_revision())),
+            header: Some(self.node.header(self.node.mvcc().current_revision())),
         }))
     }
 
@@ -229,14 +211,14 @@ impl Maintenance for MaintenanceService {
     }
 }
 
-/// Send a backup of `db` (see `crate::backup`) as Snapshot responses.
+/// Send a backup of the member's state (see `crate::backup`) as Snapshot
+/// responses.
 fn stream_backup(
-    db: &rocksdb::DB,
-    dir: &std::path::Path,
+    node: &Node,
     header: Option<ResponseHeader>,
     tx: &tokio::sync::mpsc::Sender<Result<SnapshotResponse, Status>>,
 ) -> std::io::Result<()> {
-    crate::backup::produce(db, dir, |blob, remaining_bytes| {
+    node.produce_backup(|blob, remaining_bytes| {
         let msg = SnapshotResponse {
             header,
             remaining_bytes,

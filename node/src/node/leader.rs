@@ -42,13 +42,13 @@ pub async fn run_on_leader(node: &Node, req: &Forwarded) -> ForwardReply {
         Forwarded::PromoteMember { id } => promote(node, *id).await,
         Forwarded::RemoveMember { id } => remove(node, *id).await,
         Forwarded::LeaseKeepAlive { id } => {
-            return match node.lease_timers.renew(node, *id) {
+            return match node.lease_timers.renew(node.current_term(), *id) {
                 Ok(ttl) => ForwardReply::Lease(ttl.map(|t| (t, t))),
                 Err(e) => reply_error(e),
             }
         }
         Forwarded::LeaseTimeToLive { id } => {
-            return match node.lease_timers.remaining(node, *id) {
+            return match node.lease_timers.remaining(node.current_term(), *id) {
                 Ok(left) => ForwardReply::Lease(left),
                 Err(e) => reply_error(e),
             }

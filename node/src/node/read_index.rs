@@ -17,12 +17,22 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Weak;
+use std::time::Duration;
+use std::time::Instant;
+
+use openraft::raft::ReadPolicy;
 
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 
 use crate::errors::ApiError;
-use crate::node::Node;
+use crate::raft::codec;
+use crate::raft::NodeId;
+
+use super::propose::is_not_leader;
+use super::LocalError;
+use super::Node;
+use super::REQUEST_TIMEOUT;
 
 /// A round's outcome: the read index, `None` when no leader could answer yet
 /// (nothing was read; the caller retries), or why the round failed.
@@ -73,6 +83,95 @@ pub async fn serve_rounds(node: Weak<Node>, mut queue: mpsc::UnboundedReceiver<W
         for waiter in waiting {
             // A reader that gave up (its request was cancelled) is gone.
             let _ = waiter.send(outcome.clone());
+        }
+    }
+}
+
+impl Node {
+    /// Make the next local read linearizable: afterwards the state machine has
+    /// applied everything committed before this call began. The read index
+    /// comes from a round shared with concurrent reads (see `read_index`).
+    pub async fn read_barrier(&self) -> Result<(), ApiError> {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            self.await_leader(deadline).await?;
+            let round = tokio::time::timeout_at(deadline.into(), self.reads.read_index());
+            let index = round.await.map_err(|_| ApiError::timeout())??;
+            if let Some(index) = index {
+                let wait = deadline.saturating_duration_since(Instant::now());
+                return self
+                    .raft
+                    .wait(Some(wait))
+                    .applied_index_at_least(Some(index), "linearizable read")
+                    .await
+                    .map(|_| ())
+                    .map_err(|_| ApiError::timeout());
+            }
+            if Instant::now() >= deadline {
+                return Err(ApiError::timeout());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// One read-index round: ask the leader (this member, or over the peer
+    /// port) for its read index. `None` when there is no leader to ask yet.
+    pub async fn read_index_round(&self) -> ReadIndex {
+        let Some((leader, url)) = self.leader() else {
+            return Ok(None);
+        };
+        if leader != self.id {
+            let deadline = Instant::now() + REQUEST_TIMEOUT;
+            return self.remote_read_index(leader, &url, deadline).await;
+        }
+        match self.read_index_local().await {
+            Ok(i) => Ok(Some(i)),
+            Err(LocalError::NotLeader) => Ok(None),
+            Err(LocalError::Failed(e)) => Err(e),
+        }
+    }
+
+    /// The leader's read index: confirm leadership with a quorum (ReadIndex),
+    /// then return the log index a read must wait for.
+    pub async fn read_index_local(&self) -> Result<u64, LocalError> {
+        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            Ok(read) => Ok(read.index()),
+            Err(e) if e.forward_to_leader().is_some() => Err(LocalError::NotLeader),
+            Err(e) => Err(LocalError::Failed(ApiError::unavailable(e))),
+        }
+    }
+
+    async fn remote_read_index(
+        &self,
+        leader: NodeId,
+        url: &str,
+        deadline: Instant,
+    ) -> Result<Option<u64>, ApiError> {
+        let mut client = self.peers.client(url)?;
+        let mut request = tonic::Request::new(self.peers.payload(leader, &())?);
+        request.set_timeout(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(100)),
+        );
+        let reply = match client.read_index(request).await {
+            Ok(reply) => reply,
+            // Asking for a read index changes nothing: any failure may be retried
+            // until the deadline (e.g. while a new leader is elected).
+            Err(s) if s.code() == tonic::Code::Unavailable => return Ok(None),
+            Err(s) => {
+                return Err(ApiError::unavailable(format!(
+                    "read index from leader {leader:x}: {}",
+                    s.message()
+                )))
+            }
+        };
+        match codec::decode::<Result<u64, (i32, String)>>(&reply.into_inner().data)
+            .map_err(ApiError::internal)?
+        {
+            Ok(i) => Ok(Some(i)),
+            Err((code, message)) if is_not_leader(code, &message) => Ok(None),
+            Err((code, message)) => Err(ApiError::new(code.into(), message)),
         }
     }
 }

@@ -12,7 +12,6 @@
 
 use std::io::Write;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use futures::Stream;
@@ -61,16 +60,17 @@ fn reply<T: serde::Serialize>(msg: &T) -> Result<Response<RaftPayload>, Status> 
 impl PeerService {
     fn check(&self, header: Option<&PeerHeader>, adopt: Adopt) -> Result<(), Status> {
         let h = header.ok_or_else(|| Status::invalid_argument("peer request without a header"))?;
-        if h.to_id != 0 && h.to_id != self.node.id {
+        if h.to_id != 0 && h.to_id != self.node.id() {
             return Err(Status::failed_precondition(format!(
                 "request for member {:x} reached member {:x}: check the peer URLs",
-                h.to_id, self.node.id
+                h.to_id,
+                self.node.id()
             )));
         }
-        if let Some(why) = self.node.epoch.fenced() {
+        if let Some(why) = self.node.epoch().fenced() {
             return Err(Status::failed_precondition(format!(
                 "member {:x} is fenced: {why}",
-                self.node.id
+                self.node.id()
             )));
         }
         let mine = self.node.cluster_id();
@@ -79,19 +79,18 @@ impl PeerService {
         }
         if mine == 0 && h.cluster_id != 0 && adopt == Adopt::FromLeader {
             self.node
-                .epoch
-                .adopt(&self.node.db, h.epoch)
+                .adopt_epoch(h.epoch)
                 .map_err(|e| Status::internal(format!("cannot persist the epoch: {e:#}")))?;
-            crate::store::log_store::persist_cluster_id(&self.node.db, h.cluster_id)
+            self.node
+                .adopt_cluster_id(h.cluster_id)
                 .map_err(|e| Status::internal(format!("cannot persist the cluster id: {e:#}")))?;
-            self.node.cluster_id.store(h.cluster_id, Ordering::Release);
             tracing::info!(cluster_id = %format!("{:x}", h.cluster_id), epoch = h.epoch, leader = %format!("{:x}", h.from_id), "joined cluster");
             return Ok(());
         }
         if mine == 0 {
             return Err(Status::failed_precondition(format!(
                 "member {:x} has not joined a cluster yet",
-                self.node.id
+                self.node.id()
             )));
         }
         tracing::error!(
@@ -102,17 +101,17 @@ impl PeerService {
         );
         Err(Status::permission_denied(format!(
             "cluster id mismatch: member {:x} belongs to cluster {mine:x}, the request from member {:x} is for cluster {:x}",
-            self.node.id, h.from_id, h.cluster_id
+            self.node.id(), h.from_id, h.cluster_id
         )))
     }
 
     /// Same cluster: the epochs must match too (see `crate::epoch`).
     fn check_epoch(&self, h: &PeerHeader) -> Result<(), Status> {
-        let epoch = &self.node.epoch;
+        let epoch = &self.node.epoch();
         match crate::epoch::judge(epoch.get(), h.epoch) {
             Verdict::Same => Ok(()),
             Verdict::PeerOlder => {
-                let msg = crate::epoch::refusal(self.node.id, epoch.get(), h.from_id, h.epoch);
+                let msg = crate::epoch::refusal(self.node.id(), epoch.get(), h.from_id, h.epoch);
                 tracing::warn!("refused a peer request: {msg}");
                 let mut status = Status::permission_denied(msg);
                 if let Ok(v) = epoch.get().to_string().parse() {
@@ -123,10 +122,10 @@ impl PeerService {
                 Err(status)
             }
             Verdict::PeerNewer => {
-                epoch.fence(&self.node.db, epoch.left_behind(h.from_id, h.epoch));
+                self.node.fence(epoch.left_behind(h.from_id, h.epoch));
                 Err(Status::failed_precondition(format!(
                     "member {:x} is at an older epoch ({}) than member {:x} ({}): it fenced itself",
-                    self.node.id,
+                    self.node.id(),
                     epoch.get(),
                     h.from_id,
                     h.epoch
@@ -153,7 +152,7 @@ impl RaftPeer for PeerService {
         let rpc = self.open(req.get_ref(), Adopt::Never)?;
         let resp = self
             .node
-            .raft
+            .raft()
             .vote(rpc)
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
@@ -164,7 +163,7 @@ impl RaftPeer for PeerService {
         let rpc = self.open(req.get_ref(), Adopt::Never)?;
         let resp = self
             .node
-            .raft
+            .raft()
             .pre_vote(rpc)
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
@@ -176,10 +175,10 @@ impl RaftPeer for PeerService {
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         let rpc = self.open(req.get_ref(), Adopt::FromLeader)?;
-        self.node.leader_contact.touch();
+        self.node.leader_contact().touch();
         let resp = self
             .node
-            .raft
+            .raft()
             .append_entries(rpc)
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
@@ -199,8 +198,8 @@ impl RaftPeer for PeerService {
         };
         let first = self.open(&first?, Adopt::FromLeader)?;
         let cluster_id = self.node.cluster_id();
-        let epoch = self.node.epoch.get();
-        let contact = self.node.leader_contact.clone();
+        let epoch = self.node.epoch().get();
+        let contact = self.node.leader_contact().clone();
         contact.touch();
         let rest = incoming.scan((), move |_, item| {
             contact.touch();
@@ -214,7 +213,7 @@ impl RaftPeer for PeerService {
             futures::future::ready(next)
         });
         let requests = futures::stream::iter([first]).chain(rest);
-        let replies = self.node.raft.stream_append(requests).map(|r| match r {
+        let replies = self.node.raft().stream_append(requests).map(|r| match r {
             Ok(result) => codec::encode(&result)
                 .map(|data| RaftPayload { header: None, data })
                 .map_err(|e| Status::internal(e.to_string())),
@@ -228,7 +227,7 @@ impl RaftPeer for PeerService {
         req: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftPayload>, Status> {
         let mut chunks = req.into_inner();
-        let dir = self.node.data_dir.join("snapshots");
+        let dir = self.node.snapshot_dir();
         std::fs::create_dir_all(&dir).map_err(|e| Status::internal(e.to_string()))?;
         let path = dir.join(format!("incoming-{}.part", rand::random::<u64>()));
         let result = self.receive_snapshot(&mut chunks, &path).await;
@@ -243,7 +242,7 @@ impl RaftPeer for PeerService {
         let rpc = self.open(req.get_ref(), Adopt::Never)?;
         let resp = self
             .node
-            .raft
+            .raft()
             .handle_transfer_leader(rpc)
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
@@ -252,7 +251,7 @@ impl RaftPeer for PeerService {
 
     async fn forward(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let forwarded: Forwarded = self.open(req.get_ref(), Adopt::Never)?;
-        reply(&crate::membership::run_on_leader(&self.node, &forwarded).await)
+        reply(&self.node.run_forwarded(&forwarded).await)
     }
 
     async fn read_index(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
@@ -269,7 +268,7 @@ impl RaftPeer for PeerService {
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         let () = self.open(req.get_ref(), Adopt::Never)?;
-        reply(&(self.node.cluster_id(), self.node.id))
+        reply(&(self.node.cluster_id(), self.node.id()))
     }
 }
 
@@ -285,7 +284,7 @@ impl PeerService {
             .await
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
         self.check(first.header.as_ref(), Adopt::FromLeader)?;
-        self.node.leader_contact.touch();
+        self.node.leader_contact().touch();
         let meta: SnapshotMeta = codec::decode(&first.meta).map_err(bad_data)?;
         let vote: Vote = codec::decode(&first.vote).map_err(bad_data)?;
         let mut file = std::fs::File::create(path).map_err(io)?;
@@ -303,7 +302,7 @@ impl PeerService {
         let file = std::fs::File::open(path).map_err(io)?;
         let resp = self
             .node
-            .raft
+            .raft()
             .install_full_snapshot(
                 vote,
                 Snapshot {

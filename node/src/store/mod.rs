@@ -13,6 +13,7 @@ mod compaction;
 pub mod hash;
 pub mod lease;
 pub mod log_store;
+pub mod members;
 pub mod mvcc;
 #[cfg(test)]
 mod mvcc_tests;

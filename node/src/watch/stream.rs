@@ -15,7 +15,6 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use super::hub;
 use super::hub::revision_of;
 use crate::node::Node;
 use crate::proto::etcdserverpb::watch_create_request::FilterType;
@@ -87,13 +86,13 @@ impl WatchStream {
         mut requests: tonic::Streaming<WatchRequest>,
         progress_every: Duration,
     ) {
-        let mut live = self.node.watch_hub.subscribe();
+        let mut live = self.node.watch_hub().subscribe();
         // The last revision the broadcast is known to have covered. Every
         // revision carries events, so a batch starting past `live_rev + 1`, or
         // the hub's empty "resync" batch, means changes were applied without
         // being broadcast (a member that installs a snapshot from the leader
         // jumps many revisions at once): those are served from history.
-        let mut live_rev = self.node.mvcc.current_revision();
+        let mut live_rev = self.node.mvcc().current_revision();
         let mut tick = tokio::time::interval(progress_every);
         tick.tick().await;
         loop {
@@ -109,14 +108,14 @@ impl WatchStream {
                         let skipped = events.is_empty() || first > live_rev + 1;
                         live_rev = live_rev.max(last);
                         if skipped {
-                            live_rev = live_rev.max(self.node.mvcc.current_revision());
+                            live_rev = live_rev.max(self.node.mvcc().current_revision());
                             self.catch_up().await
                         } else {
                             self.deliver(&events).await
                         }
                     }
                     Err(RecvError::Lagged(_)) => {
-                        live_rev = live_rev.max(self.node.mvcc.current_revision());
+                        live_rev = live_rev.max(self.node.mvcc().current_revision());
                         self.catch_up().await
                     }
                     Err(RecvError::Closed) => Err(Closed),
@@ -134,7 +133,7 @@ impl WatchStream {
     }
 
     fn header(&self) -> Option<ResponseHeader> {
-        Some(self.node.header(self.node.mvcc.current_revision()))
+        Some(self.node.header(self.node.mvcc().current_revision()))
     }
 
     async fn handle(&mut self, req: WatchRequest) -> Result<(), Closed> {
@@ -176,7 +175,7 @@ impl WatchStream {
         let range = KeyRange::new(&key, &c.range_end);
         if self
             .caller
-            .require(&self.node.db, &key, &c.range_end, crate::auth::Need::Read)
+            .require(&key, &c.range_end, crate::auth::Need::Read)
             .is_err()
         {
             return self
@@ -199,8 +198,8 @@ impl WatchStream {
             }
             self.next_id
         };
-        let current = self.node.mvcc.current_revision();
-        let compacted = self.node.mvcc.compact_revision();
+        let current = self.node.mvcc().current_revision();
+        let compacted = self.node.mvcc().compact_revision();
         self.send(WatchResponse {
             header: Some(self.node.header(current)),
             watch_id: id,
@@ -267,7 +266,7 @@ impl WatchStream {
 
     /// Deliver history from the oldest revision `only` (or every watcher) needs.
     async fn replay(&mut self, only: Option<i64>) -> Result<(), Closed> {
-        let compacted = self.node.mvcc.compact_revision();
+        let compacted = self.node.mvcc().compact_revision();
         let behind: Vec<i64> = self
             .watchers
             .iter()
@@ -286,7 +285,7 @@ impl WatchStream {
                 .map(|(_, w)| w.next_rev)
                 .min();
             let Some(from) = from else { return Ok(()) };
-            let chunk = match hub::history(&self.node.db, from) {
+            let chunk = match self.node.watch_history(from) {
                 Ok(c) => c,
                 Err(e) => {
                     let _ = self.out.send(Err(e.into())).await;
@@ -332,7 +331,7 @@ impl WatchStream {
             if want_prev {
                 for e in &mut picked {
                     let kv = e.kv.as_ref().expect("wanted events have a kv");
-                    e.prev_kv = hub::prev_kv(&self.node.db, &kv.key, kv.mod_revision);
+                    e.prev_kv = self.node.prev_kv(&kv.key, kv.mod_revision);
                 }
             }
             self.send_events(id, picked, last_rev, fragment).await?;
@@ -348,7 +347,7 @@ impl WatchStream {
         fragment: bool,
     ) -> Result<(), Closed> {
         let header = Some(self.node.header(revision));
-        let limit = self.node.limits.max_request_bytes;
+        let limit = self.node.limits().max_request_bytes;
         let total: usize = events.iter().map(|e| e.encoded_len()).sum();
         if !fragment || total <= limit {
             return self
@@ -388,7 +387,7 @@ impl WatchStream {
 
     /// Progress notifications for watchers that asked for them and saw nothing.
     async fn progress_tick(&mut self) -> Result<(), Closed> {
-        let current = self.node.mvcc.current_revision();
+        let current = self.node.mvcc().current_revision();
         let due: Vec<i64> = self
             .watchers
             .iter()
