@@ -27,11 +27,6 @@ fn not_yet(what: &str) -> Status {
     Status::unimplemented(format!("raftkv: Maintenance.{what} is not implemented yet"))
 }
 
-/// Bytes used by the member's database files on disk.
-pub fn db_size(node: &Node) -> i64 {
-    node.disk_size() as i64
-}
-
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
     async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
@@ -81,7 +76,7 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<StatusResponse>, Status> {
         let m = self.node.raft_metrics();
         let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
-        let size = db_size(&self.node);
+        let size = self.node.disk_size() as i64;
         Ok(Response::new(StatusResponse {
             header: Some(self.node.header(self.node.mvcc().current_revision())),
             version: ETCD_API_VERSION.to_string(),

@@ -2,9 +2,9 @@
 //! ask for: hashing, defragmenting, backups, and the offline rewrites (solo
 //! recovery, restoring a backup) that end in a restart.
 //!
-//! Each runs on a blocking thread (they read or rewrite the whole database)
-//! and hands back what the handler reports; the handlers never hold the
-//! database themselves.
+//! Those that read or rewrite the whole database run on a blocking thread
+//! (`produce_backup` is called from one); each hands back what the handler
+//! reports, and the handlers never hold the database themselves.
 
 use std::collections::BTreeMap;
 use std::path::Path;
