@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use anyhow::bail;
 use anyhow::Context;
 
-use crate::api::cluster::member_id_for;
+use crate::raft::member_id_for;
 use crate::raft::NodeId;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -162,7 +162,7 @@ fn check_url(flag: &str, url: &str) -> anyhow::Result<String> {
     if !u.starts_with("http://") {
         bail!("--{flag}: {url:?} is not an http:// URL");
     }
-    if !crate::api::cluster::valid_peer_url(u) {
+    if !crate::raft::valid_peer_url(u) {
         bail!("--{flag}: {url:?} must be http://host:port");
     }
     Ok(u.to_string())

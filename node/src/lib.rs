@@ -1,7 +1,7 @@
 //! raftkv node: a Raft-replicated key-value store that speaks the etcd v3 API.
 //!
 //! Layout: `store` (RocksDB: log, MVCC state machine, snapshots), `raft` (openraft
-//! types and the peer transport), `node` (the member: proposals, reads and read
+//! types), `transport` (the peer transport's client side), `node` (the member: proposals, reads and read
 //! indexes, forwarding, what the leader alone does, lease expiry, and every
 //! question or chore the handlers bring to its store), `api` (etcd services,
 //! which ask the member and never open the database), `server` (wiring and
@@ -24,4 +24,5 @@ pub mod recovery;
 pub mod restart;
 pub mod server;
 pub mod store;
+pub mod transport;
 pub mod watch;

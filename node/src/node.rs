@@ -32,11 +32,11 @@ use rocksdb::DB;
 use crate::errors::ApiError;
 use crate::metrics::Metrics;
 use crate::proto::etcdserverpb::ResponseHeader;
-use crate::raft::network::PeerClients;
 use crate::raft::NodeId;
-use crate::raft::Raft;
 use crate::store::Mvcc;
+use crate::transport::PeerClients;
 
+mod applied;
 mod leader;
 mod lease_expiry;
 mod ops;
@@ -45,10 +45,14 @@ mod quota;
 mod read_index;
 mod reads;
 
-pub use propose::ForwardReply;
-pub use propose::Forwarded;
+pub use applied::AppliedFollowers;
+pub use leader::ForwardReply;
+pub use leader::Forwarded;
 pub use propose::LocalError;
 use quota::DiskUsage;
+
+/// openraft, running on this member's log store and state machine.
+pub type Raft = openraft::Raft<crate::raft::TypeConfig, crate::store::StateMachineStore>;
 
 /// How long a client request may wait for a leader and a commit.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);

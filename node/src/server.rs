@@ -25,13 +25,16 @@ use crate::api::kv::KvService;
 use crate::api::lease::LeaseService;
 use crate::api::lock::LockService;
 use crate::api::maintenance::MaintenanceService;
+use crate::api::peer::PeerService;
 use crate::api::watch::WatchService;
 use crate::config::Bootstrap;
 use crate::config::ServeConfig;
 use crate::metrics::Metrics;
+use crate::node::AppliedFollowers;
 use crate::node::Limits;
 use crate::node::Node;
 use crate::node::NodeParts;
+use crate::node::Raft;
 use crate::proto::etcdserverpb::auth_server::AuthServer;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
@@ -43,17 +46,15 @@ use crate::proto::raftkvpb::admin::admin_server::AdminServer;
 use crate::proto::raftkvpb::peer::raft_peer_server::RaftPeerServer;
 use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
-use crate::raft::network::PeerClients;
-use crate::raft::network::PeerNetwork;
-use crate::raft::peer_service::PeerService;
 use crate::raft::Command;
 use crate::raft::Member;
-use crate::raft::Raft;
 use crate::store;
 use crate::store::log_store::read_meta;
 use crate::store::schema::KEY_CLUSTER_ID;
 use crate::store::LogStore;
 use crate::store::StateMachineStore;
+use crate::transport::PeerClients;
+use crate::transport::PeerNetwork;
 
 /// gRPC framing and header overhead allowed on top of `--max-request-bytes`,
 /// so an oversized request reaches our check and gets etcd's error message.
@@ -144,9 +145,11 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         db.clone(),
         cfg.data_dir.join("snapshots"),
         metrics.clone(),
-        watch_hub.clone(),
-        lease_timers.clone(),
-        tokens.clone(),
+        Arc::new(AppliedFollowers {
+            watch_hub: watch_hub.clone(),
+            lease_timers: lease_timers.clone(),
+            tokens: tokens.clone(),
+        }),
     );
     let peers = Arc::new(PeerClients::new(
         cfg.id,

@@ -41,6 +41,7 @@ pub mod grpc;
 pub mod http;
 pub mod k8s;
 pub mod kv;
+pub mod layering;
 pub mod member;
 pub mod pod_set;
 pub mod ports;

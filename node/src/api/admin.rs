@@ -145,7 +145,7 @@ impl Admin for AdminService {
                 "raftkv: member id 0 is not allowed",
             ));
         }
-        if !crate::api::cluster::valid_peer_url(&req.peer_url) {
+        if !crate::raft::valid_peer_url(&req.peer_url) {
             return Err(crate::errors::ApiError::member_bad_urls().into());
         }
         self.node

@@ -15,25 +15,12 @@ use crate::node::Forwarded;
 use crate::node::Node;
 use crate::proto::etcdserverpb::cluster_server::Cluster;
 use crate::proto::etcdserverpb::*;
+use crate::raft::member_id_for;
+use crate::raft::valid_peer_url;
 use crate::raft::NodeId;
 
 pub struct ClusterService {
     pub node: Arc<Node>,
-}
-
-/// The id `MemberAdd` gives a member: a hash of its peer URL (FNV-1a), never 0.
-/// `raftkv serve --join` without `--id` derives the same id from its own URL.
-pub fn member_id_for(peer_url: &str) -> NodeId {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in peer_url.trim_end_matches('/').bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    if h == 0 {
-        1
-    } else {
-        h
-    }
 }
 
 /// The members as etcd reports them, voters and learners, ordered by id.
@@ -54,20 +41,6 @@ pub fn member_list(node: &Node) -> Vec<Member> {
             }
         })
         .collect()
-}
-
-pub fn valid_peer_url(url: &str) -> bool {
-    let Some(rest) = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-    else {
-        return false;
-    };
-    let hostport = rest.trim_end_matches('/');
-    match hostport.rsplit_once(':') {
-        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0),
-        None => false,
-    }
 }
 
 impl ClusterService {
@@ -193,27 +166,5 @@ impl Cluster for ClusterService {
             header: self.list_response_header(),
             members: member_list(&self.node),
         }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn member_ids_are_stable_and_ignore_a_trailing_slash() {
-        let a = member_id_for("http://127.0.0.1:2380");
-        assert_eq!(a, member_id_for("http://127.0.0.1:2380/"));
-        assert_ne!(a, member_id_for("http://127.0.0.1:2381"));
-        assert_ne!(a, 0);
-    }
-
-    #[test]
-    fn peer_urls_are_checked() {
-        assert!(valid_peer_url("http://10.0.0.1:2380"));
-        assert!(valid_peer_url("https://m-0.peers.ns.svc:2380/"));
-        assert!(!valid_peer_url("10.0.0.1:2380"));
-        assert!(!valid_peer_url("http://10.0.0.1"));
-        assert!(!valid_peer_url("http://:2380"));
     }
 }

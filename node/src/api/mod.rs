@@ -1,4 +1,6 @@
-//! The etcd v3 API services a member serves on its client port.
+//! The gRPC services a member serves: the etcd v3 API on its client port
+//! (one file per service; `watch_stream` is one Watch stream), raftkv's Admin
+//! service, and `peer`, the peer port's service other members call.
 
 pub mod admin;
 pub mod admin_backup;
@@ -10,5 +12,7 @@ pub mod kv;
 pub mod lease;
 pub mod lock;
 pub mod maintenance;
+pub mod peer;
 pub mod validate;
 pub mod watch;
+pub mod watch_stream;

@@ -11,10 +11,10 @@ use tonic::Response;
 use tonic::Status;
 use tonic::Streaming;
 
+use super::watch_stream::WatchStream;
 use crate::node::Node;
 use crate::proto::etcdserverpb::watch_server::Watch;
 use crate::proto::etcdserverpb::*;
-use crate::watch::stream::WatchStream;
 
 /// Responses buffered per stream before the stream stops taking live events
 /// (and later catches up from history).

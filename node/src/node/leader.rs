@@ -11,13 +11,50 @@
 use std::collections::BTreeSet;
 
 use openraft::ChangeMembers;
+use serde::Deserialize;
+use serde::Serialize;
 
 use crate::errors::ApiError;
-use crate::node::ForwardReply;
-use crate::node::Forwarded;
 use crate::node::Node;
+use crate::raft::Command;
 use crate::raft::Member;
 use crate::raft::NodeId;
+
+/// A request a follower hands to the leader.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Forwarded {
+    Write(Command),
+    AddMember {
+        id: NodeId,
+        peer_url: String,
+        learner: bool,
+    },
+    PromoteMember {
+        id: NodeId,
+    },
+    RemoveMember {
+        id: NodeId,
+    },
+    LeaseKeepAlive {
+        id: i64,
+    },
+    LeaseTimeToLive {
+        id: i64,
+    },
+}
+
+/// The leader's answer to a [`Forwarded`] request.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ForwardReply {
+    Write(crate::raft::CommandResult),
+    Done,
+    /// A lease's (remaining, granted) TTL in seconds; `None` if it does not exist.
+    Lease(Option<(i64, i64)>),
+    Error {
+        code: i32,
+        message: String,
+    },
+}
 
 /// A learner is ready when it has at least this share of the leader's log.
 const LEARNER_READY_PERCENT: u64 = 90;

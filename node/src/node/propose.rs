@@ -11,9 +11,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
 
-use serde::Deserialize;
-use serde::Serialize;
-
 use crate::errors::ApiError;
 use crate::proto::raftkvpb;
 use crate::raft::codec;
@@ -21,44 +18,10 @@ use crate::raft::Command;
 use crate::raft::NodeId;
 
 use super::leader;
+use super::leader::ForwardReply;
+use super::leader::Forwarded;
 use super::Node;
 use super::REQUEST_TIMEOUT;
-
-/// A request a follower hands to the leader.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum Forwarded {
-    Write(Command),
-    AddMember {
-        id: NodeId,
-        peer_url: String,
-        learner: bool,
-    },
-    PromoteMember {
-        id: NodeId,
-    },
-    RemoveMember {
-        id: NodeId,
-    },
-    LeaseKeepAlive {
-        id: i64,
-    },
-    LeaseTimeToLive {
-        id: i64,
-    },
-}
-
-/// The leader's answer to a [`Forwarded`] request.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum ForwardReply {
-    Write(crate::raft::CommandResult),
-    Done,
-    /// A lease's (remaining, granted) TTL in seconds; `None` if it does not exist.
-    Lease(Option<(i64, i64)>),
-    Error {
-        code: i32,
-        message: String,
-    },
-}
 
 impl Node {
     /// Replicate a command and return what applying it produced.

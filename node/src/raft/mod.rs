@@ -1,5 +1,8 @@
-//! Raft plumbing: openraft's type configuration, the peer transport (client and
-//! server side) and the encoding of openraft's messages.
+//! Raft's vocabulary: openraft's type configuration, what a log entry carries,
+//! and the encoding of openraft's messages. Everything that moves them lives
+//! above the store: `crate::transport` sends them to other members,
+//! `api::peer` receives them, and `node::Raft` is openraft running on our
+//! state machine.
 //!
 //! What a log entry carries is a [`Command`]: a protobuf message (an etcd request
 //! or a raftkv-internal one). openraft needs it to be serde-serializable; we
@@ -7,8 +10,6 @@
 //! same stable, versionable encoding as the etcd API itself.
 
 pub mod codec;
-pub mod network;
-pub mod peer_service;
 
 use std::fmt;
 
@@ -40,7 +41,6 @@ openraft::declare_raft_types!(
         LeaderId = openraft::impls::leader_id_std::LeaderId<u64, NodeId>,
 );
 
-pub type Raft = openraft::Raft<TypeConfig, crate::store::StateMachineStore>;
 pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
 pub type Vote = openraft::alias::VoteOf<TypeConfig>;
 pub type Entry = openraft::alias::EntryOf<TypeConfig>;
@@ -98,3 +98,55 @@ macro_rules! serde_as_protobuf {
 
 serde_as_protobuf!(Command, raftkvpb::Command);
 serde_as_protobuf!(CommandResult, raftkvpb::CommandResult);
+
+/// The id `MemberAdd` gives a member: a hash of its peer URL (FNV-1a), never 0.
+/// `raftkv serve --join` without `--id` derives the same id from its own URL.
+pub fn member_id_for(peer_url: &str) -> NodeId {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in peer_url.trim_end_matches('/').bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    if h == 0 {
+        1
+    } else {
+        h
+    }
+}
+
+/// A peer URL as etcd accepts one: http or https, a host and a non-zero port.
+pub fn valid_peer_url(url: &str) -> bool {
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let hostport = rest.trim_end_matches('/');
+    match hostport.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_ids_are_stable_and_ignore_a_trailing_slash() {
+        let a = member_id_for("http://127.0.0.1:2380");
+        assert_eq!(a, member_id_for("http://127.0.0.1:2380/"));
+        assert_ne!(a, member_id_for("http://127.0.0.1:2381"));
+        assert_ne!(a, 0);
+    }
+
+    #[test]
+    fn peer_urls_are_checked() {
+        assert!(valid_peer_url("http://10.0.0.1:2380"));
+        assert!(valid_peer_url("https://m-0.peers.ns.svc:2380/"));
+        assert!(!valid_peer_url("10.0.0.1:2380"));
+        assert!(!valid_peer_url("http://10.0.0.1"));
+        assert!(!valid_peer_url("http://:2380"));
+    }
+}

@@ -24,8 +24,8 @@ use super::cf;
 use super::io_err;
 use super::schema::CF_SM_META;
 use super::snapshot;
-use crate::lease::LeaseTimers;
 use crate::metrics::Metrics;
+use crate::proto::mvccpb::Event;
 use crate::proto::raftkvpb;
 use crate::raft::codec;
 use crate::raft::CommandResult;
@@ -34,18 +34,31 @@ use crate::raft::Snapshot;
 use crate::raft::SnapshotMeta;
 use crate::raft::StoredMembership;
 use crate::raft::TypeConfig;
-use crate::watch::WatchHub;
 
 use super::schema::{KEY_LAST_APPLIED, KEY_MEMBERSHIP};
+
+/// Who hears what the state machine applied, once it is durable: the
+/// member's in-memory state that follows the store (watchers, the leader's
+/// lease deadlines, auth tokens). The store only announces; the modules that
+/// keep that state sit above it and listen, so the store imports none of them.
+pub trait AppliedListener: Send + Sync + 'static {
+    /// Committed changes, in revision order.
+    fn events(&self, events: Vec<Event>);
+    /// Leases were granted or revoked.
+    fn leases_changed(&self);
+    /// An auth token was issued to `user`.
+    fn token_issued(&self, token: String, user: String);
+    /// A snapshot replaced the whole state: the revisions it skipped were
+    /// never announced, and any lease may have changed.
+    fn state_replaced(&self);
+}
 
 #[derive(Clone)]
 pub struct StateMachineStore {
     db: Arc<DB>,
     snapshot_dir: PathBuf,
     metrics: Arc<Metrics>,
-    watch_hub: Arc<WatchHub>,
-    lease_timers: Arc<LeaseTimers>,
-    tokens: Arc<crate::auth::Tokens>,
+    listener: Arc<dyn AppliedListener>,
 }
 
 impl StateMachineStore {
@@ -53,17 +66,13 @@ impl StateMachineStore {
         db: Arc<DB>,
         snapshot_dir: PathBuf,
         metrics: Arc<Metrics>,
-        watch_hub: Arc<WatchHub>,
-        lease_timers: Arc<LeaseTimers>,
-        tokens: Arc<crate::auth::Tokens>,
+        listener: Arc<dyn AppliedListener>,
     ) -> Self {
         Self {
             db,
             snapshot_dir,
             metrics,
-            watch_hub,
-            lease_timers,
-            tokens,
+            listener,
         }
     }
 
@@ -83,12 +92,12 @@ impl StateMachineStore {
         }
         self.db.write(batch).map_err(io_err)?;
         // Only committed changes reach watchers and the leader's lease timers.
-        self.watch_hub.publish(std::mem::take(&mut applier.events));
+        self.listener.events(std::mem::take(&mut applier.events));
         if std::mem::take(&mut applier.leases_changed) {
-            self.lease_timers.note_change();
+            self.listener.leases_changed();
         }
         for (token, user) in applier.tokens.drain(..) {
-            self.tokens.insert(token, user);
+            self.listener.token_issued(token, user);
         }
         Ok(())
     }
@@ -184,9 +193,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         tokio::task::spawn_blocking(move || snapshot::install(&db, &dir, &meta, snapshot))
             .await
             .map_err(io_err)??;
-        self.lease_timers.note_change();
-        // The revisions the snapshot skipped were never broadcast.
-        self.watch_hub.resync();
+        self.listener.state_replaced();
         tracing::info!("installed a snapshot from the leader");
         Ok(())
     }

@@ -21,10 +21,6 @@ use tonic::Response;
 use tonic::Status;
 use tonic::Streaming;
 
-use super::codec;
-use super::Snapshot;
-use super::SnapshotMeta;
-use super::Vote;
 use crate::epoch::Verdict;
 use crate::node::Forwarded;
 use crate::node::Node;
@@ -32,6 +28,10 @@ use crate::proto::raftkvpb::peer::raft_peer_server::RaftPeer;
 use crate::proto::raftkvpb::peer::PeerHeader;
 use crate::proto::raftkvpb::peer::RaftPayload;
 use crate::proto::raftkvpb::peer::SnapshotChunk;
+use crate::raft::codec;
+use crate::raft::Snapshot;
+use crate::raft::SnapshotMeta;
+use crate::raft::Vote;
 
 pub struct PeerService {
     pub node: Arc<Node>,

@@ -15,7 +15,6 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use super::hub::revision_of;
 use crate::node::Node;
 use crate::proto::etcdserverpb::watch_create_request::FilterType;
 use crate::proto::etcdserverpb::watch_request::RequestUnion;
@@ -23,6 +22,7 @@ use crate::proto::etcdserverpb::*;
 use crate::proto::mvccpb::event::EventType;
 use crate::proto::mvccpb::Event;
 use crate::store::mvcc::KeyRange;
+use crate::watch::hub::revision_of;
 
 /// The watch id etcd uses for responses that concern the whole stream.
 const STREAM_WATCH_ID: i64 = -1;

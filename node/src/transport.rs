@@ -39,17 +39,17 @@ use openraft::OptionalSend;
 use tonic::transport::Channel;
 use tonic::transport::Endpoint;
 
-use super::codec;
-use super::Member;
-use super::NodeId;
-use super::Snapshot;
-use super::TypeConfig;
-use super::Vote;
 use crate::epoch::EpochState;
 use crate::proto::raftkvpb::peer::raft_peer_client::RaftPeerClient;
 use crate::proto::raftkvpb::peer::PeerHeader;
 use crate::proto::raftkvpb::peer::RaftPayload;
 use crate::proto::raftkvpb::peer::SnapshotChunk;
+use crate::raft::codec;
+use crate::raft::Member;
+use crate::raft::NodeId;
+use crate::raft::Snapshot;
+use crate::raft::TypeConfig;
+use crate::raft::Vote;
 
 type RpcError = RPCError<TypeConfig>;
 
