@@ -26,25 +26,26 @@ WORKDIR /src
 # 1. Dependencies only: the workspace manifests, the lock file and empty crates.
 #    The stubs include build.rs so the build-dependencies are cached too.
 COPY Cargo.toml Cargo.lock ./
+COPY proto/Cargo.toml proto/
 COPY node/Cargo.toml node/
 COPY operator/Cargo.toml operator/
 COPY tests/Cargo.toml tests/
-RUN for crate in node operator tests; do \
+RUN for crate in proto node operator tests; do \
       mkdir -p "$crate/src" \
       && echo 'fn main() {}' > "$crate/src/main.rs" \
       && touch "$crate/src/lib.rs"; \
     done \
- && echo 'fn main() {}' > node/build.rs \
- && echo 'fn main() {}' > operator/build.rs \
+ && echo 'fn main() {}' > proto/build.rs \
  && cargo build --release --locked -p raftkv-node -p raftkv-operator \
- && rm -rf node operator tests
+ && rm -rf proto node operator tests
 
 # 2. The real sources. COPY keeps the files' own timestamps, which can be older
 #    than the stub build, so touch them: cargo rebuilds by modification time.
+COPY proto proto
 COPY node node
 COPY operator operator
 COPY tests tests
-RUN find node operator tests -type f -exec touch {} + \
+RUN find proto node operator tests -type f -exec touch {} + \
  && cargo build --release --locked -p raftkv-node -p raftkv-operator --bins \
  && mkdir -p /out \
  && cp target/release/raftkv target/release/raftkv-operator /out/

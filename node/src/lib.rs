@@ -18,7 +18,8 @@ pub mod http;
 pub mod lease;
 pub mod metrics;
 pub mod node;
-pub mod proto;
+/// The generated etcd and raftkv protobuf code (the `raftkv-proto` crate).
+pub use raftkv_proto as proto;
 pub mod raft;
 pub mod recovery;
 pub mod restart;

@@ -3,7 +3,7 @@
 //! Every request carries a [`PeerHeader`] with the cluster id, so a member of
 //! another cluster (or one wiped and re-created with a new id) is refused by the
 //! receiver instead of being replicated into. openraft messages travel as postcard
-//! bytes inside a protobuf envelope (see `proto/raftkv/peer.proto`).
+//! bytes inside a protobuf envelope (see `proto/raftkv/peer.proto` at the repo root).
 
 use std::collections::HashMap;
 use std::future::Future;

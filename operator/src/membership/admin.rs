@@ -1,6 +1,5 @@
-//! raftkv's Admin gRPC service (node/proto/raftkv/admin.proto), generated at
-//! build time: member status, Initialize, and AddMember with a chosen id.
+//! raftkv's Admin gRPC service (proto/raftkv/admin.proto, compiled once in the
+//! `raftkv-proto` crate): member status, Initialize, and AddMember with a
+//! chosen id.
 
-#![allow(clippy::all, missing_docs)]
-
-tonic::include_proto!("raftkvpb.admin");
+pub use raftkv_proto::raftkvpb::admin::*;

@@ -1,7 +1,8 @@
 //! Compiles the etcd v3 API and raftkv's own protos at build time.
 //!
 //! protoc comes from the `protoc-bin-vendored` crate, so a fresh machine needs no
-//! system protobuf compiler to build the node.
+//! system protobuf compiler. Clients and servers are both generated: the node
+//! serves every service and the operator and the tests are clients.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
@@ -9,14 +10,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     unsafe { std::env::set_var("PROTOC", protoc) };
 
     let protos = [
-        "proto/etcd/api/mvccpb/kv.proto",
-        "proto/etcd/api/authpb/auth.proto",
-        "proto/etcd/api/etcdserverpb/rpc.proto",
-        "proto/etcd/api/v3election/v3election.proto",
-        "proto/etcd/api/v3lock/v3lock.proto",
-        "proto/raftkv/command.proto",
-        "proto/raftkv/peer.proto",
-        "proto/raftkv/admin.proto",
+        "etcd/api/mvccpb/kv.proto",
+        "etcd/api/authpb/auth.proto",
+        "etcd/api/etcdserverpb/rpc.proto",
+        "etcd/api/v3election/v3election.proto",
+        "etcd/api/v3lock/v3lock.proto",
+        "raftkv/command.proto",
+        "raftkv/peer.proto",
+        "raftkv/admin.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
@@ -24,6 +25,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
-        .compile_protos(&protos, &["proto"])?;
+        .compile_protos(&protos, &["."])?;
     Ok(())
 }

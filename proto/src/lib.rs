@@ -1,4 +1,5 @@
-//! Generated protobuf and gRPC code.
+//! Generated protobuf and gRPC code, compiled once for the node (servers and
+//! peer clients), the operator (the Admin client) and the tests.
 //!
 //! The etcd packages keep etcd's names (`etcdserverpb`, `mvccpb`, ...) so that the
 //! services are wire-compatible with etcd clients; `raftkvpb` holds raftkv's own
