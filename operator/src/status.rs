@@ -53,25 +53,80 @@ pub struct ExtraCondition {
 /// The new status.
 pub fn build_status(input: &StatusInput<'_>) -> RaftClusterStatus {
     let previous = input.rc.status.clone().unwrap_or_default();
-    let o = input.observed;
-    let membership = o.membership.clone().unwrap_or_default();
-    let voters: Vec<u64> = membership
-        .iter()
-        .filter(|m| !m.is_learner)
-        .map(|m| m.id)
-        .collect();
-    let learners = membership.len() - voters.len();
-    let ready_voters = voters
-        .iter()
-        .filter(|&&id| o.report_of(id).is_some_and(|r| r.is_ready()))
-        .count();
-    let leader_id = o
-        .reports
-        .values()
-        .find(|r| r.role == Role::Leader && voters.contains(&r.id))
-        .map(|r| r.id);
+    let census = Census::of(input.observed);
+    let initialized = initialized(input, &previous);
+    let degraded = degraded(input, &census);
+    let progressing = progressing(input.plan);
+    let phase = phase(input, initialized.is_some(), degraded.0, progressing.0);
+    RaftClusterStatus {
+        phase: Some(phase),
+        replicas: input.observed.statefulset_replicas.unwrap_or(0) as i32,
+        ready_replicas: census.ready_voters as i32,
+        voters: census.voters.len() as i32,
+        learners: census.learners as i32,
+        leader: census
+            .leader
+            .and_then(ordinal_of)
+            .map(|ord| input.names.pod(ord)),
+        members: members(input),
+        conditions: conditions(input, &previous, &census, degraded, progressing),
+        observed_generation: input.rc.metadata.generation,
+        selector: Some(input.names.selector_string()),
+        initialized,
+        pending_learner: pending_learner(input, &previous),
+        last_snapshot: input.last_snapshot.clone(),
+        recovery: input.recovery.clone(),
+    }
+}
 
-    let members = membership
+/// Who is in the membership and who of them is ready and leads.
+struct Census {
+    voters: Vec<u64>,
+    learners: usize,
+    ready_voters: usize,
+    /// A voter that reports itself leader.
+    leader: Option<u64>,
+}
+
+impl Census {
+    fn of(o: &Observed) -> Self {
+        let membership = o.membership.as_deref().unwrap_or_default();
+        let voters: Vec<u64> = membership
+            .iter()
+            .filter(|m| !m.is_learner)
+            .map(|m| m.id)
+            .collect();
+        let ready_voters = voters
+            .iter()
+            .filter(|&&id| o.report_of(id).is_some_and(|r| r.is_ready()))
+            .count();
+        let leader = o
+            .reports
+            .values()
+            .find(|r| r.role == Role::Leader && voters.contains(&r.id))
+            .map(|r| r.id);
+        Census {
+            learners: membership.len() - voters.len(),
+            voters,
+            ready_voters,
+            leader,
+        }
+    }
+
+    /// A leader among the voters and a ready quorum of them.
+    fn available(&self) -> bool {
+        self.leader.is_some()
+            && !self.voters.is_empty()
+            && self.ready_voters >= quorum(self.voters.len())
+    }
+}
+
+/// One summary per member of the membership, named by its pod.
+fn members(input: &StatusInput<'_>) -> Vec<MemberSummary> {
+    let o = input.observed;
+    o.membership
+        .as_deref()
+        .unwrap_or_default()
         .iter()
         .map(|m| {
             let report = o.report_of(m.id);
@@ -86,9 +141,16 @@ pub fn build_status(input: &StatusInput<'_>) -> RaftClusterStatus {
                 caught_up: report.is_some_and(|r| r.is_ready()),
             }
         })
-        .collect();
+        .collect()
+}
 
-    let initialized = match (input.initialized_cluster_id, previous.initialized.clone()) {
+/// The record of the cluster's initialization: kept once written, written
+/// the round that initialized it.
+fn initialized(
+    input: &StatusInput<'_>,
+    previous: &RaftClusterStatus,
+) -> Option<crate::crd::InitializedRecord> {
+    match (input.initialized_cluster_id, previous.initialized.clone()) {
         (_, Some(done)) => Some(done),
         (Some(id), None) => Some(crate::crd::InitializedRecord {
             cluster_id: format!("{id:x}"),
@@ -101,9 +163,17 @@ pub fn build_status(input: &StatusInput<'_>) -> RaftClusterStatus {
                 .map(|r| r.from_backup.clone()),
         }),
         (None, None) => None,
-    };
+    }
+}
 
-    let pending_learner = membership.iter().find(|m| m.is_learner).map(|l| {
+/// The learner in the membership, and since when (kept from the previous
+/// status while it is the same learner).
+fn pending_learner(
+    input: &StatusInput<'_>,
+    previous: &RaftClusterStatus,
+) -> Option<PendingLearner> {
+    let membership = input.observed.membership.as_deref().unwrap_or_default();
+    membership.iter().find(|m| m.is_learner).map(|l| {
         match previous.pending_learner.as_ref().filter(|p| p.id == l.id) {
             Some(p) => p.clone(),
             None => PendingLearner {
@@ -111,26 +181,18 @@ pub fn build_status(input: &StatusInput<'_>) -> RaftClusterStatus {
                 since: input.now.to_string(),
             },
         }
-    });
+    })
+}
 
-    let available =
-        leader_id.is_some() && !voters.is_empty() && ready_voters >= quorum(voters.len());
-    let stalled = matches!(
-        input.plan,
-        Plan::Wait(Wait::LearnerCatchingUp { stalled: true, .. })
-    );
-    let (degraded, degraded_reason, degraded_message) =
-        degraded(input, &voters, ready_voters, stalled);
-    let (progressing, progressing_reason, progressing_message) = progressing(input.plan);
-
+fn phase(input: &StatusInput<'_>, initialized: bool, degraded: bool, progressing: bool) -> Phase {
     let recovering = input
         .recovery
         .as_ref()
         .is_some_and(|r| crate::recovery::in_progress(r.phase));
-    let phase = if recovering {
+    if recovering {
         Phase::Recovering
-    } else if initialized.is_none() {
-        if o.reports.contains_key(&0) {
+    } else if !initialized {
+        if input.observed.reports.contains_key(&0) {
             Phase::Initializing
         } else {
             Phase::Pending
@@ -141,8 +203,21 @@ pub fn build_status(input: &StatusInput<'_>) -> RaftClusterStatus {
         Phase::Scaling
     } else {
         Phase::Running
-    };
+    }
+}
 
+/// A condition's (status, reason, message).
+type Verdict = (bool, &'static str, String);
+
+/// Available, Progressing, Degraded, ReplicaCountWarning, then the features'
+/// conditions, each keeping its transition time while its status holds.
+fn conditions(
+    input: &StatusInput<'_>,
+    previous: &RaftClusterStatus,
+    census: &Census,
+    (degraded, degraded_reason, degraded_message): Verdict,
+    (progressing, progressing_reason, progressing_message): Verdict,
+) -> Vec<Condition> {
     let generation = input.rc.metadata.generation;
     let mut conditions = Vec::new();
     let mut set = |type_: &str, status: bool, reason: &str, message: String| {
@@ -156,6 +231,7 @@ pub fn build_status(input: &StatusInput<'_>) -> RaftClusterStatus {
             input.now,
         ));
     };
+    let available = census.available();
     set(
         "Available",
         available,
@@ -164,7 +240,11 @@ pub fn build_status(input: &StatusInput<'_>) -> RaftClusterStatus {
         } else {
             "NoReadyQuorum"
         },
-        format!("{ready_voters} of {} voters ready", voters.len()),
+        format!(
+            "{} of {} voters ready",
+            census.ready_voters,
+            census.voters.len()
+        ),
     );
     set(
         "Progressing",
@@ -173,22 +253,21 @@ pub fn build_status(input: &StatusInput<'_>) -> RaftClusterStatus {
         progressing_message,
     );
     set("Degraded", degraded, degraded_reason, degraded_message);
-    let even = input.rc.spec.replicas % 2 == 0;
+    let replicas = input.rc.spec.replicas;
+    let even = replicas % 2 == 0;
     set(
         "ReplicaCountWarning",
         even,
         if even { "EvenReplicas" } else { "OddReplicas" },
         if even {
             format!(
-                "{} members tolerate as many failures as {}; an odd count is recommended",
-                input.rc.spec.replicas,
-                input.rc.spec.replicas - 1
+                "{replicas} members tolerate as many failures as {}; an odd count is recommended",
+                replicas - 1
             )
         } else {
             String::new()
         },
     );
-
     for extra in &input.extra_conditions {
         match &extra.set {
             Some((status, reason, message)) => {
@@ -207,33 +286,15 @@ pub fn build_status(input: &StatusInput<'_>) -> RaftClusterStatus {
             None => {}
         }
     }
-
-    RaftClusterStatus {
-        phase: Some(phase),
-        replicas: o.statefulset_replicas.unwrap_or(0) as i32,
-        ready_replicas: ready_voters as i32,
-        voters: voters.len() as i32,
-        learners: learners as i32,
-        leader: leader_id
-            .and_then(ordinal_of)
-            .map(|ord| input.names.pod(ord)),
-        members,
-        conditions,
-        observed_generation: generation,
-        selector: Some(input.names.selector_string()),
-        initialized,
-        pending_learner,
-        last_snapshot: input.last_snapshot.clone(),
-        recovery: input.recovery.clone(),
-    }
+    conditions
 }
 
-fn degraded(
-    input: &StatusInput<'_>,
-    voters: &[u64],
-    ready_voters: usize,
-    stalled: bool,
-) -> (bool, &'static str, String) {
+fn degraded(input: &StatusInput<'_>, census: &Census) -> Verdict {
+    let stalled = matches!(
+        input.plan,
+        Plan::Wait(Wait::LearnerCatchingUp { stalled: true, .. })
+    );
+    let (voters, ready_voters) = (census.voters.len(), census.ready_voters);
     if let Some(err) = &input.step_error {
         return (true, "StepFailed", err.clone());
     }
@@ -258,20 +319,16 @@ fn degraded(
             "LearnerNotCatchingUp",
             "the learner has not caught up with the leader; it is kept, not removed".to_string(),
         ),
-        _ if ready_voters < voters.len() => (
+        _ if ready_voters < voters => (
             true,
             "MemberNotReady",
-            format!(
-                "{} of {} voters not ready",
-                voters.len() - ready_voters,
-                voters.len()
-            ),
+            format!("{} of {voters} voters not ready", voters - ready_voters),
         ),
         _ => (false, "AllMembersReady", String::new()),
     }
 }
 
-fn progressing(plan: &Plan) -> (bool, &'static str, String) {
+fn progressing(plan: &Plan) -> Verdict {
     match plan {
         Plan::Converged => (
             false,
