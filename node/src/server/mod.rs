@@ -1,0 +1,94 @@
+//! `raftkv serve`: opens the store, starts Raft, and serves the client, peer and
+//! HTTP ports until SIGTERM/SIGINT, then shuts down in order.
+//!
+//! Ports are bound before anything else happens, so a port in use is reported at
+//! once. A member initialized before keeps its state and ignores its bootstrap
+//! flags; a new one initializes from `--initial-cluster` (every listed member
+//! proposes the same membership) or waits to be added (`--join`).
+//!
+//! The steps, in order: [`Listeners::bind`], `open` (data dir, cluster id,
+//! Raft, bootstrap, the member), `services` (the three servers), `background`
+//! (the member's chores while it serves), then the shutdown below.
+
+mod background;
+mod open;
+mod services;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::ServeConfig;
+
+/// The client, peer and metrics ports, bound first.
+struct Listeners {
+    client: TcpListener,
+    peer: TcpListener,
+    http: TcpListener,
+}
+
+impl Listeners {
+    async fn bind(cfg: &ServeConfig) -> anyhow::Result<Self> {
+        Ok(Listeners {
+            client: bind("clients", cfg.listen_client).await?,
+            peer: bind("peers", cfg.listen_peer).await?,
+            http: bind("metrics", cfg.listen_metrics).await?,
+        })
+    }
+}
+
+async fn bind(what: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for {what} on {addr}"))
+}
+
+/// Run a member until a shutdown signal.
+pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
+    let listeners = Listeners::bind(&cfg).await?;
+    let opened = open::open(&cfg).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let servers = services::spawn(&cfg, listeners, &opened.node, stop_rx.clone());
+    background::spawn(&opened.node, cfg.advertise_client_url.clone(), stop_rx);
+
+    tracing::info!(
+        id = %format!("{:x}", cfg.id),
+        name = %cfg.name,
+        client = %cfg.listen_client,
+        peer = %cfg.listen_peer,
+        metrics = %cfg.listen_metrics,
+        "raftkv member serving"
+    );
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    // Clients and the metrics port first (up to 5 s for in-flight requests),
+    // then Raft, then the peer port Raft no longer needs, then the WAL.
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = servers.client.await;
+        let _ = servers.http.await;
+    })
+    .await;
+    if let Err(e) = opened.raft.shutdown().await {
+        tracing::warn!("raft shutdown: {e}");
+    }
+    servers.peer.abort();
+    opened
+        .db
+        .flush_wal(true)
+        .context("syncing the database on shutdown")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,165 @@
+//! Opening a member: the data dir and database, the cluster id it belongs to,
+//! its epoch, Raft over the log and state machine stores, the bootstrap of a
+//! new cluster, and the [`Node`] that owns all of it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rocksdb::DB;
+
+use crate::config::{Bootstrap, ServeConfig};
+use crate::metrics::Metrics;
+use crate::node::{AppliedFollowers, Limits, Node, NodeParts, Raft};
+use crate::raft::Member;
+use crate::store;
+use crate::store::log_store::read_meta;
+use crate::store::schema::KEY_CLUSTER_ID;
+use crate::store::{LogStore, StateMachineStore};
+use crate::transport::{PeerClients, PeerNetwork};
+
+/// What serving needs from an opened member, and shutdown after it.
+pub(super) struct Opened {
+    pub node: Arc<Node>,
+    pub raft: Raft,
+    pub db: Arc<DB>,
+}
+
+pub(super) async fn open(cfg: &ServeConfig) -> anyhow::Result<Opened> {
+    let db = open_db(cfg)?;
+    let cluster_id = Arc::new(AtomicU64::new(settle_cluster_id(&db, cfg)?));
+    crate::recovery::persist_node_id(&db, cfg.id)?;
+    let epoch = Arc::new(crate::epoch::EpochState::load(&db).context("reading the epoch")?);
+
+    let metrics = Arc::new(Metrics::default());
+    let log_store = LogStore::new(db.clone(), metrics.clone());
+    let watch_hub = Arc::new(crate::watch::WatchHub::default());
+    let lease_timers = Arc::new(crate::lease::LeaseTimers::new(db.clone()));
+    let tokens = Arc::new(crate::auth::Tokens::default());
+    let sm = StateMachineStore::new(
+        db.clone(),
+        cfg.data_dir.join("snapshots"),
+        metrics.clone(),
+        Arc::new(AppliedFollowers {
+            watch_hub: watch_hub.clone(),
+            lease_timers: lease_timers.clone(),
+            tokens: tokens.clone(),
+        }),
+    );
+    let peers = Arc::new(PeerClients::new(
+        cfg.id,
+        cluster_id.clone(),
+        epoch.clone(),
+        db.clone(),
+    ));
+    let network = PeerNetwork {
+        clients: peers.clone(),
+    };
+    let raft = Raft::new(cfg.id, Arc::new(raft_config(cfg)?), network, log_store, sm)
+        .await
+        .context("starting Raft")?;
+    bootstrap(&raft, cfg).await?;
+
+    let node = Node::start(NodeParts {
+        id: cfg.id,
+        name: cfg.name.clone(),
+        peer_url: cfg.advertise_peer_url.clone(),
+        raft: raft.clone(),
+        db: db.clone(),
+        peers,
+        cluster_id,
+        metrics,
+        limits: Limits {
+            max_request_bytes: cfg.max_request_bytes,
+            max_txn_ops: cfg.max_txn_ops,
+        },
+        quota_bytes: cfg.quota_backend_bytes,
+        data_dir: cfg.data_dir.clone(),
+        watch_hub,
+        lease_timers,
+        tokens,
+        leader_timeout: Duration::from_millis(cfg.election_timeout * 2),
+        epoch,
+        backup_dir: cfg.backup_dir.clone(),
+    });
+    Ok(Opened { node, raft, db })
+}
+
+fn open_db(cfg: &ServeConfig) -> anyhow::Result<Arc<DB>> {
+    if cfg.data_dir.exists() && !cfg.data_dir.is_dir() {
+        anyhow::bail!(
+            "data dir {} exists and is not a directory",
+            cfg.data_dir.display()
+        );
+    }
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
+    store::open_db(&cfg.data_dir)
+}
+
+/// The cluster id: the stored one wins over the one the bootstrap flags
+/// derive (a data dir stays with its cluster); a new member records the
+/// derived one; a joining member learns it later (0 until then).
+fn settle_cluster_id(db: &DB, cfg: &ServeConfig) -> anyhow::Result<u64> {
+    let stored_cluster_id: Option<u64> = read_meta(db, KEY_CLUSTER_ID)?;
+    Ok(match (stored_cluster_id, cfg.cluster_id) {
+        (Some(stored), Some(derived)) if stored != derived => {
+            tracing::warn!(
+                stored = %format!("{stored:x}"),
+                "data dir belongs to an existing cluster; ignoring --initial-cluster/--initial-cluster-token"
+            );
+            stored
+        }
+        (Some(stored), _) => stored,
+        (None, Some(derived)) => {
+            store::log_store::persist_cluster_id(db, derived)?;
+            derived
+        }
+        (None, None) => 0,
+    })
+}
+
+/// With `--initial-cluster`, a member Raft has not initialized proposes the
+/// listed membership (every listed member proposes the same one).
+async fn bootstrap(raft: &Raft, cfg: &ServeConfig) -> anyhow::Result<()> {
+    let Bootstrap::Initial(members) = &cfg.bootstrap else {
+        return Ok(());
+    };
+    if raft.is_initialized().await.context("reading Raft state")? {
+        return Ok(());
+    }
+    let members: BTreeMap<u64, Member> = members
+        .iter()
+        .map(|(id, url)| {
+            (
+                *id,
+                Member {
+                    peer_url: url.clone(),
+                },
+            )
+        })
+        .collect();
+    tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "initializing a new cluster");
+    raft.initialize(members)
+        .await
+        .context("initializing the cluster")
+}
+
+fn raft_config(cfg: &ServeConfig) -> anyhow::Result<openraft::Config> {
+    let config = openraft::Config {
+        cluster_name: "raftkv".into(),
+        heartbeat_interval: cfg.heartbeat_interval,
+        election_timeout_min: cfg.election_timeout,
+        election_timeout_max: cfg.election_timeout * 2,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_count),
+        // Keep some log after a snapshot so a briefly lagging follower catches up
+        // from the log rather than a whole snapshot.
+        max_in_snapshot_log_to_keep: cfg.snapshot_count.min(5_000),
+        install_snapshot_timeout: 30_000,
+        enable_pre_vote: Some(true),
+        ..Default::default()
+    };
+    config.validate().context("invalid Raft settings")
+}
