@@ -32,9 +32,9 @@ use rocksdb::WriteBatch;
 use rocksdb::DB;
 
 use crate::raft::codec;
+use crate::raft::members_at;
 use crate::raft::Entry;
 use crate::raft::LogId;
-use crate::raft::Member;
 use crate::raft::Membership;
 use crate::raft::NodeId;
 use crate::raft::StoredMembership;
@@ -250,17 +250,7 @@ pub fn record_restored_state(
 ) -> anyhow::Result<()> {
     let at = restored_log_id();
     let voters: BTreeSet<NodeId> = members.keys().copied().collect();
-    let nodes: BTreeMap<NodeId, Member> = members
-        .iter()
-        .map(|(id, url)| {
-            (
-                *id,
-                Member {
-                    peer_url: url.clone(),
-                },
-            )
-        })
-        .collect();
+    let nodes = members_at(members);
     let membership = StoredMembership::new(
         Some(at),
         Membership::new(vec![voters], nodes).context("building the restored membership")?,
@@ -309,6 +299,7 @@ pub fn reset(data_dir: &Path) -> anyhow::Result<Vec<String>> {
 mod tests {
     use super::*;
     use crate::raft::Command;
+    use crate::raft::Member;
 
     fn put_entry(db: &DB, entry: &Entry) {
         db.put_cf(

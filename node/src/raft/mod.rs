@@ -11,6 +11,7 @@
 
 pub mod codec;
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use prost::Message;
@@ -30,6 +31,20 @@ pub type NodeId = u64;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
     pub peer_url: String,
+}
+
+/// The membership's member records for `id -> peer URL` (a bootstrap's
+/// `--initial-cluster`, a restored cluster's voters).
+pub fn members_at(peer_urls: &BTreeMap<NodeId, String>) -> BTreeMap<NodeId, Member> {
+    peer_urls
+        .iter()
+        .map(|(id, url)| {
+            let member = Member {
+                peer_url: url.clone(),
+            };
+            (*id, member)
+        })
+        .collect()
 }
 
 openraft::declare_raft_types!(

@@ -2,7 +2,6 @@
 //! its epoch, Raft over the log and state machine stores, the bootstrap of a
 //! new cluster, and the [`Node`] that owns all of it.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +12,7 @@ use rocksdb::DB;
 use crate::config::{Bootstrap, ServeConfig};
 use crate::metrics::Metrics;
 use crate::node::{AppliedFollowers, Limits, Node, NodeParts, Raft};
-use crate::raft::Member;
+use crate::raft::members_at;
 use crate::store;
 use crate::store::log_store::read_meta;
 use crate::store::schema::KEY_CLUSTER_ID;
@@ -130,17 +129,7 @@ async fn bootstrap(raft: &Raft, cfg: &ServeConfig) -> anyhow::Result<()> {
     if raft.is_initialized().await.context("reading Raft state")? {
         return Ok(());
     }
-    let members: BTreeMap<u64, Member> = members
-        .iter()
-        .map(|(id, url)| {
-            (
-                *id,
-                Member {
-                    peer_url: url.clone(),
-                },
-            )
-        })
-        .collect();
+    let members = members_at(members);
     tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "initializing a new cluster");
     raft.initialize(members)
         .await
