@@ -15,6 +15,7 @@ use tonic::Response;
 use tonic::Status;
 
 use super::key_queue;
+use crate::auth::Need;
 use crate::errors::ApiError;
 use crate::node::Node;
 use crate::proto::etcdserverpb::compare::*;
@@ -22,7 +23,6 @@ use crate::proto::etcdserverpb::request_op::Request as Op;
 use crate::proto::etcdserverpb::*;
 use crate::proto::v3electionpb::election_server::Election;
 use crate::proto::v3electionpb::*;
-use crate::store::mvcc::prefix_end;
 
 pub struct ElectionService {
     pub node: Arc<Node>,
@@ -112,8 +112,10 @@ impl Election for ElectionService {
         &self,
         req: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
+        let md = req.metadata().clone();
         let req = req.into_inner();
         let leader = req.leader.ok_or_else(not_leader)?;
+        key_queue::authorize(&self.node, &md, &leader.key, &[], Need::Write).await?;
         self.proclaim_on(&leader, &req.value).await?;
         Ok(Response::new(ProclaimResponse {
             header: self.header(),
@@ -124,7 +126,9 @@ impl Election for ElectionService {
         &self,
         req: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
-        let prefix = key_queue::queue_prefix(&req.into_inner().name);
+        let prefix = key_queue::queue_prefix(&req.get_ref().name);
+        let end = key_queue::queue_end(&prefix);
+        key_queue::authorize(&self.node, req.metadata(), &prefix, &end, Need::Read).await?;
         let kv = key_queue::oldest_before(&self.node, &prefix, 0)
             .await?
             .ok_or_else(no_leader)?;
@@ -140,11 +144,12 @@ impl Election for ElectionService {
         &self,
         req: Request<LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
-        let prefix = key_queue::queue_prefix(&req.into_inner().name);
+        let prefix = key_queue::queue_prefix(&req.get_ref().name);
+        let end = key_queue::queue_end(&prefix);
+        key_queue::authorize(&self.node, req.metadata(), &prefix, &end, Need::Read).await?;
         let node = self.node.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
-            let end = prefix_end(&prefix).unwrap_or_else(|| vec![0]);
             let mut last: Option<(Vec<u8>, i64)> = None;
             loop {
                 let mut changes = node.watch_hub().subscribe();
@@ -194,7 +199,9 @@ impl Election for ElectionService {
         &self,
         req: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
+        let md = req.metadata().clone();
         let leader = req.into_inner().leader.ok_or_else(not_leader)?;
+        key_queue::authorize(&self.node, &md, &leader.key, &[], Need::Write).await?;
         // Resigning a leadership already lost is not an error, as in etcd.
         key_queue::delete_if_owner(&self.node, &leader.key, leader.rev).await?;
         Ok(Response::new(ResignResponse {

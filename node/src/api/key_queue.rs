@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::auth::Need;
 use crate::errors::ApiError;
 use crate::node::Node;
 use crate::proto::etcdserverpb::compare::*;
@@ -33,6 +34,26 @@ pub fn queue_prefix(name: &[u8]) -> Vec<u8> {
     p
 }
 
+/// The end of the range `prefix` starts (every key under it).
+pub fn queue_end(prefix: &[u8]) -> Vec<u8> {
+    prefix_end(prefix).unwrap_or_else(|| vec![0])
+}
+
+/// Refuse the call unless its caller may `need` [key, range_end) (one key
+/// with an empty `range_end`). etcd builds Lock and Election from KV calls
+/// made with the caller's credentials, so each of their RPCs needs what those
+/// calls need: a lock or a campaign writes its queue, Unlock, Proclaim and
+/// Resign write their key, Leader and Observe read the queue.
+pub async fn authorize(
+    node: &Node,
+    md: &tonic::metadata::MetadataMap,
+    key: &[u8],
+    range_end: &[u8],
+    need: Need,
+) -> Result<(), ApiError> {
+    node.caller(md).await?.require(key, range_end, need)
+}
+
 /// A contender's queue (prefix) and its own key in it, once the caller is
 /// known to be allowed to write there. `what` names the queue in errors.
 pub async fn contender(
@@ -49,10 +70,7 @@ pub async fn contender(
         ));
     }
     let prefix = queue_prefix(name);
-    let end = prefix_end(&prefix).unwrap_or_else(|| vec![0]);
-    node.caller(md)
-        .await?
-        .require(&prefix, &end, crate::auth::Need::Write)?;
+    authorize(node, md, &prefix, &queue_end(&prefix), Need::Write).await?;
     let mut key = prefix.clone();
     key.extend_from_slice(format!("{lease:x}").as_bytes());
     Ok((prefix, key))

@@ -11,6 +11,7 @@ use tonic::Response;
 use tonic::Status;
 
 use super::key_queue;
+use crate::auth::Need;
 use crate::node::Node;
 use crate::proto::etcdserverpb::DeleteRangeRequest;
 use crate::proto::raftkvpb;
@@ -46,6 +47,14 @@ impl Lock for LockService {
         &self,
         req: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
+        key_queue::authorize(
+            &self.node,
+            req.metadata(),
+            &req.get_ref().key,
+            &[],
+            Need::Write,
+        )
+        .await?;
         let key = req.into_inner().key;
         let cmd = Command(raftkvpb::Command {
             op: Some(raftkvpb::command::Op::DeleteRange(DeleteRangeRequest {
