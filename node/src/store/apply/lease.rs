@@ -54,9 +54,13 @@ impl Applier<'_> {
         &mut self,
         req: &LeaseGrantRequest,
     ) -> Result<LeaseGrantResponse, ApiError> {
+        // The LeaseGrant handler always picks an id, so only a forged or
+        // corrupt command gets here: refuse it. Never Internal, which would
+        // stop the state machine on every member at every replay of the entry.
         if req.id <= 0 {
-            return Err(ApiError::internal(
-                "a lease grant reached the log without an id",
+            return Err(ApiError::new(
+                tonic::Code::InvalidArgument,
+                "raftkv: a lease grant needs a positive lease id",
             ));
         }
         if self.lease_exists(req.id)? {
