@@ -2,6 +2,10 @@
 //! operator's one-time initialization of a new cluster's first member, solo
 //! recovery, on-demand snapshots and backups (the backup calls are in
 //! `admin_backup`).
+//!
+//! With auth enabled every call but MemberStatus (read-only, like etcd's
+//! Maintenance.Status) and RecoverSolo needs the root role, as etcd's
+//! MemberAdd and Snapshot do.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -77,6 +81,7 @@ impl Admin for AdminService {
         &self,
         req: Request<InitializeRequest>,
     ) -> Result<Response<InitializeResponse>, Status> {
+        self.node.require_root(req.metadata()).await?;
         let req = req.into_inner();
         let token = req.cluster_token;
         if token.is_empty() {
@@ -139,6 +144,7 @@ impl Admin for AdminService {
         &self,
         req: Request<AddMemberRequest>,
     ) -> Result<Response<AddMemberResponse>, Status> {
+        self.node.require_root(req.metadata()).await?;
         let req = req.into_inner();
         if req.id == 0 {
             return Err(Status::invalid_argument(
@@ -162,6 +168,10 @@ impl Admin for AdminService {
         &self,
         req: Request<RecoverSoloRequest>,
     ) -> Result<Response<RecoverSoloResponse>, Status> {
+        // Not root-only yet: it runs when no quorum is left, when no token
+        // can be issued (a token is a proposal); it will take the client
+        // certificate the operator holds once the client port has TLS
+        // (issue 16, items 1 and 7). See SECURITY.md.
         let _guard = self.init_lock.lock().await;
         let node = &self.node;
         let wanted = Duration::from_millis(req.into_inner().min_leaderless_millis);
@@ -227,8 +237,9 @@ impl Admin for AdminService {
 
     async fn snapshot_now(
         &self,
-        _req: Request<SnapshotNowRequest>,
+        req: Request<SnapshotNowRequest>,
     ) -> Result<Response<SnapshotNowResponse>, Status> {
+        self.node.require_root(req.metadata()).await?;
         let node = &self.node;
         let applied = node.raft_metrics().last_applied.map_or(0, |l| l.index);
         let fatal = |e: openraft::errors::Fatal<crate::raft::TypeConfig>| {
@@ -274,13 +285,15 @@ impl Admin for AdminService {
         &self,
         req: Request<SaveBackupRequest>,
     ) -> Result<Response<SaveBackupResponse>, Status> {
+        self.node.require_root(req.metadata()).await?;
         super::admin_backup::save(&self.node, &req.into_inner().file_name).await
     }
 
     async fn list_backups(
         &self,
-        _req: Request<ListBackupsRequest>,
+        req: Request<ListBackupsRequest>,
     ) -> Result<Response<ListBackupsResponse>, Status> {
+        self.node.require_root(req.metadata()).await?;
         super::admin_backup::list(&self.node).await
     }
 
@@ -288,6 +301,7 @@ impl Admin for AdminService {
         &self,
         req: Request<DeleteBackupRequest>,
     ) -> Result<Response<DeleteBackupResponse>, Status> {
+        self.node.require_root(req.metadata()).await?;
         super::admin_backup::delete(&self.node, &req.into_inner().file_name).await
     }
 }
