@@ -90,6 +90,18 @@ impl Tokens {
         live.insert(token, (user, Instant::now()));
     }
 
+    /// End every token of `user` (its password changed, or it was deleted).
+    pub fn revoke_user(&self, user: &str) {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.retain(|_, (owner, _)| owner != user);
+    }
+
+    /// End every token (auth was turned off or on, or a snapshot replaced
+    /// the state).
+    pub fn revoke_all(&self) {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     /// The caller of a request: its user if auth is enabled (a valid token is
     /// then required), or nobody in particular if it is not.
     pub fn caller(&self, db: &Arc<DB>, md: &MetadataMap) -> Result<Caller, ApiError> {

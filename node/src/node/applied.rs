@@ -8,6 +8,7 @@ use crate::auth::Tokens;
 use crate::lease::LeaseTimers;
 use crate::proto::mvccpb::Event;
 use crate::store::state_machine::AppliedListener;
+use crate::store::TokenChange;
 use crate::watch::WatchHub;
 
 /// What `server` hands the state machine to announce applied changes to; the
@@ -27,12 +28,21 @@ impl AppliedListener for AppliedFollowers {
         self.lease_timers.note_change();
     }
 
-    fn token_issued(&self, token: String, user: String) {
-        self.tokens.insert(token, user);
+    fn tokens_changed(&self, changes: Vec<TokenChange>) {
+        for change in changes {
+            match change {
+                TokenChange::Issued { token, user } => self.tokens.insert(token, user),
+                TokenChange::UserRevoked(user) => self.tokens.revoke_user(&user),
+                TokenChange::AllRevoked => self.tokens.revoke_all(),
+            }
+        }
     }
 
     fn state_replaced(&self) {
         self.lease_timers.note_change();
+        // The skipped entries may have revoked tokens: end them all (clients
+        // authenticate again, as after a restart, which also forgets them).
+        self.tokens.revoke_all();
         // The revisions the snapshot skipped were never broadcast.
         self.watch_hub.resync();
     }

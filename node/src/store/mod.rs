@@ -23,6 +23,8 @@ pub mod snapshot_stream;
 pub mod state_machine;
 pub mod txn_walk;
 
+pub use apply::TokenChange;
+
 pub(crate) use apply::txn_puts;
 
 use std::path::Path;

@@ -19,7 +19,7 @@ use openraft::OptionalSend;
 use openraft::RaftSnapshotBuilder;
 use rocksdb::DB;
 
-use super::apply::Applier;
+use super::apply::{Applier, TokenChange};
 use super::cf;
 use super::io_err;
 use super::schema::CF_SM_META;
@@ -46,8 +46,8 @@ pub trait AppliedListener: Send + Sync + 'static {
     fn events(&self, events: Vec<Event>);
     /// Leases were granted or revoked.
     fn leases_changed(&self);
-    /// An auth token was issued to `user`.
-    fn token_issued(&self, token: String, user: String);
+    /// Auth tokens were issued or revoked, in this order.
+    fn tokens_changed(&self, changes: Vec<TokenChange>);
     /// A snapshot replaced the whole state: the revisions it skipped were
     /// never announced, and any lease may have changed.
     fn state_replaced(&self);
@@ -96,8 +96,9 @@ impl StateMachineStore {
         if std::mem::take(&mut applier.leases_changed) {
             self.listener.leases_changed();
         }
-        for (token, user) in applier.tokens.drain(..) {
-            self.listener.token_issued(token, user);
+        if !applier.token_changes.is_empty() {
+            self.listener
+                .tokens_changed(std::mem::take(&mut applier.token_changes));
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! Applying auth changes (the state itself is read in `store::auth`).
 
-use super::Applier;
+use super::{Applier, TokenChange};
 use crate::errors::ApiError;
 use crate::proto::authpb::Permission;
 use crate::proto::authpb::Role;
@@ -172,6 +172,12 @@ impl Applier<'_> {
         let rev = revision(self.db) + 1;
         self.batch
             .put_cf(handle, KEY_AUTH_REVISION, rev.to_be_bytes());
+        self.token_changes.extend(match &change.op {
+            Some(Op::Enable(_)) | Some(Op::Disable(_)) => Some(TokenChange::AllRevoked),
+            Some(Op::UserDelete(req)) => Some(TokenChange::UserRevoked(req.name.clone())),
+            Some(Op::UserChangePassword(req)) => Some(TokenChange::UserRevoked(req.name.clone())),
+            _ => None,
+        });
         Ok(())
     }
 }

@@ -52,10 +52,21 @@ pub(crate) struct Applier<'a> {
     /// Whether this batch granted or revoked a lease (the leader's lease
     /// timers then re-read the lease table).
     pub leases_changed: bool,
-    /// Auth tokens issued in this batch: (token, user), for every member's memory.
-    pub tokens: Vec<(String, String)>,
+    /// Auth tokens issued and revoked in this batch, in order, for every
+    /// member's memory.
+    pub token_changes: Vec<TokenChange>,
     /// A NOSPACE alarm is raised: refuse writes that add data.
     no_space: bool,
+}
+
+/// What an applied command does to the auth tokens members keep in memory.
+/// As etcd: a password change or a user's deletion ends that user's tokens,
+/// and turning auth off (or on) ends every token.
+#[derive(Debug, PartialEq)]
+pub enum TokenChange {
+    Issued { token: String, user: String },
+    UserRevoked(String),
+    AllRevoked,
 }
 
 impl<'a> Applier<'a> {
@@ -73,7 +84,7 @@ impl<'a> Applier<'a> {
             event_sub: (0, 0),
             lease_overlay: BTreeMap::new(),
             leases_changed: false,
-            tokens: Vec::new(),
+            token_changes: Vec::new(),
             no_space: crate::store::alarm::space_alarm_raised(db),
         }
     }
@@ -131,7 +142,10 @@ impl<'a> Applier<'a> {
             Some(Op::LeaseGrant(req)) => self.lease_grant(req).map(R::LeaseGrant),
             Some(Op::LeaseRevoke(req)) => self.lease_revoke(req).map(R::LeaseRevoke),
             Some(Op::AuthToken(t)) => {
-                self.tokens.push((t.token.clone(), t.user.clone()));
+                self.token_changes.push(TokenChange::Issued {
+                    token: t.token.clone(),
+                    user: t.user.clone(),
+                });
                 Ok(R::Empty(raftkvpb::Empty {}))
             }
             Some(Op::Auth(change)) => self
