@@ -7,11 +7,13 @@
 //! membership and may hold stale or divergent logs, so:
 //!
 //! - a request from an older epoch is refused, with a message saying what to do;
-//! - a member that learns of a newer epoch of its own cluster (it is refused
-//!   because of it, or a newer member contacts it) fences itself: Raft is shut
-//!   down, every peer request is refused and clients get errors saying why, so two
-//!   old members restarted with old data cannot form a quorum between them. The
-//!   fence is persisted; only `raftkv reset` (wiping the member) lifts it.
+//! - a member that learns of a newer epoch of its own cluster from a member of
+//!   its membership, reached at the peer URL recorded for it (that member
+//!   refuses it, or claims the newer epoch and confirms it when asked, see
+//!   `node::epoch_claim`) fences itself: Raft is shut down, every peer request
+//!   is refused and clients get errors saying why, so two old members restarted
+//!   with old data cannot form a quorum between them. The fence is persisted;
+//!   only `raftkv reset` (wiping the member) lifts it.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;

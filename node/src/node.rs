@@ -12,6 +12,8 @@
 //!   rounds that concurrent reads share.
 //! - `quota`: the space quota and its NOSPACE alarm.
 //! - `lease_expiry`: the leader's loop that revokes expired leases.
+//! - `epoch_claim`: a peer's claim of a newer epoch is checked with the member
+//!   it names before it may fence this one.
 //! - `reads` and `ops`: the questions and chores the handlers bring to this
 //!   member's store (auth state, alarms, leases, hashes, backups, recovery),
 //!   so no handler opens the database.
@@ -37,6 +39,7 @@ use crate::store::Mvcc;
 use crate::transport::PeerClients;
 
 mod applied;
+mod epoch_claim;
 mod leader;
 mod lease_expiry;
 mod ops;
@@ -128,6 +131,8 @@ pub struct Node {
     backup_dir: PathBuf,
     /// Linearizable reads waiting for a read index.
     reads: read_index::ReadIndexRounds,
+    /// Peer claims of a newer epoch being checked (see `epoch_claim`).
+    epoch_claims: epoch_claim::EpochClaims,
 }
 
 /// What `server` builds a member from: the parts it also hands to Raft and
@@ -180,6 +185,7 @@ impl Node {
             leader_seen: LeaderContact::default(),
             backup_dir: parts.backup_dir,
             reads,
+            epoch_claims: Default::default(),
         });
         tokio::spawn(read_index::serve_rounds(Arc::downgrade(&node), read_queue));
         tokio::spawn(lease_expiry::run(node.clone()));

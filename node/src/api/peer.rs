@@ -7,8 +7,9 @@
 //! `PermissionDenied` and logged, so two clusters can never mix their logs.
 //! The same goes for the cluster epoch (see `crate::epoch`): a peer from an
 //! older epoch is refused with `PermissionDenied` (its epoch in the
-//! `raftkv-epoch` metadata), a newer one fences this member, and a fenced
-//! member refuses everything.
+//! `raftkv-epoch` metadata); a newer one is checked with the member it names
+//! (`Node::weigh_epoch_claim`) and fences this member only if that member
+//! confirms it; a fenced member refuses everything.
 
 use std::io::Write;
 use std::pin::Pin;
@@ -122,13 +123,16 @@ impl PeerService {
                 Err(status)
             }
             Verdict::PeerNewer => {
-                self.node.fence(epoch.left_behind(h.from_id, h.epoch));
+                // Anyone can write a header: ask the member it names.
+                self.node.weigh_epoch_claim(h.from_id, h.epoch);
                 Err(Status::failed_precondition(format!(
-                    "member {:x} is at an older epoch ({}) than member {:x} ({}): it fenced itself",
+                    "member {:x} is at epoch {}, not {} as member {:x} claims: \
+                     it is asking member {:x} before it fences itself",
                     self.node.id(),
                     epoch.get(),
+                    h.epoch,
                     h.from_id,
-                    h.epoch
+                    h.from_id
                 )))
             }
         }
