@@ -20,6 +20,7 @@ use tonic::metadata::MetadataMap;
 use crate::errors::ApiError;
 use crate::proto::authpb::permission::Type as PermType;
 use crate::proto::authpb::Permission;
+use crate::proto::raftkvpb::AuthStamp;
 use crate::store::auth;
 use crate::store::auth::auth_err;
 use crate::store::mvcc::KeyRange;
@@ -38,9 +39,14 @@ pub enum Need {
 /// Who is calling (`user` is `None` when auth is disabled: everything is
 /// allowed), bound to the database its permissions are read from, so a handler
 /// asks "may this caller do that?" without reaching into the store itself.
+#[derive(Clone)]
 pub struct Caller {
     user: Option<String>,
     db: Arc<DB>,
+    /// The auth revision when the caller was looked up, read before anything
+    /// its checks read: a command stamped with it is refused at apply if the
+    /// auth state changed in between (see `raftkvpb::AuthStamp`).
+    revision: u64,
 }
 
 #[derive(Default)]
@@ -105,10 +111,12 @@ impl Tokens {
     /// The caller of a request: its user if auth is enabled (a valid token is
     /// then required), or nobody in particular if it is not.
     pub fn caller(&self, db: &Arc<DB>, md: &MetadataMap) -> Result<Caller, ApiError> {
+        let revision = auth::revision(db);
         if !auth::is_enabled(db) {
             return Ok(Caller {
                 user: None,
                 db: db.clone(),
+                revision,
             });
         }
         let Some(token) = md.get("token").and_then(|v| v.to_str().ok()) else {
@@ -121,6 +129,7 @@ impl Tokens {
                 Ok(Caller {
                     user: Some(user.clone()),
                     db: db.clone(),
+                    revision,
                 })
             }
             _ => Err(invalid_token()),
@@ -129,6 +138,15 @@ impl Tokens {
 }
 
 impl Caller {
+    /// What a command proposed for this caller carries: the auth state its
+    /// checks were made against.
+    pub fn stamp(&self) -> AuthStamp {
+        AuthStamp {
+            revision: self.revision,
+            user: self.user.clone().unwrap_or_default(),
+        }
+    }
+
     fn is_root(&self) -> Result<bool, ApiError> {
         let Some(name) = &self.user else {
             return Ok(true);

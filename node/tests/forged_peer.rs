@@ -43,12 +43,10 @@ async fn a_forged_lease_grant_without_an_id_is_refused_and_the_cluster_keeps_ser
     let put = client.put("before", "1", None).await?;
     let cluster_id = put.header().context("no header")?.cluster_id();
 
-    let grant = Command(raftkvpb::Command {
-        op: Some(raftkvpb::command::Op::LeaseGrant(LeaseGrantRequest {
-            ttl: 60,
-            id: 0,
-        })),
-    });
+    let grant = Command::new(raftkvpb::command::Op::LeaseGrant(LeaseGrantRequest {
+        ttl: 60,
+        id: 0,
+    }));
     let (id, peer_url) = (cluster.members()[0].id, cluster.members()[0].peer_url());
     let reply = tokio::time::timeout(
         Duration::from_secs(10),

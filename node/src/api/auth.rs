@@ -5,6 +5,7 @@
 //! the member that receives them, before anything is proposed.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tonic::metadata::MetadataMap;
 use tonic::Request;
@@ -14,6 +15,7 @@ use tonic::Status;
 use crate::auth::hash_password;
 use crate::errors::ApiError;
 use crate::node::Node;
+use crate::node::REQUEST_TIMEOUT;
 use crate::proto::etcdserverpb::auth_server::Auth;
 use crate::proto::etcdserverpb::*;
 use crate::proto::raftkvpb;
@@ -32,13 +34,12 @@ impl AuthService {
 
     /// Check the caller may manage auth, then replicate the change.
     async fn change(&self, md: &MetadataMap, op: Op) -> Result<Option<ResponseHeader>, ApiError> {
-        self.node.require_root(md).await?;
-        let cmd = Command(raftkvpb::Command {
-            op: Some(raftkvpb::command::Op::Auth(raftkvpb::AuthChange {
-                op: Some(op),
-            })),
-        });
-        self.node.propose(cmd).await?;
+        let caller = self.node.caller(md).await?;
+        caller.require_root()?;
+        let change = raftkvpb::command::Op::Auth(raftkvpb::AuthChange { op: Some(op) });
+        self.node
+            .propose_as(caller, md, change, |caller, _| caller.require_root())
+            .await?;
         Ok(self.header())
     }
 
@@ -109,19 +110,33 @@ impl Auth for AuthService {
             )
             .into());
         }
-        let node = self.node.clone();
-        let name = req.name.clone();
-        // bcrypt is deliberately slow: keep it off the async workers.
-        let token = tokio::task::spawn_blocking(move || node.check_password(&name, &req.password))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))??;
-        let cmd = Command(raftkvpb::Command {
-            op: Some(raftkvpb::command::Op::AuthToken(raftkvpb::AuthToken {
-                user: req.name,
+        // A token issued on a password checked against an auth state that
+        // changed before the token applied (the password changed, the user
+        // went) is refused at apply: check again, as etcd does.
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        let token = loop {
+            let revision = self.node.auth_revision();
+            let node = self.node.clone();
+            let (name, password) = (req.name.clone(), req.password.clone());
+            // bcrypt is deliberately slow: keep it off the async workers.
+            let token = tokio::task::spawn_blocking(move || node.check_password(&name, &password))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))??;
+            let issue = raftkvpb::command::Op::AuthToken(raftkvpb::AuthToken {
+                user: req.name.clone(),
                 token: token.clone(),
-            })),
-        });
-        self.node.propose(cmd).await?;
+            });
+            let stamp = raftkvpb::AuthStamp {
+                revision,
+                user: req.name.clone(),
+            };
+            match self.node.propose(Command::stamped(issue, stamp)).await {
+                Err(e) if e == auth::old_revision() && Instant::now() < deadline => {
+                    self.node.read_barrier().await?;
+                }
+                outcome => break outcome.map(|_| token)?,
+            }
+        };
         Ok(Response::new(AuthenticateResponse {
             header: self.header(),
             token,

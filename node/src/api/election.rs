@@ -15,6 +15,7 @@ use tonic::Response;
 use tonic::Status;
 
 use super::key_queue;
+use super::key_queue::Allowed;
 use crate::auth::Need;
 use crate::errors::ApiError;
 use crate::node::Node;
@@ -42,7 +43,12 @@ impl ElectionService {
     }
 
     /// Put `value` on the leader key if it still leads with this create revision.
-    async fn proclaim_on(&self, leader: &LeaderKey, value: &[u8]) -> Result<(), ApiError> {
+    async fn proclaim_on(
+        &self,
+        allowed: &Allowed,
+        leader: &LeaderKey,
+        value: &[u8],
+    ) -> Result<(), ApiError> {
         let still_leader = Compare {
             key: leader.key.clone(),
             target: CompareTarget::Create as i32,
@@ -60,6 +66,7 @@ impl ElectionService {
         };
         let resp = key_queue::txn(
             &self.node,
+            allowed,
             TxnRequest {
                 compare: vec![still_leader],
                 success: vec![put],
@@ -81,7 +88,7 @@ impl Election for ElectionService {
         &self,
         req: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
-        let (prefix, key) = key_queue::contender(
+        let (prefix, key, allowed) = key_queue::contender(
             &self.node,
             req.metadata(),
             &req.get_ref().name,
@@ -90,7 +97,7 @@ impl Election for ElectionService {
         )
         .await?;
         let req = req.into_inner();
-        let mine = key_queue::enqueue(&self.node, &key, &req.value, req.lease).await?;
+        let mine = key_queue::enqueue(&self.node, &allowed, &key, &req.value, req.lease).await?;
         let leader = LeaderKey {
             name: req.name.clone(),
             key,
@@ -99,7 +106,7 @@ impl Election for ElectionService {
         };
         if mine.value != req.value {
             // Campaigning again on the same lease: take the new value.
-            self.proclaim_on(&leader, &req.value).await?;
+            self.proclaim_on(&allowed, &leader, &req.value).await?;
         }
         key_queue::wait_for_turn(&self.node, &prefix, mine.create_revision).await?;
         Ok(Response::new(CampaignResponse {
@@ -115,8 +122,8 @@ impl Election for ElectionService {
         let md = req.metadata().clone();
         let req = req.into_inner();
         let leader = req.leader.ok_or_else(not_leader)?;
-        key_queue::authorize(&self.node, &md, &leader.key, &[], Need::Write).await?;
-        self.proclaim_on(&leader, &req.value).await?;
+        let allowed = key_queue::authorize(&self.node, &md, &leader.key, &[], Need::Write).await?;
+        self.proclaim_on(&allowed, &leader, &req.value).await?;
         Ok(Response::new(ProclaimResponse {
             header: self.header(),
         }))
@@ -128,10 +135,11 @@ impl Election for ElectionService {
     ) -> Result<Response<LeaderResponse>, Status> {
         let prefix = key_queue::queue_prefix(&req.get_ref().name);
         let end = key_queue::queue_end(&prefix);
+        // Looked up first: its read barrier makes the check below see every
+        // auth change acknowledged before this call.
+        let kv = key_queue::oldest_before(&self.node, &prefix, 0).await?;
         key_queue::authorize(&self.node, req.metadata(), &prefix, &end, Need::Read).await?;
-        let kv = key_queue::oldest_before(&self.node, &prefix, 0)
-            .await?
-            .ok_or_else(no_leader)?;
+        let kv = kv.ok_or_else(no_leader)?;
         Ok(Response::new(LeaderResponse {
             header: self.header(),
             kv: Some(kv),
@@ -201,9 +209,9 @@ impl Election for ElectionService {
     ) -> Result<Response<ResignResponse>, Status> {
         let md = req.metadata().clone();
         let leader = req.into_inner().leader.ok_or_else(not_leader)?;
-        key_queue::authorize(&self.node, &md, &leader.key, &[], Need::Write).await?;
+        let allowed = key_queue::authorize(&self.node, &md, &leader.key, &[], Need::Write).await?;
         // Resigning a leadership already lost is not an error, as in etcd.
-        key_queue::delete_if_owner(&self.node, &leader.key, leader.rev).await?;
+        key_queue::delete_if_owner(&self.node, &allowed, &leader.key, leader.rev).await?;
         Ok(Response::new(ResignResponse {
             header: self.header(),
         }))

@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::auth::Need;
+use tonic::metadata::MetadataMap;
+
+use crate::auth::{Caller, Need};
 use crate::errors::ApiError;
 use crate::node::Node;
 use crate::proto::etcdserverpb::compare::*;
@@ -23,9 +25,8 @@ use crate::proto::etcdserverpb::response_op::Response;
 use crate::proto::etcdserverpb::*;
 use crate::proto::mvccpb::event::EventType;
 use crate::proto::mvccpb::KeyValue;
-use crate::proto::raftkvpb;
+use crate::proto::raftkvpb::command::Op;
 use crate::proto::raftkvpb::command_result::Result as Applied;
-use crate::raft::Command;
 use crate::store::mvcc::prefix_end;
 
 pub fn queue_prefix(name: &[u8]) -> Vec<u8> {
@@ -39,30 +40,65 @@ pub fn queue_end(prefix: &[u8]) -> Vec<u8> {
     prefix_end(prefix).unwrap_or_else(|| vec![0])
 }
 
-/// Refuse the call unless its caller may `need` [key, range_end) (one key
-/// with an empty `range_end`). etcd builds Lock and Election from KV calls
-/// made with the caller's credentials, so each of their RPCs needs what those
-/// calls need: a lock or a campaign writes its queue, Unlock, Proclaim and
-/// Resign write their key, Leader and Observe read the queue.
+/// A caller found allowed to `need` [key, range_end) (one key with an empty
+/// `range_end`). The queue writes made for it carry its auth stamp and, if
+/// the auth state moved on before they applied, are checked again the same
+/// way (`Node::propose_as`).
+pub struct Allowed {
+    caller: Caller,
+    md: MetadataMap,
+    key: Vec<u8>,
+    range_end: Vec<u8>,
+    need: Need,
+}
+
+/// Refuse the call unless its caller may `need` [key, range_end). etcd builds
+/// Lock and Election from KV calls made with the caller's credentials, so each
+/// of their RPCs needs what those calls need: a lock or a campaign writes its
+/// queue, Unlock, Proclaim and Resign write their key, Leader and Observe read
+/// the queue.
 pub async fn authorize(
     node: &Node,
-    md: &tonic::metadata::MetadataMap,
+    md: &MetadataMap,
     key: &[u8],
     range_end: &[u8],
     need: Need,
-) -> Result<(), ApiError> {
-    node.caller(md).await?.require(key, range_end, need)
+) -> Result<Allowed, ApiError> {
+    let caller = node.caller(md).await?;
+    caller.require(key, range_end, need)?;
+    Ok(Allowed {
+        caller,
+        md: md.clone(),
+        key: key.to_vec(),
+        range_end: range_end.to_vec(),
+        need,
+    })
+}
+
+/// Replicate `op` for a caller `authorize` allowed.
+pub async fn propose(node: &Node, allowed: &Allowed, op: Op) -> Result<Applied, ApiError> {
+    let Allowed {
+        caller,
+        md,
+        key,
+        range_end,
+        need,
+    } = allowed;
+    node.propose_as(caller.clone(), md, op, |caller, _| {
+        caller.require(key, range_end, *need)
+    })
+    .await
 }
 
 /// A contender's queue (prefix) and its own key in it, once the caller is
 /// known to be allowed to write there. `what` names the queue in errors.
 pub async fn contender(
     node: &Node,
-    md: &tonic::metadata::MetadataMap,
+    md: &MetadataMap,
     name: &[u8],
     lease: i64,
     what: &str,
-) -> Result<(Vec<u8>, Vec<u8>), ApiError> {
+) -> Result<(Vec<u8>, Vec<u8>, Allowed), ApiError> {
     if name.is_empty() {
         return Err(ApiError::new(
             tonic::Code::InvalidArgument,
@@ -70,18 +106,15 @@ pub async fn contender(
         ));
     }
     let prefix = queue_prefix(name);
-    authorize(node, md, &prefix, &queue_end(&prefix), Need::Write).await?;
+    let allowed = authorize(node, md, &prefix, &queue_end(&prefix), Need::Write).await?;
     let mut key = prefix.clone();
     key.extend_from_slice(format!("{lease:x}").as_bytes());
-    Ok((prefix, key))
+    Ok((prefix, key, allowed))
 }
 
-/// Propose a txn and return its response.
-pub async fn txn(node: &Node, req: TxnRequest) -> Result<TxnResponse, ApiError> {
-    let cmd = Command(raftkvpb::Command {
-        op: Some(raftkvpb::command::Op::Txn(req)),
-    });
-    match node.propose(cmd).await? {
+/// Propose a txn for a caller `authorize` allowed, and return its response.
+pub async fn txn(node: &Node, allowed: &Allowed, req: TxnRequest) -> Result<TxnResponse, ApiError> {
+    match propose(node, allowed, Op::Txn(req)).await? {
         Applied::Txn(t) => Ok(t),
         _ => Err(ApiError::internal("unexpected result of a txn")),
     }
@@ -91,6 +124,7 @@ pub async fn txn(node: &Node, req: TxnRequest) -> Result<TxnResponse, ApiError> 
 /// Returns the key as it now is (its create revision is its place in line).
 pub async fn enqueue(
     node: &Node,
+    allowed: &Allowed,
     key: &[u8],
     value: &[u8],
     lease: i64,
@@ -118,6 +152,7 @@ pub async fn enqueue(
     };
     let resp = txn(
         node,
+        allowed,
         TxnRequest {
             compare: vec![absent],
             success: vec![put, get.clone()],
@@ -190,6 +225,7 @@ async fn wait_for_delete(
 /// Delete `key` if it still is the one created at `create_revision`.
 pub async fn delete_if_owner(
     node: &Node,
+    allowed: &Allowed,
     key: &[u8],
     create_revision: i64,
 ) -> Result<bool, ApiError> {
@@ -208,6 +244,7 @@ pub async fn delete_if_owner(
     };
     let resp = txn(
         node,
+        allowed,
         TxnRequest {
             compare: vec![owner],
             success: vec![delete],

@@ -1,11 +1,14 @@
 //! etcd's KV service: Range, Put, DeleteRange, Txn, Compact.
 //!
-//! Writes are validated, then replicated as a [`Command`]; reads are served from
-//! the local MVCC store after a read barrier unless the client asked for a
-//! serializable read.
+//! Writes are checked and validated, then replicated as a command stamped with
+//! the auth state they were checked against (`Node::propose_as`); reads are
+//! served from the local MVCC store after a read barrier unless the client
+//! asked for a serializable read, and their permissions are checked after the
+//! barrier, so a revoke acknowledged before the read began is seen.
 
 use std::sync::Arc;
 
+use tonic::metadata::MetadataMap;
 use tonic::Request;
 use tonic::Response;
 use tonic::Status;
@@ -17,10 +20,8 @@ use crate::errors::ApiError;
 use crate::node::Node;
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::*;
-use crate::proto::raftkvpb;
 use crate::proto::raftkvpb::command::Op;
 use crate::proto::raftkvpb::command_result::Result as Applied;
-use crate::raft::Command;
 use crate::store::txn_walk::{leaf_ops, walk, TxnPart};
 
 pub struct KvService {
@@ -32,11 +33,9 @@ fn unexpected(what: &str) -> Status {
 }
 
 impl KvService {
-    async fn propose(&self, op: Op) -> Result<Applied, Status> {
-        Ok(self
-            .node
-            .propose(Command(raftkvpb::Command { op: Some(op) }))
-            .await?)
+    /// Replicate a write `caller` was allowed (see `Node::propose_as`).
+    async fn propose(&self, caller: Caller, md: &MetadataMap, op: Op) -> Result<Applied, Status> {
+        Ok(self.node.propose_as(caller, md, op, check_write).await?)
     }
 }
 
@@ -45,25 +44,25 @@ impl Kv for KvService {
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         let caller = self.node.caller(req.metadata()).await?;
         let req = req.into_inner();
-        caller.require(&req.key, &req.range_end, Need::Read)?;
         validate::size(&req, self.node.limits())?;
         validate::range(&req)?;
         if !req.serializable {
             self.node.read_barrier().await?;
         }
+        caller.require(&req.key, &req.range_end, Need::Read)?;
         let mut resp = self.node.mvcc().range(&req)?;
         self.node.complete_header(&mut resp.header);
         Ok(Response::new(resp))
     }
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let caller = self.node.caller(req.metadata()).await?;
-        let req = req.into_inner();
+        let (md, _, req) = req.into_parts();
+        let caller = self.node.caller(&md).await?;
         check_put(&caller, &req)?;
         self.node.check_quota().await?;
         validate::size(&req, self.node.limits())?;
         validate::put(&req)?;
-        let Applied::Put(mut resp) = self.propose(Op::Put(req)).await? else {
+        let Applied::Put(mut resp) = self.propose(caller, &md, Op::Put(req)).await? else {
             return Err(unexpected("put"));
         };
         self.node.complete_header(&mut resp.header);
@@ -74,12 +73,14 @@ impl Kv for KvService {
         &self,
         req: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
-        let caller = self.node.caller(req.metadata()).await?;
-        let req = req.into_inner();
+        let (md, _, req) = req.into_parts();
+        let caller = self.node.caller(&md).await?;
         check_delete(&caller, &req)?;
         validate::size(&req, self.node.limits())?;
         validate::delete(&req)?;
-        let Applied::DeleteRange(mut resp) = self.propose(Op::DeleteRange(req)).await? else {
+        let Applied::DeleteRange(mut resp) =
+            self.propose(caller, &md, Op::DeleteRange(req)).await?
+        else {
             return Err(unexpected("delete_range"));
         };
         self.node.complete_header(&mut resp.header);
@@ -87,23 +88,27 @@ impl Kv for KvService {
     }
 
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        let caller = self.node.caller(req.metadata()).await?;
-        let req = req.into_inner();
-        check_txn(&caller, &req)?;
+        let (md, _, req) = req.into_parts();
+        let caller = self.node.caller(&md).await?;
+        let read_only = is_read_only(&req);
+        if !read_only {
+            check_txn(&caller, &req)?;
+        }
         if crate::store::txn_puts(&req) {
             self.node.check_quota().await?;
         }
         validate::size(&req, self.node.limits())?;
         validate::txn(&req, self.node.limits())?;
-        let mut resp = if is_read_only(&req) {
+        let mut resp = if read_only {
             // A read-only txn is evaluated locally (after a read barrier unless
             // every range in it is serializable), as etcd does: no log entry.
             if !all_serializable(&req) {
                 self.node.read_barrier().await?;
             }
+            check_txn(&caller, &req)?;
             self.node.mvcc().read_only_txn(&req)?
         } else {
-            let Applied::Txn(resp) = self.propose(Op::Txn(req)).await? else {
+            let Applied::Txn(resp) = self.propose(caller, &md, Op::Txn(req)).await? else {
                 return Err(unexpected("txn"));
             };
             resp
@@ -116,9 +121,10 @@ impl Kv for KvService {
         &self,
         req: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
-        self.node.require_root(req.metadata()).await?;
-        let req = req.into_inner();
-        let Applied::Compact(mut resp) = self.propose(Op::Compact(req)).await? else {
+        let (md, _, req) = req.into_parts();
+        let caller = self.node.caller(&md).await?;
+        caller.require_root()?;
+        let Applied::Compact(mut resp) = self.propose(caller, &md, Op::Compact(req)).await? else {
             return Err(unexpected("compact"));
         };
         self.node.complete_header(&mut resp.header);
@@ -149,6 +155,18 @@ fn complete_txn_headers(node: &Node, resp: &mut TxnResponse) {
             Some(R::ResponseTxn(t)) => complete_txn_headers(node, t),
             None => {}
         }
+    }
+}
+
+/// A write's permission checks, run again when the auth state moved on
+/// before it applied.
+fn check_write(caller: &Caller, op: &Op) -> Result<(), ApiError> {
+    match op {
+        Op::Put(req) => check_put(caller, req),
+        Op::DeleteRange(req) => check_delete(caller, req),
+        Op::Txn(req) => check_txn(caller, req),
+        Op::Compact(_) => caller.require_root(),
+        _ => Err(ApiError::internal("not a KV write")),
     }
 }
 

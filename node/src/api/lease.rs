@@ -13,13 +13,14 @@ use tonic::Response;
 use tonic::Status;
 use tonic::Streaming;
 
+use crate::auth::{Caller, Need};
 use crate::errors::ApiError;
 use crate::node::ForwardReply;
 use crate::node::Forwarded;
 use crate::node::Node;
 use crate::proto::etcdserverpb::lease_server::Lease;
 use crate::proto::etcdserverpb::*;
-use crate::proto::raftkvpb;
+use crate::proto::raftkvpb::command::Op;
 use crate::proto::raftkvpb::command_result::Result as Applied;
 use crate::raft::Command;
 use crate::store::lease::MAX_LEASE_TTL;
@@ -28,6 +29,14 @@ pub struct LeaseService {
     pub node: Arc<Node>,
     /// The shortest TTL granted, in seconds (etcd: 1.5 election timeouts).
     pub min_ttl: i64,
+}
+
+/// Revoking deletes the lease's keys: the caller must be allowed to.
+fn may_revoke(node: &Node, caller: &Caller, id: i64) -> Result<(), ApiError> {
+    for key in node.lease_keys(id)? {
+        caller.require(&key, &[], Need::Write)?;
+    }
+    Ok(())
 }
 
 /// The leader's view of a lease: (remaining, granted) TTL, or None.
@@ -58,9 +67,7 @@ impl Lease for LeaseService {
             // Chosen here, before proposing, so every member grants the same id.
             req.id = (rand::random::<u64>() >> 1).max(1) as i64;
         }
-        let cmd = Command(raftkvpb::Command {
-            op: Some(raftkvpb::command::Op::LeaseGrant(req)),
-        });
+        let cmd = Command::new(Op::LeaseGrant(req));
         let Applied::LeaseGrant(mut resp) = self.node.propose(cmd).await? else {
             return Err(ApiError::internal("unexpected result of a lease grant").into());
         };
@@ -72,15 +79,17 @@ impl Lease for LeaseService {
         &self,
         req: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
-        // Revoking deletes the lease's keys: the caller must be allowed to.
-        let caller = self.node.caller(req.metadata()).await?;
-        for key in self.node.lease_keys(req.get_ref().id)? {
-            caller.require(&key, &[], crate::auth::Need::Write)?;
-        }
-        let cmd = Command(raftkvpb::Command {
-            op: Some(raftkvpb::command::Op::LeaseRevoke(req.into_inner())),
-        });
-        let Applied::LeaseRevoke(mut resp) = self.node.propose(cmd).await? else {
+        let (md, _, req) = req.into_parts();
+        let caller = self.node.caller(&md).await?;
+        let id = req.id;
+        may_revoke(&self.node, &caller, id)?;
+        let applied = self
+            .node
+            .propose_as(caller, &md, Op::LeaseRevoke(req), |caller, _| {
+                may_revoke(&self.node, caller, id)
+            })
+            .await?;
+        let Applied::LeaseRevoke(mut resp) = applied else {
             return Err(ApiError::internal("unexpected result of a lease revoke").into());
         };
         self.node.complete_header(&mut resp.header);

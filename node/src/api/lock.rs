@@ -14,10 +14,9 @@ use super::key_queue;
 use crate::auth::Need;
 use crate::node::Node;
 use crate::proto::etcdserverpb::DeleteRangeRequest;
-use crate::proto::raftkvpb;
+use crate::proto::raftkvpb::command::Op;
 use crate::proto::v3lockpb::lock_server::Lock;
 use crate::proto::v3lockpb::*;
-use crate::raft::Command;
 
 pub struct LockService {
     pub node: Arc<Node>,
@@ -26,7 +25,7 @@ pub struct LockService {
 #[tonic::async_trait]
 impl Lock for LockService {
     async fn lock(&self, req: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
-        let (prefix, key) = key_queue::contender(
+        let (prefix, key, allowed) = key_queue::contender(
             &self.node,
             req.metadata(),
             &req.get_ref().name,
@@ -35,7 +34,7 @@ impl Lock for LockService {
         )
         .await?;
         let req = req.into_inner();
-        let mine = key_queue::enqueue(&self.node, &key, b"", req.lease).await?;
+        let mine = key_queue::enqueue(&self.node, &allowed, &key, b"", req.lease).await?;
         key_queue::wait_for_turn(&self.node, &prefix, mine.create_revision).await?;
         Ok(Response::new(LockResponse {
             header: Some(self.node.header(self.node.mvcc().current_revision())),
@@ -47,7 +46,7 @@ impl Lock for LockService {
         &self,
         req: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
-        key_queue::authorize(
+        let allowed = key_queue::authorize(
             &self.node,
             req.metadata(),
             &req.get_ref().key,
@@ -55,14 +54,11 @@ impl Lock for LockService {
             Need::Write,
         )
         .await?;
-        let key = req.into_inner().key;
-        let cmd = Command(raftkvpb::Command {
-            op: Some(raftkvpb::command::Op::DeleteRange(DeleteRangeRequest {
-                key,
-                ..Default::default()
-            })),
+        let unlock = Op::DeleteRange(DeleteRangeRequest {
+            key: req.into_inner().key,
+            ..Default::default()
         });
-        self.node.propose(cmd).await?;
+        key_queue::propose(&self.node, &allowed, unlock).await?;
         Ok(Response::new(UnlockResponse {
             header: Some(self.node.header(self.node.mvcc().current_revision())),
         }))

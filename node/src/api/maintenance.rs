@@ -55,13 +55,13 @@ impl Maintenance for MaintenanceService {
             }]
         };
         for t in &targets {
-            let cmd = crate::raft::Command(crate::proto::raftkvpb::Command {
-                op: Some(crate::proto::raftkvpb::command::Op::Alarm(AlarmRequest {
+            let cmd = crate::raft::Command::new(crate::proto::raftkvpb::command::Op::Alarm(
+                AlarmRequest {
                     action: req.action,
                     member_id: t.member_id,
                     alarm: t.alarm,
-                })),
-            });
+                },
+            ));
             self.node.propose(cmd).await?;
         }
         Ok(Response::new(AlarmResponse {

@@ -26,11 +26,9 @@ pub async fn run(node: Arc<Node>) {
             continue;
         }
         for id in node.lease_timers.expired() {
-            let cmd = Command(raftkvpb::Command {
-                op: Some(raftkvpb::command::Op::LeaseRevoke(LeaseRevokeRequest {
-                    id,
-                })),
-            });
+            let cmd = Command::new(raftkvpb::command::Op::LeaseRevoke(LeaseRevokeRequest {
+                id,
+            }));
             match node.propose_local(cmd).await {
                 Ok(_) => tracing::debug!(lease = %format!("{id:x}"), "lease expired and revoked"),
                 // Not leader any more, or a transient failure: the next tick (or

@@ -6,13 +6,22 @@
 //! only when it certainly was not carried out (no leader yet, or the target
 //! was not the leader), never after an outcome that is unknown, so a retry
 //! can't apply twice.
+//!
+//! A client's command carries the auth revision its permissions were checked
+//! at (`propose_as`); one that reaches the log after an auth change is
+//! refused at apply, and checked and proposed again, as etcd's server does.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
 
+use tonic::metadata::MetadataMap;
+
+use crate::auth::Caller;
 use crate::errors::ApiError;
 use crate::proto::raftkvpb;
+use crate::proto::raftkvpb::command::Op;
+use crate::proto::raftkvpb::command_result::Result as Applied;
 use crate::raft::codec;
 use crate::raft::Command;
 use crate::raft::NodeId;
@@ -24,6 +33,33 @@ use super::Node;
 use super::REQUEST_TIMEOUT;
 
 impl Node {
+    /// Replicate `op` for `caller`, who passed `check` against this member's
+    /// copy of the auth state. If that copy was behind the log (a lagging
+    /// member, or an auth change racing the request), the command is refused
+    /// at apply; this member then catches up with the leader, looks the
+    /// caller up again (`md` holds its token) and runs `check` again, so a
+    /// permission revoked before the command commits always wins.
+    pub async fn propose_as(
+        &self,
+        mut caller: Caller,
+        md: &MetadataMap,
+        op: Op,
+        check: impl Fn(&Caller, &Op) -> Result<(), ApiError>,
+    ) -> Result<Applied, ApiError> {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            let cmd = Command::stamped(op.clone(), caller.stamp());
+            match self.propose(cmd).await {
+                Err(e) if e == crate::store::auth::old_revision() && Instant::now() < deadline => {
+                    self.read_barrier().await?;
+                    caller = self.caller(md).await?;
+                    check(&caller, &op)?;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
     /// Replicate a command and return what applying it produced.
     pub async fn propose(
         &self,

@@ -47,13 +47,11 @@ impl Node {
         }
         if !crate::store::alarm::space_alarm_raised(&self.db) {
             use crate::proto::etcdserverpb::{alarm_request::AlarmAction, AlarmRequest, AlarmType};
-            let raise = Command(raftkvpb::Command {
-                op: Some(raftkvpb::command::Op::Alarm(AlarmRequest {
-                    action: AlarmAction::Activate as i32,
-                    member_id: self.id,
-                    alarm: AlarmType::Nospace as i32,
-                })),
-            });
+            let raise = Command::new(raftkvpb::command::Op::Alarm(AlarmRequest {
+                action: AlarmAction::Activate as i32,
+                member_id: self.id,
+                alarm: AlarmType::Nospace as i32,
+            }));
             tracing::warn!(
                 quota = self.quota_bytes,
                 "space quota exceeded: raising the NOSPACE alarm"

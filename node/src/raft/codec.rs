@@ -61,13 +61,11 @@ mod tests {
 
     #[test]
     fn command_round_trips_through_postcard_and_json() {
-        let cmd = Command(raftkvpb::Command {
-            op: Some(raftkvpb::command::Op::Put(PutRequest {
-                key: b"k\0ey".to_vec(),
-                value: vec![0, 255, 7],
-                ..Default::default()
-            })),
-        });
+        let cmd = Command::new(raftkvpb::command::Op::Put(PutRequest {
+            key: b"k\0ey".to_vec(),
+            value: vec![0, 255, 7],
+            ..Default::default()
+        }));
         let bytes = encode(&cmd).unwrap();
         assert_eq!(decode::<Command>(&bytes).unwrap(), cmd);
         let json = serde_json::to_vec(&cmd).unwrap();

@@ -68,6 +68,26 @@ pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, std::fs::File>;
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Command(pub raftkvpb::Command);
 
+impl Command {
+    /// A command a member proposes on its own account (lease expiry, alarms,
+    /// member attributes): no caller, nothing to stamp.
+    pub fn new(op: raftkvpb::command::Op) -> Self {
+        Command(raftkvpb::Command {
+            op: Some(op),
+            stamp: None,
+        })
+    }
+
+    /// A command a client asked for, stamped with the auth state its
+    /// permissions were checked against (see `AuthStamp`).
+    pub fn stamped(op: raftkvpb::command::Op, stamp: raftkvpb::AuthStamp) -> Self {
+        Command(raftkvpb::Command {
+            op: Some(op),
+            stamp: Some(stamp),
+        })
+    }
+}
+
 /// The outcome of applying a [`Command`], returned to the proposer.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct CommandResult(pub raftkvpb::CommandResult);

@@ -35,9 +35,7 @@ async fn publish_attributes(node: Arc<Node>, client_url: String, stop: watch::Re
         match current {
             Some((name, urls)) if name == wanted.name && urls == wanted.client_urls => {}
             Some(_) if node.leader().is_some() => {
-                let cmd = Command(raftkvpb::Command {
-                    op: Some(raftkvpb::command::Op::SetMemberAttributes(wanted.clone())),
-                });
+                let cmd = Command::new(raftkvpb::command::Op::SetMemberAttributes(wanted.clone()));
                 if let Err(e) = node.propose(cmd).await {
                     tracing::debug!("publishing member attributes: {e}");
                 }

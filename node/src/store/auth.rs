@@ -31,6 +31,15 @@ pub(crate) fn role_not_found() -> ApiError {
     auth_err(tonic::Code::FailedPrecondition, "role name not found")
 }
 
+/// etcd's ErrAuthOldRevision: checked against an auth state that has since
+/// changed (see `raftkvpb::AuthStamp`).
+pub fn old_revision() -> ApiError {
+    auth_err(
+        tonic::Code::InvalidArgument,
+        "revision of auth store is old",
+    )
+}
+
 pub(crate) fn invalid_mgmt() -> ApiError {
     auth_err(tonic::Code::InvalidArgument, "invalid auth management")
 }

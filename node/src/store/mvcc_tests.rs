@@ -29,7 +29,13 @@ impl Store {
     /// Apply one command in its own batch, as one log entry would be.
     fn apply(&self, op: Op) -> Result<Applied, ApiError> {
         let mut applier = Applier::new(&self.db);
-        let result = applier.apply(&Command { op: Some(op) }).result.unwrap();
+        let result = applier
+            .apply(&Command {
+                op: Some(op),
+                stamp: None,
+            })
+            .result
+            .unwrap();
         self.db.write(applier.take_batch()).unwrap();
         match result {
             Applied::Error(e) => Err(e.into()),
@@ -401,4 +407,58 @@ fn a_revoke_deletes_the_keys_still_on_the_lease_in_one_revision() {
     );
     assert!(super::lease::all_leases(&s.db).unwrap().is_empty());
     assert!(super::lease::lease_keys(&s.db, 42).unwrap().is_empty());
+}
+
+#[test]
+fn a_command_checked_against_an_older_auth_state_is_refused_while_auth_is_on() {
+    use crate::proto::raftkvpb::{auth_change, AuthChange, AuthStamp};
+    let s = Store::new();
+    let stamped_put = |revision: u64| {
+        let mut applier = Applier::new(&s.db);
+        let result = applier.apply(&Command {
+            op: Some(Op::Put(PutRequest {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            })),
+            stamp: Some(AuthStamp {
+                revision,
+                user: "alice".into(),
+            }),
+        });
+        s.db.write(applier.take_batch()).unwrap();
+        result.result.unwrap()
+    };
+    // Auth off: any stamp applies (nothing is checked while auth is off).
+    assert!(matches!(stamped_put(0), Applied::Put(_)));
+
+    let change = |op| Op::Auth(AuthChange { op: Some(op) });
+    s.apply(change(auth_change::Op::RoleAdd(AuthRoleAddRequest {
+        name: "root".into(),
+    })))
+    .unwrap();
+    s.apply(change(auth_change::Op::UserAdd(AuthUserAddRequest {
+        name: "root".into(),
+        ..Default::default()
+    })))
+    .unwrap();
+    s.apply(change(auth_change::Op::UserGrantRole(
+        AuthUserGrantRoleRequest {
+            user: "root".into(),
+            role: "root".into(),
+        },
+    )))
+    .unwrap();
+    s.apply(change(auth_change::Op::Enable(AuthEnableRequest {})))
+        .unwrap();
+    let now = crate::store::auth::revision(&s.db);
+    match stamped_put(now - 1) {
+        Applied::Error(e) => assert_eq!(
+            ApiError::from(e),
+            crate::store::auth::old_revision(),
+            "the wrong refusal"
+        ),
+        other => panic!("a stale stamp applied: {other:?}"),
+    }
+    assert!(matches!(stamped_put(now), Applied::Put(_)));
 }

@@ -141,7 +141,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let result = match &entry.payload {
                 EntryPayload::Blank => CommandResult::default(),
                 EntryPayload::Normal(cmd) => {
-                    if Applier::needs_clean_db(&cmd.0) && !applier.is_clean() {
+                    if applier.needs_clean_db(&cmd.0) && !applier.is_clean() {
                         self.commit(&mut applier, &last_applied, &membership)?;
                     }
                     let result = applier.apply(&cmd.0);

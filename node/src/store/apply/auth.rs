@@ -8,9 +8,10 @@ use crate::proto::authpb::User;
 use crate::proto::authpb::UserAddOptions;
 use crate::proto::raftkvpb::auth_change::Op;
 use crate::proto::raftkvpb::AuthChange;
+use crate::proto::raftkvpb::AuthStamp;
 use crate::store::auth::{
-    auth_err, get_role, get_user, invalid_mgmt, is_enabled, names, revision, role_not_found,
-    user_not_found, ROOT,
+    auth_err, get_role, get_user, invalid_mgmt, is_enabled, names, old_revision, revision,
+    role_not_found, user_not_found, ROOT,
 };
 use crate::store::cf;
 use crate::store::schema::CF_AUTH;
@@ -36,6 +37,19 @@ impl Applier<'_> {
 
     fn role(&self, name: &str) -> Result<Role, ApiError> {
         get_role(self.db, name)?.ok_or_else(role_not_found)
+    }
+
+    /// Why a command stamped with `stamp` may not apply: while auth is
+    /// enabled, its permissions were checked against an older auth state than
+    /// this one, perhaps before a revoke (etcd's ErrAuthOldRevision; the
+    /// proposer checks again). The database is clean of auth changes here
+    /// (see `needs_clean_db`).
+    pub(crate) fn stale_auth(&mut self, stamp: &AuthStamp) -> Option<ApiError> {
+        let db = self.db;
+        let (enabled, current) = *self
+            .auth_seen
+            .get_or_insert_with(|| (is_enabled(db), revision(db)));
+        (enabled && stamp.revision < current).then(old_revision)
     }
 
     /// Apply an auth change. The database is clean (see `needs_clean_db`), so

@@ -57,6 +57,12 @@ pub(crate) struct Applier<'a> {
     pub token_changes: Vec<TokenChange>,
     /// A NOSPACE alarm is raised: refuse writes that add data.
     no_space: bool,
+    /// Whether auth is enabled, and its revision, as the database holds them
+    /// (read once a batch, when a stamped command first asks).
+    auth_seen: Option<(bool, u64)>,
+    /// An auth change is in the batch: the database's auth state is stale
+    /// until the batch is written.
+    auth_pending: bool,
 }
 
 /// What an applied command does to the auth tokens members keep in memory.
@@ -86,6 +92,8 @@ impl<'a> Applier<'a> {
             leases_changed: false,
             token_changes: Vec::new(),
             no_space: crate::store::alarm::space_alarm_raised(db),
+            auth_seen: None,
+            auth_pending: false,
         }
     }
 
@@ -106,13 +114,19 @@ impl<'a> Applier<'a> {
         );
         self.overlay.clear();
         self.lease_overlay.clear();
+        self.auth_seen = None;
+        self.auth_pending = false;
         std::mem::take(&mut self.batch)
     }
 
     /// Whether applying `cmd` needs the database to hold every earlier change
-    /// (reads of past revisions and compaction do not look at the overlay).
-    pub fn needs_clean_db(cmd: &raftkvpb::Command) -> bool {
+    /// (reads of past revisions, compaction and auth state do not look at the
+    /// overlay).
+    pub fn needs_clean_db(&self, cmd: &raftkvpb::Command) -> bool {
         use raftkvpb::command::Op;
+        if cmd.stamp.is_some() && self.auth_pending {
+            return true;
+        }
         match &cmd.op {
             Some(Op::Compact(_))
             | Some(Op::LeaseRevoke(_))
@@ -128,6 +142,11 @@ impl<'a> Applier<'a> {
     pub fn apply(&mut self, cmd: &raftkvpb::Command) -> raftkvpb::CommandResult {
         use raftkvpb::command::Op;
         use raftkvpb::command_result::Result as R;
+        if let Some(refused) = cmd.stamp.as_ref().and_then(|stamp| self.stale_auth(stamp)) {
+            return raftkvpb::CommandResult {
+                result: Some(R::Error(refused.into())),
+            };
+        }
         let result = match &cmd.op {
             Some(Op::Put(_)) | Some(Op::LeaseGrant(_)) if self.no_space => {
                 Err(crate::store::alarm::no_space())
@@ -148,9 +167,11 @@ impl<'a> Applier<'a> {
                 });
                 Ok(R::Empty(raftkvpb::Empty {}))
             }
-            Some(Op::Auth(change)) => self
-                .auth_change(change)
-                .map(|()| R::Empty(raftkvpb::Empty {})),
+            Some(Op::Auth(change)) => {
+                self.auth_pending = true;
+                self.auth_change(change)
+                    .map(|()| R::Empty(raftkvpb::Empty {}))
+            }
             Some(Op::Compact(req)) => self.compact(req).map(R::Compact),
             Some(Op::SetMemberAttributes(attrs)) => {
                 self.batch.put_cf(

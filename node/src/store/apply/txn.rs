@@ -211,6 +211,7 @@ impl crate::store::Mvcc {
         let mut applier = Applier::new(self.db());
         let cmd = raftkvpb::Command {
             op: Some(raftkvpb::command::Op::Txn(req.clone())),
+            stamp: None,
         };
         match applier.apply(&cmd).result {
             Some(Applied::Txn(resp)) => Ok(resp),
