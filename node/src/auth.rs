@@ -26,6 +26,10 @@ use crate::store::auth::auth_err;
 use crate::store::mvcc::KeyRange;
 
 const TOKEN_TTL: Duration = Duration::from_secs(300);
+
+/// Metadata naming the user of a verified client certificate (its common
+/// name), set by the client port's TLS layer alone (`server::services`).
+pub const CERT_USER_METADATA: &str = "raftkv-cert-user";
 /// etcd's bcrypt cost.
 pub const BCRYPT_COST: u32 = 10;
 
@@ -120,7 +124,16 @@ impl Tokens {
             });
         }
         let Some(token) = md.get("token").and_then(|v| v.to_str().ok()) else {
-            return Err(auth_err(tonic::Code::InvalidArgument, "user name is empty"));
+            // No token: the client certificate's user, as etcd with
+            // --client-cert-auth.
+            return match md.get(CERT_USER_METADATA).and_then(|v| v.to_str().ok()) {
+                Some(user) => Ok(Caller {
+                    user: Some(user.to_string()),
+                    db: db.clone(),
+                    revision,
+                }),
+                None => Err(auth_err(tonic::Code::InvalidArgument, "user name is empty")),
+            };
         };
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         match live.get_mut(token) {

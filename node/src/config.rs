@@ -15,6 +15,7 @@ use anyhow::Context;
 
 use crate::raft::member_id_for;
 use crate::raft::NodeId;
+pub use crate::tls::TlsFiles;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -97,6 +98,33 @@ pub struct ServeArgs {
     pub watch_progress_notify_interval: u64,
     #[arg(long, env = "RAFTKV_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Serve the client port over TLS with this certificate (PEM; re-read
+    /// when the file changes). The client URLs are then https://.
+    #[arg(long, env = "RAFTKV_CERT_FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// The private key of --cert-file (PEM).
+    #[arg(long, env = "RAFTKV_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// The CA client certificates must chain to (PEM).
+    #[arg(long, env = "RAFTKV_TRUSTED_CA_FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Refuse clients without a certificate from --trusted-ca-file; a call
+    /// without a token acts as the user the certificate's common name names.
+    #[arg(long, env = "RAFTKV_CLIENT_CERT_AUTH")]
+    pub client_cert_auth: bool,
+    /// Serve the peer port over TLS with this certificate, and present it to
+    /// the other members (PEM). The peer URLs are then https://.
+    #[arg(long, env = "RAFTKV_PEER_CERT_FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+    /// The private key of --peer-cert-file (PEM).
+    #[arg(long, env = "RAFTKV_PEER_KEY_FILE")]
+    pub peer_key_file: Option<PathBuf>,
+    /// The CA the other members' certificates must chain to (PEM).
+    #[arg(long, env = "RAFTKV_PEER_TRUSTED_CA_FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Refuse peers without a certificate from --peer-trusted-ca-file.
+    #[arg(long, env = "RAFTKV_PEER_CLIENT_CERT_AUTH")]
+    pub peer_client_cert_auth: bool,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,18 +164,62 @@ pub struct ServeConfig {
     pub election_timeout: u64,
     pub watch_progress_notify_interval: u64,
     pub log_format: LogFormat,
+    /// TLS on the client port (`--cert-file` and friends).
+    pub client_tls: Option<TlsFiles>,
+    /// TLS on the peer port and to the other members (`--peer-*`).
+    pub peer_tls: Option<TlsFiles>,
 }
 
-/// Parse `http://host:port` into a socket address to listen on.
+/// One port's TLS flags, checked together: a certificate needs its key, and
+/// client certificate authentication needs a CA and a certificate to serve.
+fn tls_files(
+    prefix: &str,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    trusted_ca: Option<PathBuf>,
+    client_cert_auth: bool,
+) -> anyhow::Result<Option<TlsFiles>> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => {
+            if client_cert_auth && trusted_ca.is_none() {
+                bail!("--{prefix}client-cert-auth needs --{prefix}trusted-ca-file");
+            }
+            Ok(Some(TlsFiles {
+                cert,
+                key,
+                trusted_ca,
+                client_cert_auth,
+            }))
+        }
+        (None, None) if trusted_ca.is_none() && !client_cert_auth => Ok(None),
+        (None, None) => bail!(
+            "--{prefix}trusted-ca-file and --{prefix}client-cert-auth need --{prefix}cert-file and --{prefix}key-file"
+        ),
+        (Some(_), None) => bail!("--{prefix}cert-file needs --{prefix}key-file"),
+        (None, Some(_)) => bail!("--{prefix}key-file needs --{prefix}cert-file"),
+    }
+}
+
+/// A URL's scheme must say whether its port speaks TLS.
+fn check_scheme(flag: &str, url: &str, tls: bool, files_flag: &str) -> anyhow::Result<()> {
+    match (url.starts_with("https://"), tls) {
+        (true, false) => bail!("--{flag}: {url:?} is https://, but no --{files_flag} is given"),
+        (false, true) => {
+            bail!("--{flag}: {url:?} is http://, but --{files_flag} turns TLS on: use https://")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Parse `http://host:port` (or https://) into a socket address to listen on.
 pub fn parse_listen_url(flag: &str, url: &str) -> anyhow::Result<SocketAddr> {
     if url.contains(',') {
         bail!("--{flag}: raftkv listens on exactly one URL, got {url:?}");
     }
     let hostport = url
         .strip_prefix("http://")
-        .with_context(|| {
-            format!("--{flag}: {url:?} is not an http:// URL (TLS is not supported yet)")
-        })?
+        .or_else(|| url.strip_prefix("https://"))
+        .with_context(|| format!("--{flag}: {url:?} is not an http:// or https:// URL"))?
         .trim_end_matches('/');
     let mut addrs = hostport
         .to_socket_addrs()
@@ -159,11 +231,8 @@ pub fn parse_listen_url(flag: &str, url: &str) -> anyhow::Result<SocketAddr> {
 
 fn check_url(flag: &str, url: &str) -> anyhow::Result<String> {
     let u = url.trim_end_matches('/');
-    if !u.starts_with("http://") {
-        bail!("--{flag}: {url:?} is not an http:// URL");
-    }
     if !crate::raft::valid_peer_url(u) {
-        bail!("--{flag}: {url:?} must be http://host:port");
+        bail!("--{flag}: {url:?} must be http://host:port or https://host:port");
     }
     Ok(u.to_string())
 }
@@ -224,6 +293,46 @@ impl ServeConfig {
             }
             None => check_url("listen-peer-urls", &a.listen_peer_urls)?,
         };
+        let client_tls = tls_files(
+            "",
+            a.cert_file.clone(),
+            a.key_file.clone(),
+            a.trusted_ca_file.clone(),
+            a.client_cert_auth,
+        )?;
+        let peer_tls = tls_files(
+            "peer-",
+            a.peer_cert_file.clone(),
+            a.peer_key_file.clone(),
+            a.peer_trusted_ca_file.clone(),
+            a.peer_client_cert_auth,
+        )?;
+        let client_on = client_tls.is_some();
+        check_scheme(
+            "listen-client-urls",
+            &a.listen_client_urls,
+            client_on,
+            "cert-file",
+        )?;
+        check_scheme(
+            "advertise-client-urls",
+            &advertise_client_url,
+            client_on,
+            "cert-file",
+        )?;
+        let peer_on = peer_tls.is_some();
+        check_scheme(
+            "listen-peer-urls",
+            &a.listen_peer_urls,
+            peer_on,
+            "peer-cert-file",
+        )?;
+        check_scheme(
+            "initial-advertise-peer-urls",
+            &advertise_peer_url,
+            peer_on,
+            "peer-cert-file",
+        )?;
         if a.join && a.initial_cluster.is_some() {
             bail!("--join and --initial-cluster exclude each other: a member either starts a cluster or joins one");
         }
@@ -243,6 +352,9 @@ impl ServeConfig {
                 Some(s) => parse_initial_cluster(s)?,
                 None => BTreeMap::from([(id, advertise_peer_url.clone())]),
             };
+            for url in members.values() {
+                check_scheme("initial-cluster", url, peer_on, "peer-cert-file")?;
+            }
             match members.get(&id) {
                 None => bail!("--initial-cluster does not list this member's id {id}"),
                 Some(url) if *url != advertise_peer_url => bail!(
@@ -289,6 +401,8 @@ impl ServeConfig {
             election_timeout: a.election_timeout,
             watch_progress_notify_interval: a.watch_progress_notify_interval.max(1),
             log_format: a.log_format,
+            client_tls,
+            peer_tls,
         })
     }
 }
@@ -341,6 +455,36 @@ mod tests {
             "1"
         ])
         .contains("twice"));
+    }
+
+    #[test]
+    fn tls_flags_go_together_and_match_the_url_schemes() {
+        let err = |args: &[&str]| cfg(args).unwrap_err().to_string();
+        let https_client = ["--listen-client-urls", "https://127.0.0.1:2379"];
+        assert!(err(&https_client).contains("no --cert-file"));
+        assert!(err(&["--cert-file", "c.pem", "--key-file", "k.pem"]).contains("use https://"));
+        assert!(err(&["--cert-file", "c.pem"]).contains("needs --key-file"));
+        assert!(err(&["--peer-key-file", "k.pem"]).contains("needs --peer-cert-file"));
+        assert!(err(&["--client-cert-auth"]).contains("need --cert-file"));
+        let mut no_ca = vec!["--cert-file", "c.pem", "--key-file", "k.pem"];
+        no_ca.extend(["--client-cert-auth"]);
+        no_ca.extend(https_client);
+        assert!(err(&no_ca).contains("needs --trusted-ca-file"));
+        let peer_tls = [
+            "--peer-cert-file",
+            "c.pem",
+            "--peer-key-file",
+            "k.pem",
+            "--listen-peer-urls",
+            "https://127.0.0.1:2380",
+        ];
+        let mut plain_member = peer_tls.to_vec();
+        plain_member.extend(["--id", "1", "--initial-cluster"]);
+        plain_member.push("1=https://127.0.0.1:2380,2=http://127.0.0.1:3380");
+        assert!(err(&plain_member).contains("--initial-cluster"));
+        let c = cfg(&peer_tls).unwrap();
+        assert_eq!(c.advertise_peer_url, "https://127.0.0.1:2380");
+        assert!(c.peer_tls.is_some() && c.client_tls.is_none());
     }
 
     #[test]

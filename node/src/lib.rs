@@ -5,7 +5,8 @@
 //! indexes, forwarding, what the leader alone does, lease expiry, and every
 //! question or chore the handlers bring to its store), `api` (etcd services,
 //! which ask the member and never open the database), `server` (wiring and
-//! lifecycle), `cli` (the `raftkv` command's client side).
+//! lifecycle), `cli` (the `raftkv` command's client side), `tls` (certificates
+//! for the client and peer ports, re-read when their files change).
 
 pub mod api;
 pub mod auth;
@@ -25,5 +26,6 @@ pub mod recovery;
 pub mod restart;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod transport;
 pub mod watch;

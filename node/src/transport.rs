@@ -50,6 +50,7 @@ use crate::raft::NodeId;
 use crate::raft::Snapshot;
 use crate::raft::TypeConfig;
 use crate::raft::Vote;
+use crate::tls::PeerClientTls;
 
 type RpcError = RPCError<TypeConfig>;
 
@@ -68,6 +69,9 @@ pub struct PeerClients {
     pub epoch: Arc<EpochState>,
     /// To persist a fence (see `crate::epoch`).
     pub db: Arc<rocksdb::DB>,
+    /// With `--peer-cert-file`: the certificate this member presents and the
+    /// CA it trusts when it dials another member.
+    tls: Option<PeerClientTls>,
     channels: Mutex<HashMap<String, Channel>>,
 }
 
@@ -77,12 +81,14 @@ impl PeerClients {
         cluster_id: Arc<AtomicU64>,
         epoch: Arc<EpochState>,
         db: Arc<rocksdb::DB>,
+        tls: Option<PeerClientTls>,
     ) -> Self {
         Self {
             id,
             cluster_id,
             epoch,
             db,
+            tls,
             channels: Mutex::new(HashMap::new()),
         }
     }
@@ -117,15 +123,28 @@ impl PeerClients {
 
     pub fn client(&self, url: &str) -> Result<RaftPeerClient<Channel>, tonic::Status> {
         let mut channels = self.channels.lock().expect("channel pool lock");
+        if self.tls.as_ref().is_some_and(PeerClientTls::changed) {
+            // Rotated certificates: new channels present the new ones
+            // (calls in flight finish on the old).
+            channels.clear();
+        }
         if let Some(ch) = channels.get(url) {
             return Ok(RaftPeerClient::new(ch.clone()).max_decoding_message_size(usize::MAX));
         }
-        let endpoint = Endpoint::from_shared(url.to_string())
+        let mut endpoint = Endpoint::from_shared(url.to_string())
             .map_err(|e| tonic::Status::invalid_argument(format!("bad peer url {url}: {e}")))?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5));
+        if let Some(tls) = &self.tls {
+            let config = tls
+                .config()
+                .map_err(|e| tonic::Status::unavailable(format!("peer TLS: {e:#}")))?;
+            endpoint = endpoint
+                .tls_config(config)
+                .map_err(|e| tonic::Status::unavailable(format!("peer TLS for {url}: {e}")))?;
+        }
         let ch = endpoint.connect_lazy();
         channels.insert(url.to_string(), ch.clone());
         Ok(RaftPeerClient::new(ch).max_decoding_message_size(usize::MAX))

@@ -42,7 +42,7 @@ fn the_node_imports_point_down_the_layers() {
     assert_down(
         "node",
         &[
-            &["proto", "metrics", "restart"],
+            &["proto", "metrics", "restart", "tls"],
             &["errors", "raft"],
             &["store", "config"],
             &["epoch", "backup", "recovery", "auth", "lease", "watch"],

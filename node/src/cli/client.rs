@@ -8,8 +8,13 @@ use std::time::Duration;
 
 use anyhow::bail;
 use anyhow::Context;
+use std::path::PathBuf;
+
+use tonic::transport::Certificate;
 use tonic::transport::Channel;
+use tonic::transport::ClientTlsConfig;
 use tonic::transport::Endpoint;
+use tonic::transport::Identity;
 
 use crate::proto::etcdserverpb::cluster_client::ClusterClient;
 use crate::proto::etcdserverpb::kv_client::KvClient;
@@ -19,9 +24,12 @@ use crate::proto::raftkvpb::admin::InitializeRequest;
 use crate::proto::raftkvpb::admin::MemberStatusRequest;
 use crate::store::mvcc::prefix_end;
 
+/// Where the members are, and the TLS files to reach them with (etcdctl's
+/// flags: `--cacert`, `--cert`, `--key`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct Endpoints {
-    /// Comma-separated client endpoints (host:port or http://host:port).
+    /// Comma-separated client endpoints (host:port, http://host:port or
+    /// https://host:port; host:port means https:// when a TLS flag is given).
     #[arg(
         long,
         env = "RAFTKV_ENDPOINTS",
@@ -29,18 +37,71 @@ pub struct Endpoints {
         global = true
     )]
     pub endpoints: String,
+    /// Verify the members' certificates with this CA (PEM).
+    #[arg(
+        long = "cacert",
+        id = "tls_cacert",
+        value_name = "FILE",
+        env = "RAFTKV_CACERT",
+        global = true
+    )]
+    pub cacert: Option<PathBuf>,
+    /// Present this client certificate (PEM), for members run with
+    /// --client-cert-auth; its common name is the user.
+    #[arg(
+        long = "cert",
+        id = "tls_cert",
+        value_name = "FILE",
+        env = "RAFTKV_CERT",
+        global = true
+    )]
+    pub cert: Option<PathBuf>,
+    /// The private key of --cert (PEM).
+    // Named apart from `put KEY`'s argument.
+    #[arg(
+        long = "key",
+        id = "tls_key",
+        value_name = "FILE",
+        env = "RAFTKV_KEY",
+        global = true
+    )]
+    pub key: Option<PathBuf>,
 }
 
 impl Endpoints {
-    fn urls(&self) -> Vec<String> {
-        endpoint_urls(&self.endpoints)
+    /// Plain endpoints, no TLS.
+    pub fn plain(endpoints: String) -> Self {
+        Endpoints {
+            endpoints,
+            cacert: None,
+            cert: None,
+            key: None,
+        }
+    }
+
+    fn tls(&self) -> anyhow::Result<Option<ClientTlsConfig>> {
+        let read =
+            |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+        let mut config = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                ClientTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?))
+            }
+            (None, None) if self.cacert.is_none() => return Ok(None),
+            (None, None) => ClientTlsConfig::new(),
+            _ => bail!("--cert and --key go together"),
+        };
+        if let Some(ca) = &self.cacert {
+            config = config.ca_certificate(Certificate::from_pem(read(ca)?));
+        }
+        Ok(Some(config))
     }
 
     /// A channel to the first endpoint that accepts a connection.
     pub async fn connect(&self) -> anyhow::Result<Channel> {
+        let tls = self.tls()?;
         let mut last_err = None;
-        for url in self.urls() {
-            match connect(&url).await {
+        for url in endpoint_urls(&self.endpoints, tls.is_some()) {
+            match connect(&url, tls.clone()).await {
                 Ok(ch) => return Ok(ch),
                 Err(e) => last_err = Some(e),
             }
@@ -49,11 +110,17 @@ impl Endpoints {
     }
 }
 
-pub async fn connect(url: &str) -> anyhow::Result<Channel> {
-    Endpoint::from_shared(url.to_string())
+pub async fn connect(url: &str, tls: Option<ClientTlsConfig>) -> anyhow::Result<Channel> {
+    let mut endpoint = Endpoint::from_shared(url.to_string())
         .with_context(|| format!("bad endpoint {url}"))?
         .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(10));
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls)
+            .with_context(|| format!("TLS for {url}"))?;
+    }
+    endpoint
         .connect()
         .await
         .with_context(|| format!("cannot connect to {url}"))
@@ -268,13 +335,10 @@ pub async fn status(ep: &Endpoints) -> anyhow::Result<()> {
             );
             continue;
         };
-        let url = if url.contains("://") {
-            url.clone()
-        } else {
-            format!("http://{url}")
-        };
         let row = async {
-            let mut admin = AdminClient::new(connect(&url).await?);
+            let tls = ep.tls()?;
+            let url = endpoint_urls(url, tls.is_some()).concat();
+            let mut admin = AdminClient::new(connect(&url, tls).await?);
             anyhow::Ok(
                 admin
                     .member_status(MemberStatusRequest {})
@@ -360,8 +424,10 @@ pub async fn member_status(ep: &Endpoints) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A comma-separated endpoint list as URLs: `host:port` gets `http://`.
-pub fn endpoint_urls(list: &str) -> Vec<String> {
+/// A comma-separated endpoint list as URLs: `host:port` gets `http://`, or
+/// `https://` when the client uses TLS.
+pub fn endpoint_urls(list: &str, tls: bool) -> Vec<String> {
+    let scheme = if tls { "https" } else { "http" };
     list.split(',')
         .map(str::trim)
         .filter(|e| !e.is_empty())
@@ -369,7 +435,7 @@ pub fn endpoint_urls(list: &str) -> Vec<String> {
             if e.contains("://") {
                 e.to_string()
             } else {
-                format!("http://{e}")
+                format!("{scheme}://{e}")
             }
         })
         .collect()

@@ -4,6 +4,8 @@
 //! 22379, ... as etcd's local Procfile does), peer port +1 and metrics port +2,
 //! keeps its data in `<data-dir>/m<i>` and its log in `<data-dir>/m<i>.log`.
 //! Ctrl-C stops every member cleanly; the data stays for the next run.
+//! `--tls` serves both ports over TLS with client certificates required
+//! (see `dev_certs`).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -12,6 +14,8 @@ use std::time::Instant;
 
 use anyhow::bail;
 use anyhow::Context;
+
+use super::dev_certs::DevCerts;
 use tokio::process::Child;
 use tokio::process::Command;
 
@@ -25,6 +29,10 @@ pub struct DevArgs {
     /// Client port of the first member.
     #[arg(long, default_value_t = 2379)]
     pub base_port: u16,
+    /// Client and peer ports over TLS, with client certificates required
+    /// (certificates made once in `<data-dir>/tls`).
+    #[arg(long)]
+    pub tls: bool,
 }
 
 struct DevMember {
@@ -47,12 +55,36 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         );
     }
     let port = |i: u16, off: u16| args.base_port + 10_000 * (i - 1) + off;
+    let scheme = if args.tls { "https" } else { "http" };
     let initial_cluster: Vec<String> = (1..=args.nodes)
-        .map(|i| format!("{i}=http://127.0.0.1:{}", port(i, 1)))
+        .map(|i| format!("{i}={scheme}://127.0.0.1:{}", port(i, 1)))
         .collect();
     let initial_cluster = initial_cluster.join(",");
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    let certs = if args.tls {
+        Some(DevCerts::ensure(&args.data_dir.join("tls"))?)
+    } else {
+        None
+    };
+    let tls_flags: Vec<std::ffi::OsString> = match &certs {
+        None => Vec::new(),
+        Some(c) => [
+            ("--cert-file", &c.member_cert),
+            ("--key-file", &c.member_key),
+            ("--trusted-ca-file", &c.ca),
+            ("--peer-cert-file", &c.member_cert),
+            ("--peer-key-file", &c.member_key),
+            ("--peer-trusted-ca-file", &c.ca),
+        ]
+        .into_iter()
+        .flat_map(|(flag, path)| [flag.into(), path.into()])
+        .chain([
+            "--client-cert-auth".into(),
+            "--peer-client-cert-auth".into(),
+        ])
+        .collect(),
+    };
     let exe = std::env::current_exe().context("locating the raftkv binary")?;
 
     let mut members = Vec::new();
@@ -68,17 +100,18 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .arg(args.data_dir.join(&name))
             .args([
                 "--listen-client-urls",
-                &format!("http://127.0.0.1:{}", port(i, 0)),
+                &format!("{scheme}://127.0.0.1:{}", port(i, 0)),
             ])
             .args([
                 "--listen-peer-urls",
-                &format!("http://127.0.0.1:{}", port(i, 1)),
+                &format!("{scheme}://127.0.0.1:{}", port(i, 1)),
             ])
             .args([
                 "--listen-metrics-urls",
                 &format!("http://127.0.0.1:{}", port(i, 2)),
             ])
             .args(["--initial-cluster", &initial_cluster])
+            .args(&tls_flags)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -105,9 +138,19 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     let endpoints: Vec<String> = members
         .iter()
-        .map(|m| format!("127.0.0.1:{}", m.client))
+        .map(|m| format!("{scheme}://127.0.0.1:{}", m.client))
         .collect();
     let endpoints = endpoints.join(",");
+    // etcdctl's and raftkv's TLS flags are the same.
+    let client_flags = match &certs {
+        None => String::new(),
+        Some(c) => format!(
+            " --cacert {} --cert {} --key {}",
+            c.ca.display(),
+            c.client_cert.display(),
+            c.client_key.display()
+        ),
+    };
 
     let result = tokio::select! {
         r = wait_ready(&members) => r.map(|_| true),
@@ -116,9 +159,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     match result {
         Ok(true) => {
             println!("cluster is ready. Try:");
-            println!("  ETCDCTL_API=3 etcdctl --endpoints={endpoints} put hello world");
-            println!("  ETCDCTL_API=3 etcdctl --endpoints={endpoints} get hello");
-            println!("  raftkv status --endpoints={endpoints}");
+            println!(
+                "  ETCDCTL_API=3 etcdctl --endpoints={endpoints}{client_flags} put hello world"
+            );
+            println!("  ETCDCTL_API=3 etcdctl --endpoints={endpoints}{client_flags} get hello");
+            println!("  raftkv status --endpoints={endpoints}{client_flags}");
             println!("Ctrl-C stops the cluster.");
             let exited = watch_children(&mut members).await;
             stop_all(&mut members).await;

@@ -5,6 +5,7 @@ pub mod backup;
 pub mod bench;
 pub mod client;
 pub mod dev;
+mod dev_certs;
 pub mod lease;
 pub mod lock_elect;
 pub mod recover;

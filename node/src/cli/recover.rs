@@ -72,7 +72,7 @@ pub fn reset(a: ResetArgs) -> anyhow::Result<()> {
 async fn online(endpoints: String, min_leaderless_millis: u64) -> anyhow::Result<()> {
     use crate::proto::raftkvpb::admin::admin_client::AdminClient;
     use crate::proto::raftkvpb::admin::RecoverSoloRequest;
-    let ep = super::client::Endpoints { endpoints };
+    let ep = super::client::Endpoints::plain(endpoints);
     let mut admin = AdminClient::new(ep.connect().await?);
     let r = admin
         .recover_solo(RecoverSoloRequest {

@@ -19,19 +19,33 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServeConfig;
 
-/// The client, peer and metrics ports, bound first.
+/// The client, peer and metrics ports, bound first, with the TLS settings
+/// of the client and peer ports loaded (a certificate that does not load is
+/// reported before anything is opened).
 struct Listeners {
     client: TcpListener,
     peer: TcpListener,
     http: TcpListener,
+    client_tls: Option<TlsAcceptor>,
+    peer_tls: Option<TlsAcceptor>,
 }
 
 impl Listeners {
     async fn bind(cfg: &ServeConfig) -> anyhow::Result<Self> {
+        let acceptor = |flag: &str, files: &Option<crate::tls::TlsFiles>| {
+            files
+                .as_ref()
+                .map(crate::tls::acceptor)
+                .transpose()
+                .with_context(|| format!("--{flag}"))
+        };
         Ok(Listeners {
+            client_tls: acceptor("cert-file", &cfg.client_tls)?,
+            peer_tls: acceptor("peer-cert-file", &cfg.peer_tls)?,
             client: bind("clients", cfg.listen_client).await?,
             peer: bind("peers", cfg.listen_peer).await?,
             http: bind("metrics", cfg.listen_metrics).await?,

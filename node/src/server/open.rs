@@ -47,11 +47,18 @@ pub(super) async fn open(cfg: &ServeConfig) -> anyhow::Result<Opened> {
             tokens: tokens.clone(),
         }),
     );
+    let peer_tls = cfg
+        .peer_tls
+        .clone()
+        .map(crate::tls::PeerClientTls::new)
+        .transpose()
+        .context("--peer-cert-file")?;
     let peers = Arc::new(PeerClients::new(
         cfg.id,
         cluster_id.clone(),
         epoch.clone(),
         db.clone(),
+        peer_tls,
     ));
     let network = PeerNetwork {
         clients: peers.clone(),

@@ -21,6 +21,7 @@ use crate::api::lock::LockService;
 use crate::api::maintenance::MaintenanceService;
 use crate::api::peer::PeerService;
 use crate::api::watch::WatchService;
+use crate::auth::CERT_USER_METADATA;
 use crate::config::ServeConfig;
 use crate::node::Node;
 use crate::proto::etcdserverpb::auth_server::AuthServer;
@@ -56,6 +57,7 @@ pub(super) fn spawn(
     };
     let max_msg = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
     let client_server = tonic::transport::Server::builder()
+        .layer(tonic::service::InterceptorLayer::new(certificate_user))
         .add_service(
             KvServer::new(KvService { node: node.clone() }).max_decoding_message_size(max_msg),
         )
@@ -74,23 +76,55 @@ pub(super) fn spawn(
         .add_service(WatchServer::new(WatchService {
             node: node.clone(),
             progress_every: Duration::from_secs(cfg.watch_progress_notify_interval),
-        }))
-        .serve_with_incoming_shutdown(no_delay(listeners.client), stopped(stop_rx.clone()));
-    let peer_server = tonic::transport::Server::builder()
-        .add_service(
-            RaftPeerServer::new(PeerService { node: node.clone() })
-                .max_decoding_message_size(usize::MAX)
-                .max_encoding_message_size(usize::MAX),
-        )
-        .serve_with_incoming_shutdown(no_delay(listeners.peer), stopped(stop_rx.clone()));
+        }));
+    let client = match listeners.client_tls {
+        Some(tls) => tokio::spawn(client_server.serve_with_incoming_shutdown(
+            crate::tls::incoming(listeners.client, tls),
+            stopped(stop_rx.clone()),
+        )),
+        None => tokio::spawn(
+            client_server
+                .serve_with_incoming_shutdown(no_delay(listeners.client), stopped(stop_rx.clone())),
+        ),
+    };
+    let peer_server = tonic::transport::Server::builder().add_service(
+        RaftPeerServer::new(PeerService { node: node.clone() })
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX),
+    );
+    let peer = match listeners.peer_tls {
+        Some(tls) => tokio::spawn(peer_server.serve_with_incoming_shutdown(
+            crate::tls::incoming(listeners.peer, tls),
+            stopped(stop_rx.clone()),
+        )),
+        None => tokio::spawn(
+            peer_server
+                .serve_with_incoming_shutdown(no_delay(listeners.peer), stopped(stop_rx.clone())),
+        ),
+    };
     let http_server = axum::serve(listeners.http, crate::http::router(node.clone()))
         .with_graceful_shutdown(stopped(stop_rx));
 
     Servers {
-        client: tokio::spawn(client_server),
-        peer: tokio::spawn(peer_server),
+        client,
+        peer,
         http: tokio::spawn(async move { http_server.await }),
     }
+}
+
+/// With `--client-cert-auth`, a verified client certificate's common name is
+/// the caller's user when the call carries no token (as etcd). It reaches the
+/// handlers as metadata that only this layer may set: whatever a client sent
+/// under that name is dropped first.
+fn certificate_user(mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    req.metadata_mut().remove(CERT_USER_METADATA);
+    let name = req
+        .peer_certs()
+        .and_then(|certs| certs.first().and_then(crate::tls::common_name));
+    if let Some(value) = name.and_then(|n| n.parse().ok()) {
+        req.metadata_mut().insert(CERT_USER_METADATA, value);
+    }
+    Ok(req)
 }
 
 /// Accepted connections with Nagle's algorithm off. tonic sets TCP_NODELAY only

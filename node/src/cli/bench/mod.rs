@@ -120,7 +120,7 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
     if args.conns == 0 || args.clients == 0 {
         anyhow::bail!("--conns and --clients must be at least 1");
     }
-    let endpoints = crate::cli::client::endpoint_urls(&args.endpoints);
+    let endpoints = crate::cli::client::endpoint_urls(&args.endpoints, false);
     if endpoints.is_empty() {
         anyhow::bail!("--endpoints is empty");
     }
