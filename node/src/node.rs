@@ -47,6 +47,7 @@ mod propose;
 mod quota;
 mod read_index;
 mod reads;
+pub mod validate;
 
 pub use applied::AppliedFollowers;
 pub use leader::ForwardReply;

@@ -5,6 +5,9 @@
 //! applied as a storage failure that stops the state machine on every member
 //! and again at each replay of the entry.
 //!
+//! The leader checks a forwarded write as the handler that would have built
+//! it does, and apply refuses what slips through (a command already in a log).
+//!
 //! The request is built with the node's own peer types (`raftkv_node`), as a
 //! member would build it.
 
@@ -12,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use raftkv_node::node::{ForwardReply, Forwarded};
-use raftkv_node::proto::etcdserverpb::LeaseGrantRequest;
+use raftkv_node::proto::etcdserverpb::{LeaseGrantRequest, PutRequest};
 use raftkv_node::proto::raftkvpb;
 use raftkv_node::proto::raftkvpb::peer::raft_peer_client::RaftPeerClient;
 use raftkv_node::proto::raftkvpb::peer::{PeerHeader, RaftPayload};
@@ -35,6 +38,52 @@ async fn forge_forward(peer_url: &str, cluster_id: u64, cmd: Command) -> Result<
     Ok(codec::decode(&reply.data)?)
 }
 
+/// Refused as InvalidArgument: by the leader before proposing, or at apply.
+fn refused_as_invalid(reply: ForwardReply, what: &str) -> Result<()> {
+    let invalid = tonic::Code::InvalidArgument as i32;
+    match reply {
+        ForwardReply::Error { code, .. } if code == invalid => Ok(()),
+        ForwardReply::Write(result) => match result.0.result {
+            Some(raftkvpb::command_result::Result::Error(e)) if e.code == invalid => Ok(()),
+            other => bail!("{what} was not refused as invalid: {other:?}"),
+        },
+        other => bail!("unexpected reply to {what}: {other:?}"),
+    }
+}
+
+/// A forwarded write gets the checks a client's gets: a put without a key,
+/// which no handler would propose, is refused by the leader, not written.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_leader_checks_a_forwarded_write_as_a_handler_would() -> Result<()> {
+    let cluster = ClusterOptions::new().start(1).await?;
+    let mut client = cluster.client().await?;
+    let put = client.put("before", "1", None).await?;
+    let cluster_id = put.header().context("no header")?.cluster_id();
+
+    let keyless = Command::new(raftkvpb::command::Op::Put(PutRequest {
+        key: Vec::new(),
+        value: b"sneaky".to_vec(),
+        ..Default::default()
+    }));
+    let peer_url = cluster.members()[0].peer_url();
+    let reply = tokio::time::timeout(
+        Duration::from_secs(10),
+        forge_forward(&peer_url, cluster_id, keyless),
+    )
+    .await
+    .context("the forged forward got no answer in 10 s")??;
+    refused_as_invalid(reply, "the forged put without a key")?;
+    let all = client
+        .get(
+            vec![0u8],
+            Some(etcd_client::GetOptions::new().with_from_key()),
+        )
+        .await?;
+    let keys: Vec<&[u8]> = all.kvs().iter().map(|kv| kv.key()).collect();
+    anyhow::ensure!(keys == [&b"before"[..]], "the store holds {keys:?}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_forged_lease_grant_without_an_id_is_refused_and_the_cluster_keeps_serving() -> Result<()>
 {
@@ -54,14 +103,7 @@ async fn a_forged_lease_grant_without_an_id_is_refused_and_the_cluster_keeps_ser
     )
     .await
     .context("the forged forward got no answer in 10 s")??;
-    match reply {
-        ForwardReply::Write(result) => match result.0.result {
-            Some(raftkvpb::command_result::Result::Error(e))
-                if e.code == tonic::Code::InvalidArgument as i32 => {}
-            other => bail!("the forged lease grant was not refused as invalid: {other:?}"),
-        },
-        other => bail!("unexpected reply to the forged lease grant: {other:?}"),
-    }
+    refused_as_invalid(reply, "the forged lease grant")?;
 
     // The state machine still applies: a write is acknowledged and readable.
     tokio::time::timeout(Duration::from_secs(10), client.put("after", "2", None))

@@ -13,10 +13,10 @@ use tonic::Request;
 use tonic::Response;
 use tonic::Status;
 
-use super::validate;
 use crate::auth::Caller;
 use crate::auth::Need;
 use crate::errors::ApiError;
+use crate::node::validate;
 use crate::node::Node;
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::*;

@@ -13,6 +13,5 @@ pub mod lease;
 pub mod lock;
 pub mod maintenance;
 pub mod peer;
-pub mod validate;
 pub mod watch;
 pub mod watch_stream;

@@ -66,10 +66,18 @@ pub async fn run_on_leader(node: &Node, req: &Forwarded) -> ForwardReply {
     }
     let result = match req {
         Forwarded::Write(cmd) => {
+            let checked = cmd
+                .0
+                .op
+                .as_ref()
+                .map_or(Ok(()), |op| super::validate::forwarded(op, node.limits()));
+            if let Err(e) = checked {
+                return reply_error(e);
+            }
             return match node.propose_local(cmd.clone()).await {
                 Ok(r) => ForwardReply::Write(r),
                 Err(e) => reply_error(e.into_api()),
-            }
+            };
         }
         Forwarded::AddMember {
             id,

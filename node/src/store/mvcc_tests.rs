@@ -462,3 +462,13 @@ fn a_command_checked_against_an_older_auth_state_is_refused_while_auth_is_on() {
     }
     assert!(matches!(stamped_put(now), Applied::Put(_)));
 }
+
+#[test]
+fn a_lease_grant_without_an_id_is_refused_not_fatal() {
+    let s = Store::new();
+    let refused = s.apply(Op::LeaseGrant(LeaseGrantRequest { ttl: 5, id: 0 }));
+    match refused {
+        Err(e) => assert_eq!(e.code, tonic::Code::InvalidArgument, "{e:?}"),
+        other => panic!("a lease without an id was granted: {other:?}"),
+    }
+}

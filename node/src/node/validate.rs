@@ -4,6 +4,10 @@
 //! matching ignore flag, valid sort options, at most `--max-txn-ops` operations
 //! per txn branch, no key written twice (or written and deleted) by one txn, and
 //! no request larger than `--max-request-bytes`.
+//!
+//! The handlers check what clients send; the leader checks again what
+//! followers forward ([`forwarded`]), so a command that reaches the log has
+//! passed them whichever way it came.
 
 use std::collections::BTreeSet;
 
@@ -15,8 +19,29 @@ use crate::proto::etcdserverpb::range_request::SortOrder;
 use crate::proto::etcdserverpb::range_request::SortTarget;
 use crate::proto::etcdserverpb::request_op::Request;
 use crate::proto::etcdserverpb::*;
+use crate::proto::raftkvpb::command::Op;
+use crate::store::lease::MAX_LEASE_TTL;
 use crate::store::mvcc::KeyRange;
 use crate::store::txn_walk::{walk, TxnPart};
+
+/// A command another member forwarded for proposal: the checks its handler
+/// made, made again by the leader that proposes it.
+pub fn forwarded(op: &Op, limits: &Limits) -> Result<(), ApiError> {
+    match op {
+        Op::Put(req) => size(req, limits).and_then(|()| put(req)),
+        Op::DeleteRange(req) => size(req, limits).and_then(|()| delete(req)),
+        Op::Txn(req) => size(req, limits).and_then(|()| txn(req, limits)),
+        Op::LeaseGrant(req) if req.id <= 0 => Err(ApiError::new(
+            tonic::Code::InvalidArgument,
+            "raftkv: lease ids are positive",
+        )),
+        Op::LeaseGrant(req) if req.ttl > MAX_LEASE_TTL => Err(ApiError::new(
+            tonic::Code::OutOfRange,
+            "etcdserver: too large lease TTL",
+        )),
+        _ => Ok(()),
+    }
+}
 
 pub fn size(req: &impl Message, limits: &Limits) -> Result<(), ApiError> {
     if req.encoded_len() > limits.max_request_bytes {
