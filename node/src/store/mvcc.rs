@@ -180,41 +180,98 @@ pub(crate) fn range_in_view(
         return Err(ApiError::compacted());
     }
     let range = KeyRange::new(&req.key, &req.range_end);
-    let kvs = if range.is_empty() {
-        Vec::new()
+    let keep = Keep(kept_by(req));
+    let (kvs, count) = if range.is_empty() {
+        (Vec::new(), 0)
     } else if req.revision == 0 || req.revision == current {
-        current_kvs(view, &range)?
+        current_kvs_kept(view, &range, keep)?
     } else {
-        kvs_at_revision(view, &range, req.revision)?
+        kvs_at_revision(view, &range, req.revision, keep)?
     };
-    Ok(finish_range(kvs, req))
+    Ok(finish_counted(kvs, count, req))
+}
+
+/// How many of the keys in range a Range must hold to answer: those it
+/// returns (`limit` + 1, to know there are more), or none when it only counts.
+/// A Range that filters or sorts (other than by key, ascending) needs every
+/// key in range, as in etcd; `None` then.
+fn kept_by(req: &RangeRequest) -> Option<usize> {
+    let filters = req.min_mod_revision != 0
+        || req.max_mod_revision != 0
+        || req.min_create_revision != 0
+        || req.max_create_revision != 0;
+    let in_key_order = SortTarget::try_from(req.sort_target) == Ok(SortTarget::Key)
+        && matches!(
+            SortOrder::try_from(req.sort_order),
+            Ok(SortOrder::None | SortOrder::Ascend)
+        );
+    match () {
+        _ if filters || !in_key_order => None,
+        _ if req.count_only => Some(0),
+        _ if req.limit > 0 => usize::try_from(req.limit).ok()?.checked_add(1),
+        _ => None,
+    }
+}
+
+/// At most this many keys are decoded and held (all when `None`); the rest
+/// are only counted, so a Range with a limit over a large prefix (a paginated
+/// list) costs memory for its page, not for the prefix.
+#[derive(Clone, Copy)]
+struct Keep(Option<usize>);
+
+impl Keep {
+    fn wants(self, held: usize) -> bool {
+        self.0.is_none_or(|most| held < most)
+    }
 }
 
 /// Every live key in `range`, in key order, from the `kv` column family.
 pub(crate) fn current_kvs(view: &View<'_>, range: &KeyRange) -> Result<Vec<KeyValue>, ApiError> {
+    Ok(current_kvs_kept(view, range, Keep(None))?.0)
+}
+
+/// The live keys in `range` that `keep` wants, and how many there are.
+fn current_kvs_kept(
+    view: &View<'_>,
+    range: &KeyRange,
+    keep: Keep,
+) -> Result<(Vec<KeyValue>, i64), ApiError> {
     let mut out = Vec::new();
+    let mut count = 0;
     match range {
         KeyRange::Single(key) => {
             if let Some(bytes) = view.get(CF_KV, key)? {
-                out.push(decode_kv(&bytes)?);
+                count = 1;
+                if keep.wants(0) {
+                    out.push(decode_kv(&bytes)?);
+                }
             }
         }
         KeyRange::Span { start, end } => {
             for item in view.scan(CF_KV, start, end.clone()) {
                 let (_, value) = item.map_err(ApiError::internal)?;
-                out.push(decode_kv(&value)?);
+                count += 1;
+                if keep.wants(out.len()) {
+                    out.push(decode_kv(&value)?);
+                }
             }
         }
     }
-    Ok(out)
+    Ok((out, count))
 }
 
-/// Every key in `range` as it was at `revision`, from `kv_history`.
+/// A key and its newest version so far (its `kv_history` value, tag byte
+/// first), or `None` when that was its deletion.
+type Candidate = (Vec<u8>, Option<Box<[u8]>>);
+
+/// The keys in `range` as they were at `revision` that `keep` wants, from
+/// `kv_history`, and how many there are.
 fn kvs_at_revision(
     view: &View<'_>,
     range: &KeyRange,
     revision: i64,
-) -> Result<Vec<KeyValue>, ApiError> {
+    keep: Keep,
+) -> Result<(Vec<KeyValue>, i64), ApiError> {
     let (start, upper) = match range {
         KeyRange::Single(key) => (
             schema::history_prefix(key),
@@ -226,32 +283,36 @@ fn kvs_at_revision(
     };
     let iter = view.scan(CF_KV_HISTORY, &start, upper);
     let mut out = Vec::new();
+    let mut count = 0;
     // Versions of one key arrive in revision order; remember the newest one at or
-    // before `revision` and emit it when the next key starts.
-    let mut candidate: Option<(Vec<u8>, Option<KeyValue>)> = None;
+    // before `revision` (undecoded: most are passed over) and emit it when the
+    // next key starts.
+    let mut candidate: Option<Candidate> = None;
+    let mut emit = |found: Option<Candidate>| -> Result<(), ApiError> {
+        if let Some((_, Some(version))) = found {
+            count += 1;
+            if keep.wants(out.len()) {
+                out.push(decode_kv(&version[1..])?);
+            }
+        }
+        Ok(())
+    };
     for item in iter {
         let (hkey, value) = item.map_err(ApiError::internal)?;
         let Some((user_key, rev)) = schema::decode_history_key(&hkey) else {
             return Err(ApiError::internal("corrupt history key"));
         };
         if candidate.as_ref().is_some_and(|(k, _)| *k != user_key) {
-            if let Some((_, Some(kv))) = candidate.take() {
-                out.push(kv);
-            }
+            emit(candidate.take())?;
         }
         if rev > revision {
             continue;
         }
-        let version = match value.first() {
-            Some(&HISTORY_PUT) => Some(decode_kv(&value[1..])?),
-            _ => None,
-        };
+        let version = (value.first() == Some(&HISTORY_PUT)).then_some(value);
         candidate = Some((user_key, version));
     }
-    if let Some((_, Some(kv))) = candidate {
-        out.push(kv);
-    }
-    Ok(out)
+    emit(candidate)?;
+    Ok((out, count))
 }
 
 pub(crate) fn decode_kv(bytes: &[u8]) -> Result<KeyValue, ApiError> {
@@ -260,9 +321,15 @@ pub(crate) fn decode_kv(bytes: &[u8]) -> Result<KeyValue, ApiError> {
 }
 
 /// Apply a Range request's filters, sort, limit and projections to the keys in range.
-pub(crate) fn finish_range(mut kvs: Vec<KeyValue>, req: &RangeRequest) -> RangeResponse {
-    // etcd counts the keys in range before the revision filters prune them.
+pub(crate) fn finish_range(kvs: Vec<KeyValue>, req: &RangeRequest) -> RangeResponse {
     let count = kvs.len() as i64;
+    finish_counted(kvs, count, req)
+}
+
+/// `finish_range` for `count` keys in range, of which `kvs` are those held
+/// (see `kept_by`). etcd counts the keys in range before the revision filters
+/// prune them.
+fn finish_counted(mut kvs: Vec<KeyValue>, count: i64, req: &RangeRequest) -> RangeResponse {
     kvs.retain(|kv| {
         (req.min_mod_revision == 0 || kv.mod_revision >= req.min_mod_revision)
             && (req.max_mod_revision == 0 || kv.mod_revision <= req.max_mod_revision)

@@ -472,3 +472,37 @@ fn a_lease_grant_without_an_id_is_refused_not_fatal() {
         other => panic!("a lease without an id was granted: {other:?}"),
     }
 }
+
+#[test]
+fn a_limited_range_counts_every_key_but_returns_its_page() {
+    let s = Store::new();
+    for i in 0..10 {
+        s.put(&format!("p/{i}"), "v");
+    }
+    let at_five = s.put("p/0", "again") - 1;
+    s.put("q", "outside");
+    let page = |revision: i64, limit: i64, count_only: bool| {
+        Mvcc::new(s.db.clone())
+            .range(&RangeRequest {
+                key: b"p/".to_vec(),
+                range_end: b"p0".to_vec(),
+                revision,
+                limit,
+                count_only,
+                ..Default::default()
+            })
+            .unwrap()
+    };
+    for revision in [0, at_five] {
+        let r = page(revision, 3, false);
+        let keys: Vec<&[u8]> = r.kvs.iter().map(|kv| kv.key.as_slice()).collect();
+        assert_eq!(keys, [b"p/0", b"p/1", b"p/2"], "at revision {revision}");
+        assert_eq!((r.count, r.more), (10, true), "at revision {revision}");
+        let all = page(revision, 10, false);
+        assert_eq!((all.kvs.len(), all.count, all.more), (10, 10, false));
+        let counted = page(revision, 0, true);
+        assert_eq!((counted.kvs.len(), counted.count), (0, 10));
+    }
+    assert_eq!(page(0, 1, false).kvs[0].value, b"again");
+    assert_eq!(page(at_five, 1, false).kvs[0].value, b"v");
+}
