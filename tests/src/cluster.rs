@@ -16,6 +16,11 @@
 //! namespace on its own address (see [`crate::fault::netns`]), so tests can cut
 //! links between members; otherwise everything is on 127.0.0.1.
 //!
+//! With [`ClusterOptions::tls`] the client and peer ports speak only TLS and
+//! want a client certificate from a CA the cluster makes for itself (see
+//! [`crate::tls`]); the harness's clients ([`Cluster::client`],
+//! [`Member::client`], [`Cluster::etcdctl`]) present one for `root`.
+//!
 //! Only one cluster runs at a time in a test binary (override with
 //! `RAFTKV_TEST_CLUSTERS=N`): several 3-member clusters at once on a loaded 2-core
 //! CI machine miss election timeouts and turn timing into flaky failures.
@@ -25,8 +30,11 @@ use crate::fault::netns::NetnsNetwork;
 use crate::grpc;
 use crate::member::Member;
 use crate::ports::Ports;
+use crate::tls::{ClientTls, ClusterTls, MemberCerts};
+use crate::Etcdctl;
 use anyhow::{bail, Context, Result};
 use etcd_client::Client;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use tempfile::TempDir;
@@ -35,13 +43,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// Lines of each member's log printed when a cluster is dropped.
 const LOG_TAIL_LINES: usize = 60;
 
-/// How to start a cluster: extra `raftkv serve` flags, and whether the members get
-/// `--initial-cluster`.
+/// How to start a cluster: extra `raftkv serve` flags, whether the members get
+/// `--initial-cluster`, where they run, and whether they speak TLS.
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
     extra_args: Vec<String>,
     initial_cluster: bool,
     netns: bool,
+    tls: bool,
 }
 
 impl Default for ClusterOptions {
@@ -50,6 +59,7 @@ impl Default for ClusterOptions {
             extra_args: Vec::new(),
             initial_cluster: true,
             netns: false,
+            tls: false,
         }
     }
 }
@@ -80,6 +90,16 @@ impl ClusterOptions {
         self
     }
 
+    /// Serve the client and peer ports over TLS only, each requiring a client
+    /// certificate: the cluster makes a CA in `<root>/tls/`, gives every member
+    /// a client-port and a peer-port certificate from it, and starts it with
+    /// `--cert-file --key-file --trusted-ca-file --client-cert-auth`, their
+    /// `--peer-` forms, and `https://` client and peer URLs (see [`crate::tls`]).
+    pub fn tls(mut self) -> ClusterOptions {
+        self.tls = true;
+        self
+    }
+
     /// Start `n` members and wait until each is ready.
     pub async fn start(self, n: usize) -> Result<Cluster> {
         if n == 0 {
@@ -101,12 +121,17 @@ impl ClusterOptions {
             true => Some(NetnsNetwork::create()?),
             false => None,
         };
+        let tls = match self.tls {
+            true => Some(ClusterTls::create(dir.path().join("tls"))?),
+            false => None,
+        };
         let mut cluster = Cluster {
             members: Vec::new(),
             options: self,
             bin,
             dir: Some(dir),
             network,
+            tls,
             slots_used: 0,
             _slot: slot,
         };
@@ -124,6 +149,7 @@ impl ClusterOptions {
             let name = format!("m{id}");
             let member_dir = cluster.root().join(&name);
             let mut args = serve_args(id, &name, &member_dir, &ports);
+            args.extend(cluster.tls_args(&name, &ports)?);
             if cluster.options.initial_cluster {
                 args.extend([
                     "--initial-cluster".to_string(),
@@ -134,7 +160,8 @@ impl ClusterOptions {
             }
             args.extend(cluster.options.extra_args.iter().cloned());
             let netns = cluster.namespace_of(&ports);
-            let member = Member::start(&cluster.bin, id, &name, member_dir, ports, args, netns)?;
+            let member = Member::start(&cluster.bin, id, &name, member_dir, ports, args, netns)?
+                .with_client_tls(cluster.client_tls().cloned());
             cluster.members.push(member);
         }
         cluster.wait_ready_all().await?;
@@ -194,6 +221,8 @@ pub struct Cluster {
     dir: Option<TempDir>,
     /// Dropped after the members are killed (fields drop after `Drop::drop`).
     network: Option<NetnsNetwork>,
+    /// The CA and certificates, if started [`ClusterOptions::tls`].
+    tls: Option<ClusterTls>,
     /// Network namespace slots handed out so far.
     slots_used: u8,
     _slot: OwnedSemaphorePermit,
@@ -207,14 +236,16 @@ impl Cluster {
 
     /// Ports for a new member: fresh ports on 127.0.0.1, or in netns mode a new
     /// namespace with its own address and etcd's fixed ports.
+    /// In a TLS cluster their client and peer URLs are `https://`.
     pub fn allocate_ports(&mut self) -> Result<Ports> {
-        match &self.network {
-            None => Ports::allocate(),
+        let ports = match &self.network {
+            None => Ports::allocate()?,
             Some(network) => {
                 self.slots_used += 1;
-                Ok(Ports::fixed_on(network.add_slot(self.slots_used)?))
+                Ports::fixed_on(network.add_slot(self.slots_used)?)
             }
-        }
+        };
+        Ok(ports.with_https(self.options.tls))
     }
 
     /// The network of namespaces the members run in, if started [`ClusterOptions::in_netns`].
@@ -274,9 +305,55 @@ impl Cluster {
             .collect()
     }
 
-    /// An etcd-client balanced over every member that should be running.
+    /// An etcd-client balanced over every member that should be running (over
+    /// TLS, as `root`'s certificate, in a TLS cluster).
     pub async fn client(&self) -> Result<Client> {
-        grpc::connect(&self.endpoints()).await
+        grpc::connect_with(&self.endpoints(), self.client_tls(), grpc::REQUEST_TIMEOUT).await
+    }
+
+    /// etcdctl pointed at every member that should be running (with `https://`
+    /// endpoints and `root`'s `--cacert --cert --key` in a TLS cluster).
+    pub fn etcdctl(&self) -> Result<Etcdctl> {
+        let ctl = Etcdctl::new(&self.endpoints())?;
+        Ok(match self.client_tls() {
+            Some(tls) => ctl.with_tls(tls),
+            None => ctl,
+        })
+    }
+
+    /// The CA and certificates, if started [`ClusterOptions::tls`].
+    pub fn tls(&self) -> Option<&ClusterTls> {
+        self.tls.as_ref()
+    }
+
+    /// The client files (`root`'s) the harness's clients use, in a TLS cluster.
+    pub fn client_tls(&self) -> Option<&ClientTls> {
+        self.tls.as_ref().map(ClusterTls::root_client)
+    }
+
+    /// Issue member `id` new client-port and peer-port certificates from the
+    /// cluster's CA and replace its files with them while it runs (each file
+    /// by rename). Returns what its files now hold. Only in a TLS cluster.
+    pub fn rotate_member_certs(&mut self, id: u64) -> Result<&MemberCerts> {
+        let (name, host) = {
+            let member = self.member(id);
+            (member.name.clone(), member.ports.host)
+        };
+        let tls = self
+            .tls
+            .as_mut()
+            .context("rotating certificates needs a cluster started with ClusterOptions::tls")?;
+        tls.issue_member(&name, IpAddr::V4(host))
+    }
+
+    /// The TLS flags of a new member `name` on `ports`, its certificates issued
+    /// now; none unless this is a TLS cluster.
+    fn tls_args(&mut self, name: &str, ports: &Ports) -> Result<Vec<String>> {
+        let Some(tls) = self.tls.as_mut() else {
+            return Ok(Vec::new());
+        };
+        tls.issue_member(name, IpAddr::V4(ports.host))?;
+        Ok(tls.serve_args(name))
     }
 
     /// Start a member that joins an existing cluster: `--join --id ID`, on `ports`
@@ -290,10 +367,12 @@ impl Cluster {
         let name = format!("m{}", self.members.len() + 1);
         let member_dir = self.root().join(&name);
         let mut args = serve_args(id, &name, &member_dir, &ports);
+        args.extend(self.tls_args(&name, &ports)?);
         args.push("--join".to_string());
         args.extend(self.options.extra_args.iter().cloned());
         let netns = self.namespace_of(&ports);
-        let member = Member::start(&self.bin, id, &name, member_dir, ports, args, netns)?;
+        let member = Member::start(&self.bin, id, &name, member_dir, ports, args, netns)?
+            .with_client_tls(self.client_tls().cloned());
         self.members.push(member);
         Ok(self.members.last_mut().expect("just pushed"))
     }
@@ -314,9 +393,11 @@ impl Cluster {
         let name = format!("m{}", self.members.len() + 1);
         let member_dir = self.root().join(&name);
         let mut args = serve_args(id, &name, &member_dir, &ports);
+        args.extend(self.tls_args(&name, &ports)?);
         args.extend(extra.iter().map(|s| s.to_string()));
         let netns = self.namespace_of(&ports);
-        let member = Member::start(&self.bin, id, &name, member_dir, ports, args, netns)?;
+        let member = Member::start(&self.bin, id, &name, member_dir, ports, args, netns)?
+            .with_client_tls(self.client_tls().cloned());
         self.members.push(member);
         Ok(self.members.last_mut().expect("just pushed"))
     }

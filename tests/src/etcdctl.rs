@@ -2,9 +2,13 @@
 //!
 //! raftkv claims etcd v3 compatibility; the strongest evidence is etcd's own CLI
 //! working against it and printing exactly what it prints for etcd.
+//!
+//! Against a TLS cluster etcdctl gets `https://` endpoints and `--cacert --cert
+//! --key` ([`Etcdctl::with_tls`], or `Cluster::etcdctl`).
 
 use crate::binaries::etcdctl_bin;
 use crate::command::{self, CmdOutput};
+use crate::tls::ClientTls;
 use anyhow::Result;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,6 +18,8 @@ use std::time::Duration;
 pub struct Etcdctl {
     bin: PathBuf,
     endpoints: String,
+    /// `--cacert --cert --key`, when talking TLS.
+    tls_flags: Vec<String>,
 }
 
 impl Etcdctl {
@@ -22,7 +28,32 @@ impl Etcdctl {
         Ok(Etcdctl {
             bin: etcdctl_bin()?,
             endpoints: endpoints.join(","),
+            tls_flags: Vec::new(),
         })
+    }
+
+    /// Talk TLS with `tls`'s files: every endpoint given without a scheme
+    /// becomes `https://HOST:PORT`.
+    pub fn with_tls(self, tls: &ClientTls) -> Etcdctl {
+        let endpoints = self
+            .endpoints
+            .split(',')
+            .map(|e| match e.contains("://") {
+                true => e.to_string(),
+                false => format!("https://{e}"),
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        Etcdctl {
+            endpoints,
+            tls_flags: tls.etcdctl_flags(),
+            ..self
+        }
+    }
+
+    /// The `--endpoints` value etcdctl is run with.
+    pub fn endpoints(&self) -> &str {
+        &self.endpoints
     }
 
     /// Run `etcdctl ARGS...`; the result may be a failure, see [`CmdOutput::ok`].
@@ -41,6 +72,7 @@ impl Etcdctl {
             "--dial-timeout=5s".to_string(),
             "--command-timeout=15s".to_string(),
         ];
+        full.extend(self.tls_flags.iter().cloned());
         full.extend(args.iter().map(|a| a.to_string()));
         command::run(
             &self.bin,

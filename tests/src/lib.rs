@@ -29,6 +29,7 @@
 
 pub mod admin;
 pub mod binaries;
+pub mod certs;
 pub mod cli;
 pub mod cluster;
 pub mod cluster_waits;
@@ -45,6 +46,8 @@ pub mod layering;
 pub mod member;
 pub mod pod_set;
 pub mod ports;
+pub mod tls;
+pub mod tls_probe;
 pub mod wait;
 
 pub use cli::RaftkvCli;

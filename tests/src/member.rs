@@ -5,10 +5,14 @@
 //! the same data dir: what a restart must survive is the node's own recovery, not
 //! a changed configuration. Its stdout and stderr go to a log file in its dir
 //! (appended across restarts), which the cluster prints when a test fails.
+//!
+//! A member of a TLS cluster also knows the client files to reach it with, so
+//! [`Member::client`] and [`Member::status`] talk TLS to it.
 
 use crate::grpc;
 use crate::http;
 use crate::ports::Ports;
+use crate::tls::ClientTls;
 use crate::wait::{Deadline, READY_TIMEOUT, STOP_TIMEOUT};
 use anyhow::{bail, Context, Result};
 use etcd_client::{Client, StatusResponse};
@@ -36,6 +40,8 @@ pub struct Member {
     /// Started and not deliberately killed or stopped since: if such a member is
     /// not running, it crashed.
     expected_running: bool,
+    /// What the harness's clients present and trust on its client port, in a TLS cluster.
+    client_tls: Option<ClientTls>,
 }
 
 impl Member {
@@ -62,9 +68,21 @@ impl Member {
             child: None,
             last_exit: None,
             expected_running: false,
+            client_tls: None,
         };
         member.spawn()?;
         Ok(member)
+    }
+
+    /// Reach this member's client port over TLS with `tls` (`None`: plaintext).
+    pub(crate) fn with_client_tls(mut self, tls: Option<ClientTls>) -> Member {
+        self.client_tls = tls;
+        self
+    }
+
+    /// The client files the harness reaches this member with, in a TLS cluster.
+    pub fn client_tls(&self) -> Option<&ClientTls> {
+        self.client_tls.as_ref()
     }
 
     /// The data dir of a member whose dir is `member_dir`.
@@ -148,9 +166,14 @@ impl Member {
         self.ports.client_endpoint()
     }
 
-    /// `http://HOST:PORT`, as advertised in the member list.
+    /// `http://HOST:PORT` (`https://` in a TLS cluster), as advertised in the member list.
     pub fn client_url(&self) -> String {
         self.ports.client_url()
+    }
+
+    /// `HOST:PORT` of the peer listener.
+    pub fn peer_endpoint(&self) -> String {
+        self.ports.peer_endpoint()
     }
 
     pub fn peer_url(&self) -> String {
@@ -317,15 +340,24 @@ impl Member {
         }
     }
 
-    /// An etcd-client talking to this member only.
+    /// An etcd-client talking to this member only (over TLS in a TLS cluster).
     pub async fn client(&self) -> Result<Client> {
-        grpc::connect(&[self.client_endpoint()]).await
+        grpc::connect_with(
+            &[self.client_endpoint()],
+            self.client_tls.as_ref(),
+            grpc::REQUEST_TIMEOUT,
+        )
+        .await
     }
 
     /// Maintenance.Status of this member (3 s limit).
     pub async fn status(&self) -> Result<StatusResponse> {
-        let mut client =
-            grpc::connect_with_timeout(&[self.client_endpoint()], Duration::from_secs(3)).await?;
+        let mut client = grpc::connect_with(
+            &[self.client_endpoint()],
+            self.client_tls.as_ref(),
+            Duration::from_secs(3),
+        )
+        .await?;
         client
             .status()
             .await

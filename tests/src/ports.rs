@@ -8,6 +8,10 @@
 //!
 //! A member in its own network namespace (the fault campaign's partitions, see
 //! `fault::netns`) has an address of its own, so it gets etcd's fixed ports there.
+//!
+//! A member of a TLS cluster ([`crate::ClusterOptions::tls`]) serves its client
+//! and peer ports over TLS, so their URLs are `https://` ([`Ports::with_https`]);
+//! the metrics port stays `http://`.
 
 use anyhow::{bail, Context, Result};
 use std::collections::HashSet;
@@ -22,6 +26,8 @@ pub struct Ports {
     pub client: u16,
     pub peer: u16,
     pub metrics: u16,
+    /// Whether the client and peer URLs are `https://` (see [`Ports::with_https`]).
+    pub https: bool,
 }
 
 impl Ports {
@@ -32,6 +38,7 @@ impl Ports {
             client: free_port()?,
             peer: free_port()?,
             metrics: free_port()?,
+            https: false,
         })
     }
 
@@ -42,6 +49,20 @@ impl Ports {
             client: 2379,
             peer: 2380,
             metrics: 2381,
+            https: false,
+        }
+    }
+
+    /// The same ports with `https://` client and peer URLs when `https` is set.
+    pub fn with_https(self, https: bool) -> Ports {
+        Ports { https, ..self }
+    }
+
+    /// `https` or `http`: the scheme of the client and peer URLs.
+    pub fn scheme(&self) -> &'static str {
+        match self.https {
+            true => "https",
+            false => "http",
         }
     }
 
@@ -50,12 +71,19 @@ impl Ports {
         format!("{}:{}", self.host, self.client)
     }
 
+    /// `http://HOST:PORT` of the client listener (`https://` in a TLS cluster).
     pub fn client_url(&self) -> String {
-        format!("http://{}:{}", self.host, self.client)
+        format!("{}://{}:{}", self.scheme(), self.host, self.client)
     }
 
+    /// `http://HOST:PORT` of the peer listener (`https://` in a TLS cluster).
     pub fn peer_url(&self) -> String {
-        format!("http://{}:{}", self.host, self.peer)
+        format!("{}://{}:{}", self.scheme(), self.host, self.peer)
+    }
+
+    /// `HOST:PORT` of the peer (Raft gRPC) listener.
+    pub fn peer_endpoint(&self) -> String {
+        format!("{}:{}", self.host, self.peer)
     }
 
     pub fn metrics_url(&self) -> String {
