@@ -10,6 +10,8 @@
 //! RAFTKV_SOAK_SCHEDULES=K        number of schedules (default 3; seeds N..N+K)
 //! RAFTKV_FAULT_FAULTS=F          faults per schedule (default 3)
 //! RAFTKV_FAULT_MEMBERS=M         cluster size (default 3)
+//! RAFTKV_FAULT_TLS=1             every schedule over TLS (the default runs one
+//!                                more schedule, `fault_campaign_over_tls`, so)
 //! ```
 //!
 //! A long soak: `RAFTKV_SOAK_SCHEDULES=40 cargo test -p raftkv-tests --test
@@ -96,7 +98,25 @@ async fn fault_campaign() -> Result<()> {
     if let Some(n) = env_u64("RAFTKV_FAULT_MEMBERS") {
         config.members = n.max(3) as usize;
     }
+    config.tls = env_u64("RAFTKV_FAULT_TLS").is_some_and(|t| t != 0);
     let reports = campaign(first_seed, schedules, &config).await?;
+    assert_clean(&reports);
+    Ok(())
+}
+
+/// One schedule with TLS and client certificates on the client and peer
+/// ports: the faults (kills, pauses, partitions, member replacement, leader
+/// moves) hit members that reconnect to each other over TLS, and every check
+/// holds as it does in plaintext.
+#[tokio::test(flavor = "multi_thread")]
+async fn fault_campaign_over_tls() -> Result<()> {
+    let seed = env_u64("RAFTKV_FAULT_SEED").unwrap_or_else(|| rand::random::<u32>() as u64);
+    let config = RunConfig {
+        tls: true,
+        ..RunConfig::default()
+    };
+    announce("fault campaign over TLS:");
+    let reports = campaign(seed, 1, &config).await?;
     assert_clean(&reports);
     Ok(())
 }

@@ -11,8 +11,9 @@ use crate::fault::netns;
 use crate::fault::set_check::{check_set, SetReport};
 use crate::fault::watch_check::{check_watchers, AckedWrite};
 use crate::fault::workload::{Workload, WorkloadConfig};
-use crate::grpc::connect_with_timeout;
+use crate::grpc::connect_with;
 use crate::kv::get_prefix;
+use crate::tls::ClientTls;
 use crate::wait::{self, CONVERGE_TIMEOUT};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
@@ -27,6 +28,9 @@ pub struct RunConfig {
     pub workload: WorkloadConfig,
     /// Members in network namespaces (partitions possible) when the machine allows.
     pub use_netns: bool,
+    /// Client and peer ports over TLS, client certificates required on both
+    /// (`ClusterOptions::tls`); the workload and the nemesis connect as root.
+    pub tls: bool,
 }
 
 impl Default for RunConfig {
@@ -36,6 +40,7 @@ impl Default for RunConfig {
             faults_per_schedule: 3,
             workload: WorkloadConfig::default(),
             use_netns: true,
+            tls: false,
         }
     }
 }
@@ -146,11 +151,15 @@ pub async fn run_with_schedule(schedule: Schedule, config: &RunConfig) -> Result
     if no_partitions.is_none() {
         options = options.in_netns();
     }
+    if config.tls {
+        options = options.tls();
+    }
     let mut cluster = options.start(config.members).await?;
     cluster.wait_leader().await?;
     let endpoints = cluster.endpoints();
+    let tls = cluster.client_tls().cloned();
     let start_revision = {
-        let mut client = connect_with_timeout(&endpoints, Duration::from_secs(5)).await?;
+        let mut client = connect_with(&endpoints, tls.as_ref(), Duration::from_secs(5)).await?;
         let resp = client
             .get("r/", None)
             .await
@@ -158,9 +167,13 @@ pub async fn run_with_schedule(schedule: Schedule, config: &RunConfig) -> Result
         resp.header().map_or(0, |h| h.revision()) + 1
     };
     let clock = Clock::start();
+    let workload_config = WorkloadConfig {
+        tls: tls.clone(),
+        ..config.workload.clone()
+    };
     let mut workload = Workload::start(
         endpoints.clone(),
-        &config.workload,
+        &workload_config,
         seed,
         clock,
         start_revision,
@@ -184,7 +197,7 @@ pub async fn run_with_schedule(schedule: Schedule, config: &RunConfig) -> Result
     workload.stop_writers().await?;
 
     let live = cluster.endpoints();
-    let client = connect_with_timeout(&live, Duration::from_secs(10)).await?;
+    let client = connect_with(&live, tls.as_ref(), Duration::from_secs(10)).await?;
     let (set_read, final_revision) = wait::until(CONVERGE_TIMEOUT, "the final read", || {
         let mut client = client.clone();
         async move { Ok(Some(get_prefix(&mut client, "s/").await?)) }
@@ -196,7 +209,7 @@ pub async fn run_with_schedule(schedule: Schedule, config: &RunConfig) -> Result
         .finish_watchers(final_revision, Duration::from_secs(60))
         .await;
 
-    let hash = match equal_hashes(&live, final_revision).await {
+    let hash = match equal_hashes(&live, tls.as_ref(), final_revision).await {
         Ok(hash) => Some(hash),
         Err(err) => {
             anomalies.push(format!("HashKV at revision {final_revision}: {err:#}"));
@@ -282,11 +295,11 @@ async fn converge(cluster: &mut crate::Cluster) -> Result<()> {
 }
 
 /// HashKV at `revision` on every endpoint, once each has applied it; all equal.
-async fn equal_hashes(endpoints: &[String], revision: i64) -> Result<u32> {
+async fn equal_hashes(endpoints: &[String], tls: Option<&ClientTls>, revision: i64) -> Result<u32> {
     let mut hashes = BTreeMap::new();
     for endpoint in endpoints {
         let client =
-            connect_with_timeout(std::slice::from_ref(endpoint), Duration::from_secs(5)).await?;
+            connect_with(std::slice::from_ref(endpoint), tls, Duration::from_secs(5)).await?;
         let hash = wait::until(
             CONVERGE_TIMEOUT,
             format!("HashKV({revision}) on {endpoint}"),

@@ -13,7 +13,7 @@
 //! (restart, SIGCONT, routes removed, member re-added) before the next gap.
 
 use crate::cluster::Cluster;
-use crate::grpc::connect_with_timeout;
+use crate::grpc::connect_with;
 use crate::wait::{self, CONVERGE_TIMEOUT};
 use anyhow::{anyhow, bail, Context, Result};
 use etcd_client::MemberAddOptions;
@@ -298,7 +298,8 @@ impl<'a> Nemesis<'a> {
                 let (leader, followers) = self.leader_and_followers().await?;
                 let target = *pick_from(&followers, fault.pick)?;
                 let endpoint = self.cluster.member(leader).client_endpoint();
-                let mut client = connect_with_timeout(&[endpoint], Duration::from_secs(5)).await?;
+                let tls = self.cluster.client_tls();
+                let mut client = connect_with(&[endpoint], tls, Duration::from_secs(5)).await?;
                 let mut last_err = None;
                 for _ in 0..5 {
                     match client.move_leader(target).await {
@@ -398,7 +399,8 @@ impl<'a> Nemesis<'a> {
             .filter(|&id| id != victim)
             .map(|id| self.cluster.member(id).client_endpoint())
             .collect();
-        let client = connect_with_timeout(&others, Duration::from_secs(5)).await?;
+        let tls = self.cluster.client_tls();
+        let client = connect_with(&others, tls, Duration::from_secs(5)).await?;
         wait::until(
             CONVERGE_TIMEOUT,
             format!("MemberRemove of {victim:x}"),

@@ -15,7 +15,8 @@ use crate::fault::history::{
     value_of, Clock, Outcome, Recorder, RegisterEntry, RegisterOp, RegisterRet, SetAppend, Value,
 };
 use crate::fault::watch_check::{WatchEvent, WatcherLog};
-use crate::grpc::connect_with_timeout;
+use crate::grpc::connect_with;
+use crate::tls::ClientTls;
 use anyhow::{Context, Result};
 use etcd_client::{Client, Compare, CompareOp, EventType, GetOptions, Txn, TxnOp, WatchOptions};
 use rand::rngs::StdRng;
@@ -41,6 +42,8 @@ pub struct WorkloadConfig {
     /// negative control that shows the checker catches stale reads: such reads
     /// are not linearizable and never go into a real campaign's history.
     pub serializable_reads: bool,
+    /// Connect over TLS with these files (a TLS cluster's root client).
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for WorkloadConfig {
@@ -53,6 +56,7 @@ impl Default for WorkloadConfig {
             op_timeout: Duration::from_secs(3),
             backoff: Duration::from_millis(400),
             serializable_reads: false,
+            tls: None,
         }
     }
 }
@@ -158,7 +162,12 @@ impl Workload {
 }
 
 async fn client_for(endpoint: &str, config: &WorkloadConfig) -> Result<Client> {
-    connect_with_timeout(&[endpoint.to_string()], config.op_timeout).await
+    connect_with(
+        &[endpoint.to_string()],
+        config.tls.as_ref(),
+        config.op_timeout,
+    )
+    .await
 }
 
 /// Whether an error certainly means the request never reached a server.
