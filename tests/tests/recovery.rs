@@ -10,7 +10,7 @@ use raftkv_tests::cli::raftkv;
 use raftkv_tests::files::copy_dir;
 use raftkv_tests::kv::{get_value, get_value_serializable};
 use raftkv_tests::wait::{self, CONVERGE_TIMEOUT, READY_TIMEOUT};
-use raftkv_tests::{Cluster, Ports, RaftkvCli};
+use raftkv_tests::{Cluster, ClusterOptions, Ports, RaftkvCli};
 
 const KEYS: usize = 40;
 
@@ -314,5 +314,93 @@ async fn recover_solo_is_refused_while_the_cluster_has_quorum() -> Result<()> {
     let mut client = cluster.client().await?;
     ensure!(client.member_list().await?.members().len() == 3);
     client.put("still", "fine", None).await?;
+    Ok(())
+}
+
+/// With auth on, RecoverSolo needs root, as every Admin change (issue 16,
+/// item 1). No token can be issued without a quorum, so root's client
+/// certificate (`--client-cert-auth`) is how the operator asks: another
+/// user's certificate is refused, root's is accepted, and the recovered member
+/// keeps every acknowledged write.
+#[tokio::test(flavor = "multi_thread")]
+async fn online_solo_recovery_with_auth_on_needs_roots_certificate() -> Result<()> {
+    let mut cluster = ClusterOptions::new().tls().start(3).await?;
+    let mut setup = cluster.client().await?;
+    setup.user_add("root", "rootpw", None).await?;
+    setup.user_grant_role("root", "root").await?;
+    setup.user_add("alice", "alicepw", None).await?;
+    setup.auth_enable().await?;
+    let survivor = 2;
+    write_and_settle(&cluster, survivor).await?;
+    let tls = cluster.tls().context("a TLS cluster")?;
+    let (root, alice) = (tls.root_client().clone(), tls.issue_client("alice")?);
+    lose(&mut cluster, &[1, 3])?;
+    let endpoint = cluster.member(survivor).client_url();
+    let recover = |who: &raftkv_tests::tls::ClientTls| {
+        let mut args: Vec<String> = ["recover", "--solo", "--endpoints", &endpoint]
+            .map(String::from)
+            .into();
+        args.extend(["--min-leaderless-millis".into(), "2000".into()]);
+        args.extend(who.etcdctl_flags());
+        args
+    };
+
+    // Alice is refused, however long the member has been leaderless (a
+    // refusal for being too early is retried; an acceptance ends the test).
+    let deadline = std::time::Instant::now() + CONVERGE_TIMEOUT;
+    loop {
+        let args = recover(&alice);
+        let out = raftkv(&args.iter().map(String::as_str).collect::<Vec<_>>()).await?;
+        ensure!(
+            !out.success(),
+            "alice recovered the member: {:?}",
+            out.stdout
+        );
+        if out.stderr.contains("permission denied") {
+            break;
+        }
+        ensure!(
+            out.stderr.contains("no leader for") || out.stderr.contains("leads the cluster"),
+            "unexpected refusal {:?}",
+            out.stderr
+        );
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "alice's RecoverSolo was never refused as hers: {:?}",
+            out.stderr
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let out = wait::until(
+        CONVERGE_TIMEOUT,
+        "root's RecoverSolo to be accepted",
+        || {
+            let args = recover(&root);
+            async move {
+                let out = raftkv(&args.iter().map(String::as_str).collect::<Vec<_>>()).await?;
+                if !out.success() {
+                    ensure!(
+                        out.stderr.contains("no leader for"),
+                        "unexpected refusal {:?}",
+                        out.stderr
+                    );
+                    return Ok(None);
+                }
+                Ok(Some(out))
+            }
+        },
+    )
+    .await?;
+    ensure!(out.stdout.contains("now epoch 1"), "{:?}", out.stdout);
+    cluster.member_mut(survivor).wait_ready().await?;
+    let mut client = cluster.member(survivor).client().await?;
+    for i in 0..KEYS {
+        let key = format!("rec/{i:03}");
+        let value = get_value(&mut client, &key).await?;
+        ensure!(
+            value.as_deref() == Some(format!("v{i}").as_str()),
+            "{key} = {value:?}"
+        );
+    }
     Ok(())
 }

@@ -168,10 +168,11 @@ impl Admin for AdminService {
         &self,
         req: Request<RecoverSoloRequest>,
     ) -> Result<Response<RecoverSoloResponse>, Status> {
-        // Not root-only yet: it runs when no quorum is left, when no token
-        // can be issued (a token is a proposal); it will take the client
-        // certificate the operator holds once the client port has TLS
-        // (issue 16, items 1 and 7). See SECURITY.md.
+        // With auth on, root, as every Admin change: a token needs the log
+        // (one issued before the quorum went still works while it lives),
+        // so without a quorum it is root's client certificate
+        // (--client-cert-auth), which asks nothing of the other members.
+        self.node.require_root(req.metadata()).await?;
         let _guard = self.init_lock.lock().await;
         let node = &self.node;
         let wanted = Duration::from_millis(req.into_inner().min_leaderless_millis);

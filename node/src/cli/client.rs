@@ -24,8 +24,7 @@ use crate::proto::raftkvpb::admin::InitializeRequest;
 use crate::proto::raftkvpb::admin::MemberStatusRequest;
 use crate::store::mvcc::prefix_end;
 
-/// Where the members are, and the TLS files to reach them with (etcdctl's
-/// flags: `--cacert`, `--cert`, `--key`).
+/// Where the members are, and the TLS files to reach them with.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Endpoints {
     /// Comma-separated client endpoints (host:port, http://host:port or
@@ -37,6 +36,13 @@ pub struct Endpoints {
         global = true
     )]
     pub endpoints: String,
+    #[command(flatten)]
+    pub tls: ClientTlsFiles,
+}
+
+/// etcdctl's TLS flags: `--cacert`, `--cert`, `--key`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ClientTlsFiles {
     /// Verify the members' certificates with this CA (PEM).
     #[arg(
         long = "cacert",
@@ -68,18 +74,9 @@ pub struct Endpoints {
     pub key: Option<PathBuf>,
 }
 
-impl Endpoints {
-    /// Plain endpoints, no TLS.
-    pub fn plain(endpoints: String) -> Self {
-        Endpoints {
-            endpoints,
-            cacert: None,
-            cert: None,
-            key: None,
-        }
-    }
-
-    fn tls(&self) -> anyhow::Result<Option<ClientTlsConfig>> {
+impl ClientTlsFiles {
+    /// tonic's TLS settings for these files (`None` when no flag is given).
+    pub fn config(&self) -> anyhow::Result<Option<ClientTlsConfig>> {
         let read =
             |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
         let mut config = match (&self.cert, &self.key) {
@@ -94,6 +91,12 @@ impl Endpoints {
             config = config.ca_certificate(Certificate::from_pem(read(ca)?));
         }
         Ok(Some(config))
+    }
+}
+
+impl Endpoints {
+    fn tls(&self) -> anyhow::Result<Option<ClientTlsConfig>> {
+        self.tls.config()
     }
 
     /// A channel to the first endpoint that accepts a connection.

@@ -25,6 +25,10 @@ pub struct RecoverArgs {
     /// The member's id, if its data dir does not record it.
     #[arg(long)]
     id: Option<u64>,
+    /// Online, with auth on: root's client certificate is how to ask without
+    /// a quorum (a token is issued through the log).
+    #[command(flatten)]
+    tls: super::client::ClientTlsFiles,
 }
 
 #[derive(clap::Args, Debug)]
@@ -42,7 +46,13 @@ pub async fn recover(a: RecoverArgs) -> anyhow::Result<()> {
             bail!("give --data-dir (stopped member) or --endpoints (running member), not both")
         }
         (None, None) => bail!("give --data-dir (stopped member) or --endpoints (running member)"),
-        (None, Some(endpoints)) => return online(endpoints, a.min_leaderless_millis).await,
+        (None, Some(endpoints)) => {
+            let ep = super::client::Endpoints {
+                endpoints,
+                tls: a.tls,
+            };
+            return online(ep, a.min_leaderless_millis).await;
+        }
         (Some(d), None) => d,
     };
     let db = crate::recovery::open_offline(&data_dir)?;
@@ -69,10 +79,9 @@ pub fn reset(a: ResetArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn online(endpoints: String, min_leaderless_millis: u64) -> anyhow::Result<()> {
+async fn online(ep: super::client::Endpoints, min_leaderless_millis: u64) -> anyhow::Result<()> {
     use crate::proto::raftkvpb::admin::admin_client::AdminClient;
     use crate::proto::raftkvpb::admin::RecoverSoloRequest;
-    let ep = super::client::Endpoints::plain(endpoints);
     let mut admin = AdminClient::new(ep.connect().await?);
     let r = admin
         .recover_solo(RecoverSoloRequest {
