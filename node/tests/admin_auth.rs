@@ -5,7 +5,6 @@
 //! member, write backups or delete them.
 
 use anyhow::{bail, Context, Result};
-use etcd_client::Permission;
 use raftkv_node::proto::etcdserverpb::auth_client::AuthClient;
 use raftkv_node::proto::etcdserverpb::AuthenticateRequest;
 use raftkv_node::proto::raftkvpb::admin::admin_client::AdminClient;
@@ -108,15 +107,7 @@ async fn admin_calls_need_root_once_auth_is_on() -> Result<()> {
     let cluster = ClusterOptions::new().start(1).await?;
     let endpoint = cluster.members()[0].client_url();
     let mut setup = cluster.client().await?;
-    setup.user_add("root", "rootpw", None).await?;
-    setup.user_grant_role("root", "root").await?;
-    setup.role_add("app").await?;
-    setup
-        .role_grant_permission("app", Permission::read_write("app/").with_prefix())
-        .await?;
-    setup.user_add("alice", "alicepw", None).await?;
-    setup.user_grant_role("alice", "app").await?;
-    setup.auth_enable().await?;
+    raftkv_tests::auth::enable_with_root_and_alice(&mut setup, "alicepw").await?;
     let mut admin = AdminClient::connect(endpoint.clone()).await?;
 
     for (call, code) in root_only_calls(&mut admin, None).await? {

@@ -4,7 +4,6 @@
 //! auth off ends every token. Before, a token outlived all three.
 
 use anyhow::{bail, Result};
-use etcd_client::Permission;
 use raftkv_node::proto::etcdserverpb::auth_client::AuthClient;
 use raftkv_node::proto::etcdserverpb::kv_client::KvClient;
 use raftkv_node::proto::etcdserverpb::*;
@@ -51,15 +50,7 @@ async fn tokens_end_on_password_change_user_delete_and_auth_disable() -> Result<
     let cluster = ClusterOptions::new().start(1).await?;
     let endpoint = cluster.members()[0].client_url();
     let mut setup = cluster.client().await?;
-    setup.user_add("root", "rootpw", None).await?;
-    setup.user_grant_role("root", "root").await?;
-    setup.role_add("app").await?;
-    setup
-        .role_grant_permission("app", Permission::read_write("app/").with_prefix())
-        .await?;
-    setup.user_add("alice", "pw1", None).await?;
-    setup.user_grant_role("alice", "app").await?;
-    setup.auth_enable().await?;
+    raftkv_tests::auth::enable_with_root_and_alice(&mut setup, "pw1").await?;
     let mut auth = AuthClient::connect(endpoint.clone()).await?;
     let mut kv = KvClient::connect(endpoint.clone()).await?;
     let root = token(&mut auth, "root", "rootpw").await?;

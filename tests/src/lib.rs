@@ -28,6 +28,7 @@
 //! ```
 
 pub mod admin;
+pub mod auth;
 pub mod binaries;
 pub mod certs;
 pub mod cli;

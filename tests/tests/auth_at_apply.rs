@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use etcd_client::{Client, ConnectOptions, GetOptions, Permission};
+use etcd_client::{Client, ConnectOptions, GetOptions};
 use raftkv_tests::grpc::grpc_status;
 use raftkv_tests::ClusterOptions;
 
@@ -21,15 +21,7 @@ use raftkv_tests::ClusterOptions;
 async fn a_revoke_wins_over_a_lagging_members_stale_copy() -> Result<()> {
     let mut cluster = ClusterOptions::new().start(3).await?;
     let mut setup = cluster.client().await?;
-    setup.user_add("root", "rootpw", None).await?;
-    setup.user_grant_role("root", "root").await?;
-    setup.role_add("app").await?;
-    setup
-        .role_grant_permission("app", Permission::read_write("app/").with_prefix())
-        .await?;
-    setup.user_add("alice", "alicepw", None).await?;
-    setup.user_grant_role("alice", "app").await?;
-    setup.auth_enable().await?;
+    raftkv_tests::auth::enable_with_root_and_alice(&mut setup, "alicepw").await?;
 
     // The lagging member: a follower, which alice talks to alone.
     let leader = setup.status().await?.leader();

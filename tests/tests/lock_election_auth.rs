@@ -3,9 +3,7 @@
 //! etcd's v3lock and v3election do through the KV calls they are made of.
 
 use anyhow::{Context, Result};
-use etcd_client::{
-    Client, ConnectOptions, LeaderKey, LockOptions, Permission, ProclaimOptions, ResignOptions,
-};
+use etcd_client::{Client, ConnectOptions, LeaderKey, LockOptions, ProclaimOptions, ResignOptions};
 use raftkv_tests::grpc::expect_grpc_error;
 use raftkv_tests::ClusterOptions;
 
@@ -16,15 +14,7 @@ async fn lock_and_election_calls_need_the_callers_permissions() -> Result<()> {
     let cluster = ClusterOptions::new().start(1).await?;
     let endpoints = cluster.endpoints();
     let mut setup = cluster.client().await?;
-    setup.user_add("root", "rootpw", None).await?;
-    setup.user_grant_role("root", "root").await?;
-    setup.role_add("app").await?;
-    setup
-        .role_grant_permission("app", Permission::read_write("app/").with_prefix())
-        .await?;
-    setup.user_add("alice", "alicepw", None).await?;
-    setup.user_grant_role("alice", "app").await?;
-    setup.auth_enable().await?;
+    raftkv_tests::auth::enable_with_root_and_alice(&mut setup, "alicepw").await?;
     let connect = |user: &'static str, password: &'static str| {
         let endpoints = endpoints.clone();
         async move {

@@ -10,7 +10,7 @@ use raftkv_tests::cli::raftkv;
 use raftkv_tests::files::copy_dir;
 use raftkv_tests::kv::{get_value, get_value_serializable};
 use raftkv_tests::wait::{self, CONVERGE_TIMEOUT, READY_TIMEOUT};
-use raftkv_tests::{Cluster, ClusterOptions, Ports, RaftkvCli};
+use raftkv_tests::{Cluster, ClusterOptions, CmdOutput, Ports, RaftkvCli};
 
 const KEYS: usize = 40;
 
@@ -49,6 +49,31 @@ fn lose(cluster: &mut Cluster, ids: &[u64]) -> Result<()> {
         std::fs::remove_dir_all(&data)?;
     }
     Ok(())
+}
+
+/// `raftkv recover --solo --endpoints ENDPOINT --min-leaderless-millis 2000`
+/// with `extra` flags, asked again while the member has not been leaderless
+/// for long enough; its output once accepted.
+async fn recover_once_leaderless(endpoint: &str, extra: &[String]) -> Result<CmdOutput> {
+    let mut args: Vec<&str> = vec!["recover", "--solo", "--endpoints", endpoint];
+    args.extend(["--min-leaderless-millis", "2000"]);
+    args.extend(extra.iter().map(String::as_str));
+    wait::until(CONVERGE_TIMEOUT, "RecoverSolo to be accepted", || {
+        let args = args.clone();
+        async move {
+            let out = raftkv(&args).await?;
+            if !out.success() {
+                ensure!(
+                    out.stderr.contains("no leader for"),
+                    "unexpected refusal {:?}",
+                    out.stderr
+                );
+                return Ok(None);
+            }
+            Ok(Some(out))
+        }
+    })
+    .await
 }
 
 async fn assert_all_keys(endpoint: &str) -> Result<()> {
@@ -243,30 +268,7 @@ async fn online_solo_recovery_through_the_admin_api() -> Result<()> {
     let endpoint = cluster.member(survivor).client_endpoint();
     let pid = cluster.member(survivor).pid();
     // Refused until the member has been leaderless for long enough.
-    let out = wait::until(CONVERGE_TIMEOUT, "RecoverSolo to be accepted", || {
-        let endpoint = endpoint.clone();
-        async move {
-            let out = raftkv(&[
-                "recover",
-                "--solo",
-                "--endpoints",
-                &endpoint,
-                "--min-leaderless-millis",
-                "2000",
-            ])
-            .await?;
-            if !out.success() {
-                ensure!(
-                    out.stderr.contains("no leader for"),
-                    "unexpected refusal {:?}",
-                    out.stderr
-                );
-                return Ok(None);
-            }
-            Ok(Some(out))
-        }
-    })
-    .await?;
+    let out = recover_once_leaderless(&endpoint, &[]).await?;
     ensure!(out.stdout.contains("now epoch 1"), "{:?}", out.stdout);
     // The member restarts itself in place (same pid) and serves alone.
     cluster.member_mut(survivor).wait_ready().await?;
@@ -371,26 +373,7 @@ async fn online_solo_recovery_with_auth_on_needs_roots_certificate() -> Result<(
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    let out = wait::until(
-        CONVERGE_TIMEOUT,
-        "root's RecoverSolo to be accepted",
-        || {
-            let args = recover(&root);
-            async move {
-                let out = raftkv(&args.iter().map(String::as_str).collect::<Vec<_>>()).await?;
-                if !out.success() {
-                    ensure!(
-                        out.stderr.contains("no leader for"),
-                        "unexpected refusal {:?}",
-                        out.stderr
-                    );
-                    return Ok(None);
-                }
-                Ok(Some(out))
-            }
-        },
-    )
-    .await?;
+    let out = recover_once_leaderless(&endpoint, &root.etcdctl_flags()).await?;
     ensure!(out.stdout.contains("now epoch 1"), "{:?}", out.stdout);
     cluster.member_mut(survivor).wait_ready().await?;
     let mut client = cluster.member(survivor).client().await?;

@@ -470,18 +470,8 @@ async fn a_client_certificate_names_the_user_of_a_call_without_a_token() -> Resu
     let tls = cluster.tls().context("a TLS cluster")?;
     let (alice, mallory) = (tls.issue_client("alice")?, tls.issue_client("mallory")?);
     let endpoints = cluster.endpoints();
-    let mut root = cluster.client().await?;
-    root.user_add("root", "rootpw", None).await?;
-    root.user_grant_role("root", "root").await?;
-    root.role_add("app").await?;
-    root.role_grant_permission(
-        "app",
-        etcd_client::Permission::read_write("app/").with_prefix(),
-    )
-    .await?;
-    root.user_add("alice", "alicepw", None).await?;
-    root.user_grant_role("alice", "app").await?;
-    root.auth_enable().await?;
+    let mut setup = cluster.client().await?;
+    raftkv_tests::auth::enable_with_root_and_alice(&mut setup, "alicepw").await?;
 
     // Root's certificate, no password: still root.
     let mut root = cluster.client().await?;
