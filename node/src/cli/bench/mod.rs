@@ -21,6 +21,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use tonic::transport::Channel;
+use tonic::transport::ClientTlsConfig;
 use tonic::transport::Endpoint;
 
 use latency::Samples;
@@ -38,6 +39,9 @@ pub struct BenchArgs {
     /// Comma-separated client endpoints; connections are spread over them.
     #[arg(long, env = "RAFTKV_ENDPOINTS", default_value = "127.0.0.1:2379")]
     pub endpoints: String,
+    /// etcdctl's TLS flags, for members serving TLS.
+    #[command(flatten)]
+    pub tls: crate::cli::client::ClientTlsFiles,
     /// gRPC connections.
     #[arg(long, default_value_t = 1)]
     pub conns: usize,
@@ -120,14 +124,15 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
     if args.conns == 0 || args.clients == 0 {
         anyhow::bail!("--conns and --clients must be at least 1");
     }
-    let endpoints = crate::cli::client::endpoint_urls(&args.endpoints, false);
+    let tls = args.tls.config()?;
+    let endpoints = crate::cli::client::endpoint_urls(&args.endpoints, tls.is_some());
     if endpoints.is_empty() {
         anyhow::bail!("--endpoints is empty");
     }
-    let endpoints = target::select(endpoints, args.target).await?;
+    let endpoints = target::select(endpoints, args.target, &tls).await?;
     let mut channels = Vec::with_capacity(args.conns);
     for i in 0..args.conns {
-        channels.push(connect(&endpoints[i % endpoints.len()]).await?);
+        channels.push(connect(&endpoints[i % endpoints.len()], &tls).await?);
     }
 
     let progress = Arc::new(Progress::default());
@@ -259,12 +264,18 @@ async fn show_progress(progress: Arc<Progress>, stop: Stop, started: Instant) {
 }
 
 /// One gRPC connection of its own (a `Channel` is one HTTP/2 connection).
-async fn connect(url: &str) -> anyhow::Result<Channel> {
-    Endpoint::from_shared(url.to_string())
+async fn connect(url: &str, tls: &Option<ClientTlsConfig>) -> anyhow::Result<Channel> {
+    let mut endpoint = Endpoint::from_shared(url.to_string())
         .with_context(|| format!("bad endpoint {url}"))?
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(30))
-        .tcp_nodelay(true)
+        .tcp_nodelay(true);
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls.clone())
+            .with_context(|| format!("TLS for {url}"))?;
+    }
+    endpoint
         .connect()
         .await
         .with_context(|| format!("cannot connect to {url}"))

@@ -20,13 +20,17 @@ pub enum Target {
 }
 
 /// The endpoints of `urls` that play the `target` role; an error if none do.
-pub async fn select(urls: Vec<String>, target: Target) -> anyhow::Result<Vec<String>> {
+pub async fn select(
+    urls: Vec<String>,
+    target: Target,
+    tls: &Option<tonic::transport::ClientTlsConfig>,
+) -> anyhow::Result<Vec<String>> {
     if target == Target::All {
         return Ok(urls);
     }
     let mut chosen = Vec::new();
     for url in &urls {
-        let channel = super::connect(url).await?;
+        let channel = super::connect(url, tls).await?;
         let status = MaintenanceClient::new(channel)
             .status(StatusRequest {})
             .await
