@@ -229,3 +229,76 @@ async fn raftkv_lock_and_elect_work_with_etcdctl() -> Result<()> {
     );
     Ok(())
 }
+
+/// A waiter whose lease expires while it waits has lost its place (issue 17,
+/// item 1): when the holder lets go it must not get the lock, nor the
+/// leadership, but etcd's "session expired"; the next waiter still gets it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_waiter_whose_lease_expired_gets_session_expired_not_the_lock() -> Result<()> {
+    let cluster = ClusterOptions::new().start(1).await?;
+    let mut client = cluster.client().await?;
+    let holder = client.lease_grant(60, None).await?.id();
+    let held = client
+        .lock("gate", Some(LockOptions::new().with_lease(holder)))
+        .await?
+        .key()
+        .to_vec();
+    let won = client.campaign("office", "holder", holder).await?;
+    let leader = won.leader().context("no leader key")?.clone();
+
+    // Waiters on leases nobody keeps alive (the shortest TTL, about 2 s).
+    let doomed = client.lease_grant(1, None).await?.id();
+    let (mut locker, mut candidate) = (client.clone(), client.clone());
+    let lock_wait = tokio::spawn(async move {
+        locker
+            .lock("gate", Some(LockOptions::new().with_lease(doomed)))
+            .await
+    });
+    let campaign_wait =
+        tokio::spawn(async move { candidate.campaign("office", "doomed", doomed).await });
+    // The lease expires while they wait.
+    raftkv_tests::wait::until(
+        Duration::from_secs(15),
+        "the waiters' lease to expire",
+        || {
+            let mut client = client.clone();
+            async move {
+                let ttl = client.lease_time_to_live(doomed, None).await?.ttl();
+                Ok((ttl < 0).then_some(()))
+            }
+        },
+    )
+    .await?;
+    client.unlock(held).await?;
+    client
+        .resign(Some(ResignOptions::new().with_leader(leader)))
+        .await?;
+
+    for (what, outcome) in [
+        ("lock", lock_wait.await?.map(|r| format!("{r:?}"))),
+        ("campaign", campaign_wait.await?.map(|r| format!("{r:?}"))),
+    ] {
+        match outcome {
+            Ok(granted) => anyhow::bail!("the expired waiter's {what} was granted: {granted}"),
+            Err(e) => ensure!(
+                e.to_string().contains("session expired"),
+                "the expired waiter's {what} failed otherwise: {e}"
+            ),
+        }
+    }
+    // Nothing of theirs is left in line: a new contender gets both at once.
+    let fresh = client.lease_grant(60, None).await?.id();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        client.lock("gate", Some(LockOptions::new().with_lease(fresh))),
+    )
+    .await
+    .context("the lock is stuck")??;
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        client.campaign("office", "fresh", fresh),
+    )
+    .await
+    .context("the election is stuck")??;
+    Ok(())
+}

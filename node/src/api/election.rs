@@ -108,7 +108,7 @@ impl Election for ElectionService {
             // Campaigning again on the same lease: take the new value.
             self.proclaim_on(&allowed, &leader, &req.value).await?;
         }
-        key_queue::wait_for_turn(&self.node, &prefix, mine.create_revision).await?;
+        key_queue::wait_for_turn(&self.node, &prefix, &leader.key, mine.create_revision).await?;
         Ok(Response::new(CampaignResponse {
             header: self.header(),
             leader: Some(leader),

@@ -190,28 +190,60 @@ pub async fn oldest_before(
     Ok(node.mvcc().range(&req)?.kvs.into_iter().next())
 }
 
-/// Wait until no key under `prefix` is older than `mine` (create revision).
-pub async fn wait_for_turn(node: &Arc<Node>, prefix: &[u8], mine: i64) -> Result<(), ApiError> {
+/// Wait until no key under `prefix` is older than `own`, the contender's key
+/// created at revision `mine`. If `own` goes first (its lease expired, or it
+/// was deleted), the contender has lost its place: "session expired", as
+/// etcd's concurrency package says, never the lock or the leadership.
+pub async fn wait_for_turn(
+    node: &Arc<Node>,
+    prefix: &[u8],
+    own: &[u8],
+    mine: i64,
+) -> Result<(), ApiError> {
     loop {
         let mut changes = node.watch_hub().subscribe();
-        let Some(ahead) = oldest_before(node, prefix, mine).await? else {
+        let ahead = oldest_before(node, prefix, mine).await?;
+        // Read after `oldest_before`'s read barrier: as current as the queue.
+        if !still_owned(node, own, mine)? {
+            return Err(session_expired());
+        }
+        let Some(ahead) = ahead else {
             return Ok(());
         };
-        wait_for_delete(&mut changes, &ahead.key).await;
+        wait_for_delete(&mut changes, &[&ahead.key, own]).await;
     }
 }
 
-/// Return once `key` is deleted (or when events were missed: look again).
+/// Whether `key` still is the one created at `create_revision`.
+fn still_owned(node: &Node, key: &[u8], create_revision: i64) -> Result<bool, ApiError> {
+    let req = RangeRequest {
+        key: key.to_vec(),
+        ..Default::default()
+    };
+    let kvs = node.mvcc().range(&req)?.kvs;
+    Ok(kvs
+        .first()
+        .is_some_and(|kv| kv.create_revision == create_revision))
+}
+
+/// etcd's concurrency.ErrSessionExpired: the waiter's key is gone.
+fn session_expired() -> ApiError {
+    ApiError::new(tonic::Code::Unknown, "session expired")
+}
+
+/// Return once one of `keys` is deleted (or when events were missed: look again).
 async fn wait_for_delete(
     changes: &mut tokio::sync::broadcast::Receiver<Arc<Vec<crate::proto::mvccpb::Event>>>,
-    key: &[u8],
+    keys: &[&[u8]],
 ) {
     loop {
         match changes.recv().await {
             Ok(events) => {
                 let deleted = events.iter().any(|e| {
                     e.r#type == EventType::Delete as i32
-                        && e.kv.as_ref().is_some_and(|kv| kv.key == key)
+                        && e.kv
+                            .as_ref()
+                            .is_some_and(|kv| keys.contains(&kv.key.as_slice()))
                 });
                 if deleted {
                     return;

@@ -35,7 +35,7 @@ impl Lock for LockService {
         .await?;
         let req = req.into_inner();
         let mine = key_queue::enqueue(&self.node, &allowed, &key, b"", req.lease).await?;
-        key_queue::wait_for_turn(&self.node, &prefix, mine.create_revision).await?;
+        key_queue::wait_for_turn(&self.node, &prefix, &key, mine.create_revision).await?;
         Ok(Response::new(LockResponse {
             header: Some(self.node.header(self.node.mvcc().current_revision())),
             key,
