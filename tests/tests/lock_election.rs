@@ -302,3 +302,98 @@ async fn a_waiter_whose_lease_expired_gets_session_expired_not_the_lock() -> Res
     .context("the election is stuck")??;
     Ok(())
 }
+
+/// A waiter on a member that catches up by installing a snapshot (issue 17,
+/// item 4): the holder's unlock is inside the snapshot, so that member never
+/// broadcasts its deletion. The waiter must look again, not hang.
+///
+/// The member is cut off by a partition (network namespaces; skipped with a
+/// printed reason where they cannot be made): a stopped process would keep
+/// the leader's replication to it in flight, and the leader keeps the log such
+/// a follower still needs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_waiter_on_a_member_that_installs_a_snapshot_still_gets_the_lock() -> Result<()> {
+    if let Some(reason) = raftkv_tests::fault::netns::unavailable_reason() {
+        eprintln!("skipped: {reason}");
+        return Ok(());
+    }
+    let mut cluster = ClusterOptions::new()
+        .arg("--snapshot-count", 20)
+        .in_netns()
+        .start(3)
+        .await?;
+    let leader = cluster.wait_leader().await?;
+    let follower = cluster
+        .live_ids()
+        .into_iter()
+        .find(|&id| id != leader)
+        .context("no follower")?;
+    let mut on_leader = cluster.member(leader).client().await?;
+    let holder = on_leader.lease_grant(60, None).await?.id();
+    let held = on_leader
+        .lock("gate", Some(LockOptions::new().with_lease(holder)))
+        .await?
+        .key()
+        .to_vec();
+    let waiter = on_leader.lease_grant(60, None).await?.id();
+    // A client that waits longer than the harness's usual 10 s.
+    let mut on_follower = raftkv_tests::grpc::connect_with_timeout(
+        &[cluster.member(follower).client_endpoint()],
+        Duration::from_secs(60),
+    )
+    .await?;
+    let wait = tokio::spawn(async move {
+        on_follower
+            .lock("gate", Some(LockOptions::new().with_lease(waiter)))
+            .await
+    });
+    raftkv_tests::wait::until(Duration::from_secs(10), "the waiter to queue", || {
+        let mut client = on_leader.clone();
+        async move {
+            let queue = client
+                .get("gate/", Some(etcd_client::GetOptions::new().with_prefix()))
+                .await?;
+            Ok((queue.count() == 2).then_some(()))
+        }
+    })
+    .await?;
+
+    // The unlock and enough writes to purge it from the leader's log happen
+    // while the waiter's member is cut off.
+    let network = cluster.network().context("no network")?;
+    let cut_off = cluster.member(follower).ports.host;
+    for other in cluster.live_ids().into_iter().filter(|&id| id != follower) {
+        network.cut(cut_off, cluster.member(other).ports.host)?;
+    }
+    on_leader.unlock(held).await?;
+    for i in 0..100 {
+        on_leader.put(format!("fill/{i:03}"), "x", None).await?;
+    }
+    let leader_member = cluster.member(leader);
+    raftkv_tests::wait::until(
+        Duration::from_secs(20),
+        "the leader to purge its log",
+        || async {
+            let purged = leader_member.metric("raftkv_raft_purged_index").await?;
+            Ok(purged.filter(|p| *p > 0.0).map(|_| ()))
+        },
+    )
+    .await?;
+    network.heal()?;
+
+    let granted = tokio::time::timeout(Duration::from_secs(15), wait)
+        .await
+        .context("the waiter hangs after its member installed a snapshot")???;
+    ensure!(
+        granted.key().starts_with(b"gate/"),
+        "granted {:?}",
+        granted.key()
+    );
+    let installed = cluster
+        .member(follower)
+        .metric("raftkv_raft_snapshot_index")
+        .await?
+        .unwrap_or(0.0);
+    ensure!(installed > 0.0, "the follower caught up without a snapshot");
+    Ok(())
+}

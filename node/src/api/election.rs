@@ -183,6 +183,8 @@ impl Election for ElectionService {
                     tokio::select! {
                         _ = tx.closed() => return,
                         got = changes.recv() => match got {
+                            // A snapshot install's resync: it changed what it changed unseen.
+                            Ok(events) if events.is_empty() => break,
                             Ok(events) => {
                                 let touched = events.iter().any(|e| {
                                     e.kv.as_ref().is_some_and(|kv| kv.key >= prefix && kv.key < end)

@@ -231,13 +231,16 @@ fn session_expired() -> ApiError {
     ApiError::new(tonic::Code::Unknown, "session expired")
 }
 
-/// Return once one of `keys` is deleted (or when events were missed: look again).
+/// Return once one of `keys` is deleted, or when changes may have been
+/// missed (the hub's empty resync batch after a snapshot install, whose
+/// changes are never broadcast; a receiver that lagged): look again.
 async fn wait_for_delete(
     changes: &mut tokio::sync::broadcast::Receiver<Arc<Vec<crate::proto::mvccpb::Event>>>,
     keys: &[&[u8]],
 ) {
     loop {
         match changes.recv().await {
+            Ok(events) if events.is_empty() => return,
             Ok(events) => {
                 let deleted = events.iter().any(|e| {
                     e.r#type == EventType::Delete as i32
