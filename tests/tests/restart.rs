@@ -140,3 +140,51 @@ async fn kill9_all_members_then_restart_keeps_everything() -> Result<()> {
     verify(&cluster, &workload, "after a second kill -9 and restart").await?;
     Ok(())
 }
+
+/// What interrupted snapshots leave behind (issue 17, item 8): a member killed
+/// while it built, installed or received a snapshot leaves a temporary file
+/// that nothing reads again. A restart removes them and keeps real snapshots.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_removes_what_interrupted_snapshots_left() -> Result<()> {
+    let mut cluster = raftkv_tests::ClusterOptions::new()
+        .arg("--snapshot-count", 20)
+        .start(1)
+        .await?;
+    let workload = write_workload(&cluster).await?;
+    cluster.kill9_all()?;
+    let dir = cluster.members()[0].data_dir().join("snapshots");
+    let snapshots = |dir: &std::path::Path| -> Result<Vec<String>> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)?
+            .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
+            .collect::<Result<_>>()?;
+        names.sort();
+        Ok(names)
+    };
+    let kept = snapshots(&dir)?;
+    ensure!(
+        kept.iter().any(|n| n.ends_with(".snap")),
+        "no snapshot after the workload with --snapshot-count 20: {kept:?}"
+    );
+    let leftovers = ["incoming-42.part", "building-4242.tmp", "snap-1-1.tmp"];
+    for name in leftovers {
+        std::fs::write(dir.join(name), vec![7u8; 1 << 20])?;
+    }
+    cluster.restart(&[1]).await?;
+    cluster.wait_leader_all().await?;
+    let after = snapshots(&dir)?;
+    ensure!(
+        after.iter().all(|n| !leftovers.contains(&n.as_str())),
+        "left after the restart: {after:?}"
+    );
+    ensure!(
+        kept.iter().all(|n| after.contains(n)) || after.iter().any(|n| n.ends_with(".snap")),
+        "the restart lost the real snapshots: {kept:?} -> {after:?}"
+    );
+    verify(
+        &cluster,
+        &workload,
+        "after a restart that removed leftovers",
+    )
+    .await?;
+    Ok(())
+}

@@ -31,6 +31,12 @@ pub(super) async fn open(cfg: &ServeConfig) -> anyhow::Result<Opened> {
     let cluster_id = Arc::new(AtomicU64::new(settle_cluster_id(&db, cfg)?));
     crate::recovery::persist_node_id(&db, cfg.id)?;
     let epoch = Arc::new(crate::epoch::EpochState::load(&db).context("reading the epoch")?);
+    let snapshot_dir = cfg.data_dir.join("snapshots");
+    for left in crate::store::snapshot::remove_leftovers(&snapshot_dir)
+        .with_context(|| format!("cleaning {}", snapshot_dir.display()))?
+    {
+        tracing::info!(file = %left.display(), "removed what an interrupted snapshot left");
+    }
 
     let metrics = Arc::new(Metrics::default());
     let log_store = LogStore::new(db.clone(), metrics.clone());
@@ -39,7 +45,7 @@ pub(super) async fn open(cfg: &ServeConfig) -> anyhow::Result<Opened> {
     let tokens = Arc::new(crate::auth::Tokens::default());
     let sm = StateMachineStore::new(
         db.clone(),
-        cfg.data_dir.join("snapshots"),
+        snapshot_dir,
         metrics.clone(),
         Arc::new(AppliedFollowers {
             watch_hub: watch_hub.clone(),

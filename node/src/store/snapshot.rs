@@ -157,6 +157,28 @@ fn prune(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Delete what interrupted snapshots left in `dir` (a member stopped while
+/// building one, `building-*.tmp`, installing one, `*.tmp`, or receiving one,
+/// `incoming-*.part`): nothing reads them again, and they would fill the disk
+/// one crash at a time. Called at start, before anything writes there.
+pub fn remove_leftovers(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    if !dir.exists() {
+        return Ok(removed);
+    }
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let leftover = path
+            .extension()
+            .is_some_and(|ext| ext == "tmp" || ext == "part");
+        if leftover && path.is_file() {
+            fs::remove_file(&path)?;
+            removed.push(path);
+        }
+    }
+    Ok(removed)
+}
+
 /// The newest snapshot in `dir`, if any, with its meta and an open file.
 pub fn latest(dir: &Path) -> io::Result<Option<(SnapshotMeta, File)>> {
     let Some(path) = list(dir)?.pop() else {
