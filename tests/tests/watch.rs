@@ -257,3 +257,68 @@ async fn a_watcher_on_a_member_that_installs_a_snapshot_misses_nothing() -> Resu
     );
     Ok(())
 }
+
+/// A compaction while a watcher replays a long history (issue 17, item 3):
+/// the replay reads history in chunks, and a compaction between two chunks
+/// removed revisions the watcher had not been sent yet. It must get every
+/// revision in order, or be cancelled with the compaction revision: never a
+/// gap. `prev_kv` makes each chunk slow to send (a lookup per event), so the
+/// compaction lands in the middle of the replay.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compaction_during_a_replay_cancels_the_watcher_instead_of_skipping() -> Result<()> {
+    use etcd_client::{CompactionOptions, Compare, Txn, TxnOp};
+    const TXNS: i64 = 2000;
+    const PUTS_PER_TXN: usize = 10;
+    let cluster = ClusterOptions::new().start(1).await?;
+    let mut client = cluster.client().await?;
+    let first = revision(client.put("r/start", "0", None).await?.header())? + 1;
+    for t in 0..TXNS {
+        let puts: Vec<TxnOp> = (0..PUTS_PER_TXN)
+            .map(|k| TxnOp::put(format!("r/{k}"), format!("{t}"), None))
+            .collect();
+        let txn = Txn::new().when(Vec::<Compare>::new()).and_then(puts);
+        client.txn(txn).await?;
+    }
+    let last = first + TXNS - 1;
+    let options = WatchOptions::new()
+        .with_prefix()
+        .with_start_revision(first)
+        .with_prev_key();
+    let mut stream = client.watch("r/", Some(options)).await?;
+    let compact_at = first + TXNS * 3 / 5;
+    client
+        .compact(compact_at, Some(CompactionOptions::new().with_physical()))
+        .await?;
+
+    let mut next = first;
+    let mut cancelled = None;
+    while next <= last && cancelled.is_none() {
+        let resp = tokio::time::timeout(Duration::from_secs(20), stream.message())
+            .await
+            .context("the watcher got nothing for 20 s")??
+            .context("the watch stream ended")?;
+        for e in resp.events() {
+            let rev = e.kv().context("an event without a kv")?.mod_revision();
+            ensure!(
+                rev == next || rev == next - 1,
+                "the watcher skipped from revision {} to {rev} (compacted at {compact_at})",
+                next - 1
+            );
+            next = rev + 1;
+        }
+        if resp.canceled() {
+            cancelled = Some(resp.compact_revision());
+        }
+    }
+    println!(
+        "delivered up to {} of {first}..={last}; cancelled: {cancelled:?}",
+        next - 1
+    );
+    if let Some(at) = cancelled {
+        ensure!(
+            at == compact_at,
+            "cancelled at {at}, compacted at {compact_at}"
+        );
+    }
+    Ok(())
+}

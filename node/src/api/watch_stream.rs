@@ -265,18 +265,11 @@ impl WatchStream {
     }
 
     /// Deliver history from the oldest revision `only` (or every watcher) needs.
+    /// Each chunk is read with the compaction revision of its moment: a
+    /// watcher that still needs compacted revisions is cancelled with the
+    /// compaction error rather than handed a gap (a compaction may land
+    /// between two chunks of a long replay).
     async fn replay(&mut self, only: Option<i64>) -> Result<(), Closed> {
-        let compacted = self.node.mvcc().compact_revision();
-        let behind: Vec<i64> = self
-            .watchers
-            .iter()
-            .filter(|(id, w)| only.is_none_or(|o| o == **id) && w.next_rev < compacted)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in behind {
-            self.watchers.remove(&id);
-            self.send_compacted(id, compacted).await?;
-        }
         loop {
             let from = self
                 .watchers
@@ -292,11 +285,31 @@ impl WatchStream {
                     return Err(Closed);
                 }
             };
-            if chunk.is_empty() {
+            if from < chunk.compacted {
+                self.cancel_compacted(only, chunk.compacted).await?;
+                continue;
+            }
+            if chunk.events.is_empty() {
                 return Ok(());
             }
-            self.deliver_to(&chunk, only).await?;
+            self.deliver_to(&chunk.events, only).await?;
         }
+    }
+
+    /// Cancel every watcher (or only `only`) that needs a revision before
+    /// `compacted`, with the compaction error.
+    async fn cancel_compacted(&mut self, only: Option<i64>, compacted: i64) -> Result<(), Closed> {
+        let behind: Vec<i64> = self
+            .watchers
+            .iter()
+            .filter(|(id, w)| only.is_none_or(|o| o == **id) && w.next_rev < compacted)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in behind {
+            self.watchers.remove(&id);
+            self.send_compacted(id, compacted).await?;
+        }
+        Ok(())
     }
 
     async fn deliver(&mut self, events: &[Event]) -> Result<(), Closed> {

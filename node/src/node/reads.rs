@@ -10,7 +10,6 @@ use crate::errors::ApiError;
 use crate::proto::authpb::Role;
 use crate::proto::authpb::User;
 use crate::proto::etcdserverpb::AlarmMember;
-use crate::proto::mvccpb::Event;
 use crate::proto::mvccpb::KeyValue;
 use crate::proto::raftkvpb::MemberAttributes;
 use crate::raft::NodeId;
@@ -77,7 +76,7 @@ impl Node {
     }
 
     /// The events from revision `from` on, for a watch catching up.
-    pub fn watch_history(&self, from: i64) -> Result<Vec<Event>, ApiError> {
+    pub fn watch_history(&self, from: i64) -> Result<crate::watch::hub::History, ApiError> {
         crate::watch::hub::history(&self.db, from)
     }
 

@@ -3,14 +3,12 @@
 use std::sync::Arc;
 
 use prost::Message;
-use rocksdb::IteratorMode;
 use rocksdb::DB;
 use tokio::sync::broadcast;
 
 use crate::errors::ApiError;
 use crate::proto::mvccpb::Event;
 use crate::proto::mvccpb::KeyValue;
-use crate::store::cf;
 use crate::store::mvcc;
 use crate::store::schema;
 use crate::store::schema::CF_KV_EVENTS;
@@ -60,14 +58,28 @@ pub fn revision_of(e: &Event) -> i64 {
     e.kv.as_ref().map_or(0, |kv| kv.mod_revision)
 }
 
+/// A chunk of history, and the compaction revision of the same moment.
+pub struct History {
+    /// Committed events from the revision asked for on.
+    pub events: Vec<Event>,
+    /// Events before this revision are gone: a reader that asked for an
+    /// earlier one would jump over them, so it must be told it was compacted.
+    pub compacted: i64,
+}
+
 /// Committed events from revision `from` on: at least `HISTORY_CHUNK` of them
-/// (when there are that many), always ending at a revision boundary.
-pub fn history(db: &DB, from: i64) -> Result<Vec<Event>, ApiError> {
+/// (when there are that many), always ending at a revision boundary; read in
+/// one snapshot with the compaction revision, so a compaction between two
+/// chunks shows as `compacted > from`, never as a silent gap.
+pub fn history(db: &DB, from: i64) -> Result<History, ApiError> {
+    let snap = db.snapshot();
+    let view = mvcc::View {
+        db,
+        snap: Some(&snap),
+    };
+    let compacted = mvcc::read_i64(&view, schema::KEY_COMPACT_REVISION).unwrap_or(0);
     let start = schema::event_key(from, 0);
-    let iter = db.iterator_cf(
-        cf(db, CF_KV_EVENTS),
-        IteratorMode::From(&start, rocksdb::Direction::Forward),
-    );
+    let iter = view.scan(CF_KV_EVENTS, &start, None);
     let mut out: Vec<Event> = Vec::new();
     for item in iter {
         let (_, value) = item.map_err(ApiError::internal)?;
@@ -78,7 +90,10 @@ pub fn history(db: &DB, from: i64) -> Result<Vec<Event>, ApiError> {
         }
         out.push(event);
     }
-    Ok(out)
+    Ok(History {
+        events: out,
+        compacted,
+    })
 }
 
 /// The key as it was just before `revision` (for `prev_kv`), if still known.
