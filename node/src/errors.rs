@@ -92,6 +92,12 @@ impl ApiError {
             "etcdserver: can only promote a learner member",
         )
     }
+    /// etcd's strict reconfiguration check refused a voter that would leave
+    /// fewer reachable voters than a quorum.
+    pub fn unhealthy_cluster() -> Self {
+        Self::new(Code::Unavailable, "etcdserver: unhealthy cluster")
+    }
+
     pub fn learner_not_ready() -> Self {
         Self::new(
             Code::FailedPrecondition,

@@ -271,3 +271,41 @@ async fn promoting_a_lagging_learner_and_removing_an_unknown_member_fail_like_et
     ensure!(get_value(&mut client, "members/ok").await?.as_deref() == Some("yes"));
     Ok(())
 }
+
+/// etcd's strict reconfiguration check (issue 17, item 7): a voter is added
+/// only while the voters the leader hears from stay a quorum of the grown
+/// membership. Three voters and two unreachable additions still have a
+/// quorum (3 of 5); a third unreachable voter is refused with etcd's
+/// "unhealthy cluster" instead of leaving six voters that can commit nothing,
+/// not even the removals that would undo it.
+#[tokio::test(flavor = "multi_thread")]
+async fn adding_voters_that_would_leave_no_reachable_quorum_is_refused() -> Result<()> {
+    let mut cluster = Cluster::start(3).await?;
+    cluster.wait_leader().await?;
+    let mut client = cluster.client().await?;
+    // Ports nobody listens on: these members never start.
+    let nowhere = |port: u16| vec![format!("http://127.0.0.1:{port}")];
+    let mut added = Vec::new();
+    for port in [1, 2] {
+        let resp = client.member_add(nowhere(port), None).await?;
+        added.push(resp.member().context("no member in the reply")?.id());
+    }
+    let third = tokio::time::timeout(
+        std::time::Duration::from_secs(15),
+        client.member_add(nowhere(3), None),
+    )
+    .await
+    .context("the third add hung: the membership it proposed cannot commit")?;
+    expect_grpc_error(third, Code::Unavailable, "etcdserver: unhealthy cluster")?;
+
+    // The cluster still commits: a write, and removing the two unreachable.
+    client.put("after", "1", None).await?;
+    for id in added {
+        client.member_remove(id).await?;
+    }
+    ensure!(
+        client.member_list().await?.members().len() == 3,
+        "the unreachable members were not removed"
+    );
+    Ok(())
+}

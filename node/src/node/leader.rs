@@ -6,7 +6,11 @@
 //! unique, only a learner that has caught up (90% of the leader's log, as etcd)
 //! is promoted, the last voter is never removed, and a leader asked to remove
 //! itself first hands leadership to the most up-to-date voter, so the cluster
-//! never waits out an election timeout because of a planned removal.
+//! never waits out an election timeout because of a planned removal; and, as
+//! etcd's strict reconfiguration check, a new voter (added or promoted) is
+//! refused when the voters the leader hears from would not be a quorum of the
+//! grown membership: three adds of unreachable members to three voters would
+//! otherwise leave a cluster that can commit nothing, not even their removal.
 
 use std::collections::BTreeSet;
 
@@ -136,6 +140,9 @@ async fn add(node: &Node, id: NodeId, peer_url: &str, learner: bool) -> Result<(
     if membership.nodes().any(|(_, n)| n.peer_url == peer_url) {
         return Err(ApiError::peer_url_exists());
     }
+    if !learner {
+        enough_reachable_voters(node, &m, id)?;
+    }
     let member = Member {
         peer_url: peer_url.to_string(),
     };
@@ -150,6 +157,39 @@ async fn add(node: &Node, id: NodeId, peer_url: &str, learner: bool) -> Result<(
             .map_err(raft_error)?;
     }
     tracing::info!(member = %format!("{id:x}"), %peer_url, learner, "added member");
+    Ok(())
+}
+
+/// Refuse to make `joining` a voter unless the voters this leader heard from
+/// within the leader timeout (itself, and `joining` if it is one of them)
+/// stay a quorum of the membership with `joining` in it.
+fn enough_reachable_voters(
+    node: &Node,
+    m: &openraft::RaftMetrics<crate::raft::TypeConfig>,
+    joining: NodeId,
+) -> Result<(), ApiError> {
+    let mut voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+    voters.insert(joining);
+    let heard = |id: &NodeId| {
+        *id == node.id
+            || m.heartbeat.as_ref().is_some_and(|acks| {
+                acks.get(id).is_some_and(|at| {
+                    at.as_ref().is_some_and(|at| {
+                        openraft::Instant::elapsed(&**at) <= node.leader_timeout()
+                    })
+                })
+            })
+    };
+    let reachable = voters.iter().filter(|v| heard(v)).count();
+    if reachable < voters.len() / 2 + 1 {
+        tracing::warn!(
+            member = %format!("{joining:x}"),
+            reachable,
+            voters = voters.len(),
+            "refused a new voter: too few reachable voters for a quorum"
+        );
+        return Err(ApiError::unhealthy_cluster());
+    }
     Ok(())
 }
 
@@ -171,6 +211,7 @@ async fn promote(node: &Node, id: NodeId) -> Result<(), ApiError> {
     if matched * 100 < leader_last * LEARNER_READY_PERCENT {
         return Err(ApiError::learner_not_ready());
     }
+    enough_reachable_voters(node, &m, id)?;
     node.raft
         .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
         .await
