@@ -254,7 +254,12 @@ pub fn incoming(
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
         loop {
-            let (tcp, from) = match listener.accept().await {
+            // The server dropping its end (shutdown) closes the listener too.
+            let accepted = tokio::select! {
+                _ = tx.closed() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (tcp, from) = match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
                     tracing::warn!("accepting a connection: {e}");
@@ -262,9 +267,6 @@ pub fn incoming(
                     continue;
                 }
             };
-            if tx.is_closed() {
-                return;
-            }
             let _ = tcp.set_nodelay(true);
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
