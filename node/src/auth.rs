@@ -48,8 +48,9 @@ pub struct Caller {
     user: Option<String>,
     db: Arc<DB>,
     /// The auth revision when the caller was looked up, read before anything
-    /// its checks read: a command stamped with it is refused at apply if the
-    /// auth state changed in between (see `raftkvpb::AuthStamp`).
+    /// its checks read (0 while auth is disabled): a command stamped with it
+    /// is refused at apply if the auth state changed in between (see
+    /// `raftkvpb::AuthStamp`).
     revision: u64,
 }
 
@@ -115,14 +116,17 @@ impl Tokens {
     /// The caller of a request: its user if auth is enabled (a valid token is
     /// then required), or nobody in particular if it is not.
     pub fn caller(&self, db: &Arc<DB>, md: &MetadataMap) -> Result<Caller, ApiError> {
-        let revision = auth::revision(db);
         if !auth::is_enabled(db) {
+            // Nothing is checked, so nothing to stamp: revision 0 is older
+            // than any enabled auth state, so should auth be turned on
+            // before the command applies, it is refused and checked again.
             return Ok(Caller {
                 user: None,
                 db: db.clone(),
-                revision,
+                revision: 0,
             });
         }
+        let revision = auth::revision(db);
         let Some(token) = md.get("token").and_then(|v| v.to_str().ok()) else {
             // No token: the client certificate's user, as etcd with
             // --client-cert-auth.

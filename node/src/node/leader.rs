@@ -170,15 +170,11 @@ fn enough_reachable_voters(
 ) -> Result<(), ApiError> {
     let mut voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
     voters.insert(joining);
+    let last_ack = |id: &NodeId| *m.heartbeat.as_ref()?.get(id)?;
     let heard = |id: &NodeId| {
         *id == node.id
-            || m.heartbeat.as_ref().is_some_and(|acks| {
-                acks.get(id).is_some_and(|at| {
-                    at.as_ref().is_some_and(|at| {
-                        openraft::Instant::elapsed(&**at) <= node.leader_timeout()
-                    })
-                })
-            })
+            || last_ack(id)
+                .is_some_and(|at| openraft::Instant::elapsed(&*at) <= node.leader_timeout())
     };
     let reachable = voters.iter().filter(|v| heard(v)).count();
     if reachable < voters.len() / 2 + 1 {
