@@ -120,6 +120,9 @@ pub struct Node {
     watch_hub: Arc<crate::watch::WatchHub>,
     lease_timers: Arc<crate::lease::LeaseTimers>,
     tokens: Arc<crate::auth::Tokens>,
+    /// `--election-timeout`: the shortest time a follower waits for its
+    /// leader before it campaigns.
+    election_timeout: Duration,
     /// A leader not heard from (or, as leader, not acknowledged by a quorum)
     /// for this long is considered gone: the longest election timeout.
     leader_timeout: Duration,
@@ -153,7 +156,8 @@ pub struct NodeParts {
     pub watch_hub: Arc<crate::watch::WatchHub>,
     pub lease_timers: Arc<crate::lease::LeaseTimers>,
     pub tokens: Arc<crate::auth::Tokens>,
-    pub leader_timeout: Duration,
+    /// `--election-timeout`.
+    pub election_timeout: Duration,
     pub epoch: Arc<crate::epoch::EpochState>,
     pub backup_dir: PathBuf,
 }
@@ -181,7 +185,9 @@ impl Node {
             watch_hub: parts.watch_hub,
             lease_timers: parts.lease_timers,
             tokens: parts.tokens,
-            leader_timeout: parts.leader_timeout,
+            election_timeout: parts.election_timeout,
+            // openraft campaigns after one to two election timeouts.
+            leader_timeout: parts.election_timeout * 2,
             epoch: parts.epoch,
             leader_seen: LeaderContact::default(),
             backup_dir: parts.backup_dir,
@@ -363,12 +369,7 @@ impl Node {
         let stale = if leader == self.id {
             // A lone voter is its own quorum; otherwise the followers must
             // have acknowledged the leader recently.
-            let alone = m
-                .membership_config
-                .membership()
-                .voter_ids()
-                .all(|v| v == self.id);
-            !alone
+            !self.is_lone_voter(m)
                 && m.last_quorum_acked
                     .is_some_and(|at| openraft::Instant::elapsed(&*at) > self.leader_timeout)
         } else {
@@ -384,6 +385,45 @@ impl Node {
             .peer_url
             .clone();
         Some((leader, url))
+    }
+
+    fn is_lone_voter(&self, m: &openraft::RaftMetrics<crate::raft::TypeConfig>) -> bool {
+        m.membership_config
+            .membership()
+            .voter_ids()
+            .all(|v| v == self.id)
+    }
+
+    /// Whether this member leads and a quorum acknowledged a message it sent
+    /// within `window` (a lone voter is its own quorum).
+    fn quorum_acked_within(
+        &self,
+        m: &openraft::RaftMetrics<crate::raft::TypeConfig>,
+        window: Duration,
+    ) -> bool {
+        m.state == ServerState::Leader
+            && (self.is_lone_voter(m)
+                || m.last_quorum_acked
+                    .is_some_and(|sent| openraft::Instant::elapsed(&*sent) < window))
+    }
+
+    /// Whether this leader may still vouch that no other leader exists: a
+    /// quorum acknowledged a message it sent within the last election
+    /// timeout. Any later leader needs a vote from one of those members,
+    /// cast after it acknowledged, so it began its term at most one election
+    /// timeout before now. Keep-alives are answered only under this lease (see
+    /// `crate::lease`). Right after an election the first acknowledgements
+    /// are awaited for up to one election timeout.
+    pub async fn holds_leader_lease(&self) -> bool {
+        let deadline = Instant::now() + self.election_timeout;
+        loop {
+            let held =
+                self.with_raft_metrics(|m| self.quorum_acked_within(m, self.election_timeout));
+            if held || !self.is_leader() || Instant::now() >= deadline {
+                return held;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     pub fn is_leader(&self) -> bool {

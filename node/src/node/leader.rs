@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde::Serialize;
 
 use crate::errors::ApiError;
+use crate::lease::Renewal;
 use crate::node::Node;
 use crate::raft::Command;
 use crate::raft::Member;
@@ -91,10 +92,16 @@ pub async fn run_on_leader(node: &Node, req: &Forwarded) -> ForwardReply {
         Forwarded::PromoteMember { id } => promote(node, *id).await,
         Forwarded::RemoveMember { id } => remove(node, *id).await,
         Forwarded::LeaseKeepAlive { id } => {
-            return match node.lease_timers.renew(node.current_term(), *id) {
-                Ok(ttl) => ForwardReply::Lease(ttl.map(|t| (t, t))),
-                Err(e) => reply_error(e),
+            if !node.holds_leader_lease().await {
+                // Possibly cut off from the cluster, which may have elected
+                // another leader: renewing here could outlast its revoke.
+                return reply_error(ApiError::no_leader());
             }
+            return match node.lease_timers.renew(node.current_term(), *id) {
+                Ok(Renewal::Renewed(ttl)) => ForwardReply::Lease(Some((ttl, ttl))),
+                Ok(Renewal::Gone) => ForwardReply::Lease(None),
+                Err(e) => reply_error(e),
+            };
         }
         Forwarded::LeaseTimeToLive { id } => {
             return match node.lease_timers.remaining(node.current_term(), *id) {

@@ -41,7 +41,10 @@ pub(super) async fn open(cfg: &ServeConfig) -> anyhow::Result<Opened> {
     let metrics = Arc::new(Metrics::default());
     let log_store = LogStore::new(db.clone(), metrics.clone());
     let watch_hub = Arc::new(crate::watch::WatchHub::default());
-    let lease_timers = Arc::new(crate::lease::LeaseTimers::new(db.clone()));
+    let lease_timers = Arc::new(crate::lease::LeaseTimers::new(
+        db.clone(),
+        Duration::from_millis(cfg.election_timeout),
+    ));
     let tokens = Arc::new(crate::auth::Tokens::default());
     let sm = StateMachineStore::new(
         db.clone(),
@@ -92,7 +95,7 @@ pub(super) async fn open(cfg: &ServeConfig) -> anyhow::Result<Opened> {
         watch_hub,
         lease_timers,
         tokens,
-        leader_timeout: Duration::from_millis(cfg.election_timeout * 2),
+        election_timeout: Duration::from_millis(cfg.election_timeout),
         epoch,
         backup_dir: cfg.backup_dir.clone(),
     });
