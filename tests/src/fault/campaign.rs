@@ -6,6 +6,8 @@
 use crate::cluster::ClusterOptions;
 use crate::fault::checker::{check_history, CheckReport, DEFAULT_BUDGET};
 use crate::fault::history::{Clock, Outcome, RegisterOp, RegisterRet};
+use crate::fault::lock_check::{check_exclusion, check_ownership, HoldEnd, LockHold};
+use crate::fault::lock_workload::LOCK_NAME;
 use crate::fault::nemesis::{schedule, FaultKind, Nemesis, NemesisLog, Schedule};
 use crate::fault::netns;
 use crate::fault::set_check::{check_set, SetReport};
@@ -37,7 +39,8 @@ impl Default for RunConfig {
     fn default() -> Self {
         RunConfig {
             members: 3,
-            faults_per_schedule: 3,
+            // With the 10 kinds, any 3 consecutive seeds cover all of them.
+            faults_per_schedule: 4,
             workload: WorkloadConfig::default(),
             use_netns: true,
             tls: false,
@@ -56,6 +59,7 @@ pub struct RunReport {
     pub set: SetReport,
     pub watch_events: usize,
     pub watch_reconnects: u32,
+    pub lock_holds: Vec<LockHold>,
     pub linearizability: Option<CheckReport>,
     pub final_revision: i64,
     pub hash: Option<u32>,
@@ -75,13 +79,18 @@ impl RunReport {
             + self.set.failed
     }
 
+    fn holds_ended(&self, how: HoldEnd) -> usize {
+        self.lock_holds.iter().filter(|h| h.ended == how).count()
+    }
+
     /// A one-line summary.
     pub fn summary(&self) -> String {
         let kinds: Vec<&str> = self.nemesis.injected.iter().map(|k| k.name()).collect();
         format!(
             "seed {}: {:.0}s, faults [{}]{}, register ops {} ok / {} unknown / {} failed, \
              set appends {} acked / {} unknown ({} of them applied), {} watch events ({} reconnects), \
-             revision {}, hash {:?}, {} anomalies",
+             lock holds {} ({} unlocked, {} crashed, {} session expired), revision {}, hash {:?}, \
+             {} anomalies",
             self.schedule.seed,
             self.elapsed.as_secs_f64(),
             kinds.join(", "),
@@ -98,6 +107,10 @@ impl RunReport {
             self.set.unknown_present,
             self.watch_events,
             self.watch_reconnects,
+            self.lock_holds.len(),
+            self.holds_ended(HoldEnd::Unlocked),
+            self.holds_ended(HoldEnd::Crashed),
+            self.holds_ended(HoldEnd::SessionExpired),
             self.final_revision,
             self.hash,
             self.anomalies.len()
@@ -114,6 +127,10 @@ impl RunReport {
             "replay: RAFTKV_FAULT_SEED={} RAFTKV_SOAK_SCHEDULES=1 cargo test -p raftkv-tests --test fault_campaign -- --nocapture",
             self.schedule.seed
         );
+        let _ = writeln!(out, "lock holds:");
+        for hold in &self.lock_holds {
+            let _ = writeln!(out, "  {hold}");
+        }
         let _ = writeln!(out, "nemesis:");
         for line in &self.nemesis.lines {
             let _ = writeln!(out, "  {line}");
@@ -205,6 +222,7 @@ pub async fn run_with_schedule(schedule: Schedule, config: &RunConfig) -> Result
     .await?;
     let register = workload.register.snapshot();
     let appends = workload.set.snapshot();
+    let lock_holds = workload.locks.snapshot();
     let watchers = workload
         .finish_watchers(final_revision, Duration::from_secs(60))
         .await;
@@ -255,7 +273,16 @@ pub async fn run_with_schedule(schedule: Schedule, config: &RunConfig) -> Result
     let acked = acked_writes(&register, &appends);
     let (watch_events, watch_reconnects) = match &watchers {
         Ok(logs) => {
-            for problem in check_watchers(logs, final_revision, &acked) {
+            let watch_problems = check_watchers(logs, final_revision, &acked);
+            // Ownership is judged from a complete log: any watcher's, when
+            // all saw every revision.
+            if let (true, Some(log)) = (watch_problems.is_empty(), logs.first()) {
+                let prefix = format!("{LOCK_NAME}/");
+                for problem in check_ownership(&lock_holds, &log.events, &prefix) {
+                    anomalies.push(format!("lock: {problem}"));
+                }
+            }
+            for problem in watch_problems {
                 anomalies.push(format!("watch: {problem}"));
             }
             (
@@ -269,6 +296,10 @@ pub async fn run_with_schedule(schedule: Schedule, config: &RunConfig) -> Result
         }
     };
 
+    for problem in check_exclusion(&lock_holds) {
+        anomalies.push(format!("lock: {problem}"));
+    }
+
     let count =
         |f: fn(&Outcome<RegisterRet>) -> bool| register.iter().filter(|e| f(&e.outcome)).count();
     Ok(RunReport {
@@ -280,6 +311,7 @@ pub async fn run_with_schedule(schedule: Schedule, config: &RunConfig) -> Result
         set,
         watch_events,
         watch_reconnects,
+        lock_holds,
         linearizability: Some(linearizability),
         final_revision,
         hash,

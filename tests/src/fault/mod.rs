@@ -5,7 +5,10 @@
 //! - [`history`]: what the clients did (invoke, complete, outcome);
 //! - [`checker`]: linearizability of register histories (WGL search);
 //! - [`set_check`], [`watch_check`]: lost or invented appends, watch gaps;
-//! - [`workload`]: the clients; [`nemesis`]: seeded schedules and injection;
+//! - [`lock_check`]: lock grants to keys that were not the oldest, and holds
+//!   that overlap in time;
+//! - [`workload`], [`lock_workload`]: the clients; [`nemesis`]: seeded
+//!   schedules and injection;
 //! - [`netns`]: members in network namespaces, so partitions are real cuts;
 //! - [`campaign`]: one run end to end, and its report.
 //!
@@ -15,6 +18,8 @@
 pub mod campaign;
 pub mod checker;
 pub mod history;
+pub mod lock_check;
+pub mod lock_workload;
 pub mod nemesis;
 pub mod netns;
 pub mod set_check;

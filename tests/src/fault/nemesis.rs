@@ -8,7 +8,7 @@
 //! interleaving differs: the schedule is deterministic, the run is not.
 //!
 //! Fault kinds cycle through [`ALL_KINDS`] by seed (schedule `s` with `f` faults
-//! gets kinds `s*f .. s*f+f` modulo the list), so any `ceil(9 / f)` consecutive
+//! gets kinds `s*f .. s*f+f` modulo the list), so any `ceil(10 / f)` consecutive
 //! seeds cover every kind. Faults run one at a time and each heals itself
 //! (restart, SIGCONT, routes removed, member re-added) before the next gap.
 
@@ -46,11 +46,19 @@ pub enum FaultKind {
     ReplaceMember,
     /// MoveLeader to a follower, under load.
     MoveLeader,
+    /// Two faults at once: cut the leader off from every other member and
+    /// `kill -9` and restart every follower. Restarted followers have
+    /// forgotten when they last heard from the leader, so they elect a new
+    /// one within an election timeout, while the old leader may still believe
+    /// it leads: the window a leader must not renew leases in (issue 17,
+    /// finding 2).
+    IsolateLeaderRestartFollowers,
 }
 
 /// Every kind, in the order schedules cycle through them.
-pub const ALL_KINDS: [FaultKind; 9] = [
+pub const ALL_KINDS: [FaultKind; 10] = [
     FaultKind::KillLeader,
+    FaultKind::IsolateLeaderRestartFollowers,
     FaultKind::IsolateLeader,
     FaultKind::PauseFollower,
     FaultKind::ReplaceMember,
@@ -65,7 +73,10 @@ impl FaultKind {
     pub fn is_partition(self) -> bool {
         matches!(
             self,
-            FaultKind::IsolateLeader | FaultKind::MinoritySplit | FaultKind::Bridge
+            FaultKind::IsolateLeader
+                | FaultKind::MinoritySplit
+                | FaultKind::Bridge
+                | FaultKind::IsolateLeaderRestartFollowers
         )
     }
 
@@ -80,6 +91,7 @@ impl FaultKind {
             FaultKind::Bridge => "bridge",
             FaultKind::ReplaceMember => "replace-member",
             FaultKind::MoveLeader => "move-leader",
+            FaultKind::IsolateLeaderRestartFollowers => "isolate-leader-restart-followers",
         }
     }
 }
@@ -259,8 +271,11 @@ impl<'a> Nemesis<'a> {
                 self.cluster.member_mut(victim).resume()?;
                 self.note(format!("{name}: SIGCONT member {victim:x}"));
             }
-            FaultKind::IsolateLeader | FaultKind::MinoritySplit | FaultKind::Bridge => {
-                let cuts = self.partition_cuts(fault).await?;
+            FaultKind::IsolateLeader
+            | FaultKind::MinoritySplit
+            | FaultKind::Bridge
+            | FaultKind::IsolateLeaderRestartFollowers => {
+                let (cuts, other_side) = self.partition_cuts(fault).await?;
                 let network = self
                     .cluster
                     .network()
@@ -271,7 +286,23 @@ impl<'a> Nemesis<'a> {
                 let shown: Vec<String> = cuts.iter().map(|(a, b)| format!("{a}<->{b}")).collect();
                 self.note(format!("{name}: cut {}", shown.join(" ")));
                 let hold_until = Instant::now() + fault.hold;
-                if fault.kind == FaultKind::IsolateLeader {
+                if fault.kind == FaultKind::IsolateLeaderRestartFollowers {
+                    for &id in &other_side {
+                        let member = self.cluster.member_mut(id);
+                        member.kill9()?;
+                        member.restart()?;
+                    }
+                    let shown: Vec<String> =
+                        other_side.iter().map(|id| format!("{id:x}")).collect();
+                    self.note(format!(
+                        "{name}: SIGKILLed and restarted {}",
+                        shown.join(", ")
+                    ));
+                }
+                if matches!(
+                    fault.kind,
+                    FaultKind::IsolateLeader | FaultKind::IsolateLeaderRestartFollowers
+                ) {
                     // Evidence that the cut is real: the others elect a new leader.
                     let isolated = cuts.first().map(|&(a, _)| a);
                     let old = self
@@ -354,12 +385,18 @@ impl<'a> Nemesis<'a> {
         }
     }
 
-    /// The (a, b) address pairs to cut for a partition fault.
-    async fn partition_cuts(&mut self, fault: &Fault) -> Result<Vec<(Ipv4Addr, Ipv4Addr)>> {
+    /// The (a, b) address pairs to cut for a partition fault, and the members
+    /// of the second side.
+    async fn partition_cuts(
+        &mut self,
+        fault: &Fault,
+    ) -> Result<(Vec<(Ipv4Addr, Ipv4Addr)>, Vec<u64>)> {
         let (leader, followers) = self.leader_and_followers().await?;
         let mut ids = self.live_ids();
         let (side_a, side_b): (Vec<u64>, Vec<u64>) = match fault.kind {
-            FaultKind::IsolateLeader => (vec![leader], followers),
+            FaultKind::IsolateLeader | FaultKind::IsolateLeaderRestartFollowers => {
+                (vec![leader], followers)
+            }
             FaultKind::MinoritySplit => {
                 ids.shuffle(&mut StdRng::seed_from_u64(fault.pick));
                 let minority = (ids.len() - 1) / 2;
@@ -378,11 +415,12 @@ impl<'a> Nemesis<'a> {
             other => bail!("{} is not a partition", other.name()),
         };
         let addr = |id: u64| self.cluster.member(id).ports.host;
-        Ok(side_a
+        let cuts = side_a
             .iter()
             .flat_map(|&a| side_b.iter().map(move |&b| (a, b)))
             .map(|(a, b)| (addr(a), addr(b)))
-            .collect())
+            .collect();
+        Ok((cuts, side_b))
     }
 
     /// Remove a member, kill it, add a fresh one as learner, promote it.

@@ -5,7 +5,9 @@
 //!   few keys (`r/k0`..), each client talking to one member at a time;
 //! - set clients: unique appends `s/<client>/<seq>`;
 //! - watchers: one per member, the whole keyspace from one start revision,
-//!   re-created from the last revision seen + 1 after any error.
+//!   re-created from the last revision seen + 1 after any error;
+//! - lock clients: take and release one lock on leases of their own
+//!   ([`crate::fault::lock_workload`]).
 //!
 //! A client whose operation did not succeed waits a little and moves to the
 //! next member, as a real client with several endpoints would. That also bounds
@@ -14,6 +16,8 @@
 use crate::fault::history::{
     value_of, Clock, Outcome, Recorder, RegisterEntry, RegisterOp, RegisterRet, SetAppend, Value,
 };
+use crate::fault::lock_check::LockHold;
+use crate::fault::lock_workload::LockClient;
 use crate::fault::watch_check::{WatchEvent, WatcherLog};
 use crate::grpc::connect_with;
 use crate::tls::ClientTls;
@@ -34,6 +38,7 @@ pub struct WorkloadConfig {
     pub keys: usize,
     pub set_clients: usize,
     pub watchers: usize,
+    pub lock_clients: usize,
     /// A request without an answer after this is recorded as unknown.
     pub op_timeout: Duration,
     /// Pause after an operation that did not succeed, before the next member.
@@ -53,6 +58,7 @@ impl Default for WorkloadConfig {
             keys: 4,
             set_clients: 2,
             watchers: 3,
+            lock_clients: 3,
             op_timeout: Duration::from_secs(3),
             backoff: Duration::from_millis(400),
             serializable_reads: false,
@@ -67,6 +73,7 @@ pub struct Workload {
     writers: Vec<JoinHandle<()>>,
     pub register: Recorder<RegisterEntry>,
     pub set: Recorder<SetAppend>,
+    pub locks: Recorder<LockHold>,
     watchers: Vec<JoinHandle<WatcherLog>>,
     /// The revision watchers must reach before they stop.
     watch_target: watch::Sender<Option<i64>>,
@@ -84,6 +91,7 @@ impl Workload {
         let stop = Arc::new(AtomicBool::new(false));
         let register = Recorder::default();
         let set = Recorder::default();
+        let locks = Recorder::default();
         let (watch_target, target_rx) = watch::channel(None);
         let mut writers = Vec::new();
         for client in 0..config.register_clients {
@@ -106,6 +114,19 @@ impl Workload {
                 set.clone(),
             )));
         }
+        for client in 0..config.lock_clients {
+            let lock_client = LockClient {
+                client,
+                endpoints: endpoints.clone(),
+                tls: config.tls.clone(),
+                backoff: config.backoff,
+                seed: seed.wrapping_mul(1000).wrapping_add(500 + client as u64),
+                clock,
+                stop: stop.clone(),
+                holds: locks.clone(),
+            };
+            writers.push(tokio::spawn(lock_client.run()));
+        }
         let watchers = (0..config.watchers)
             .map(|w| {
                 tokio::spawn(watcher(
@@ -122,6 +143,7 @@ impl Workload {
             writers,
             register,
             set,
+            locks,
             watchers,
             watch_target,
         }
