@@ -17,6 +17,9 @@
 //! - A new leader starts every lease's full TTL afresh *plus one election
 //!   timeout* (etcd's lessor does the same on promotion): it can only lengthen
 //!   a lease, never cut one short, and the extra timeout covers that window.
+//!   That includes a lease whose grant, from an earlier term, the new leader
+//!   applies only after its promotion: until it has applied an entry of its
+//!   own term (so every earlier one), each lease it first sees gets the margin.
 //! - A lease past its deadline is not renewed: it is being revoked, and a
 //!   renewal would hand its holder a TTL it no longer has.
 //!
@@ -45,6 +48,14 @@ pub struct LeaseTimers {
     /// What a new leader adds to every lease's TTL: the election timeout.
     promotion_margin: Duration,
     state: Mutex<Deadlines>,
+}
+
+/// The term a leader keeps deadlines for, and whether it has applied an
+/// entry of that term yet (if so, every entry of earlier terms is applied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaderTerm {
+    pub term: u64,
+    pub applied_own_entry: bool,
 }
 
 /// What a keep-alive got.
@@ -77,11 +88,13 @@ impl LeaseTimers {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Bring the deadlines in line with the lease table, as leader of `term`.
-    pub fn sync(&self, term: u64) -> Result<(), ApiError> {
+    /// Bring the deadlines in line with the lease table, as leader of
+    /// `term` (read before the table, so an own-term entry it saw applied is
+    /// in the table read here).
+    pub fn sync(&self, term: LeaderTerm) -> Result<(), ApiError> {
         let changes = self.changes.load(Ordering::Acquire);
         let mut st = self.lock();
-        if st.is_current(term, changes) {
+        if st.is_current(term.term, changes) {
             return Ok(());
         }
         let leases = all_leases(&self.db)?;
@@ -100,14 +113,14 @@ impl LeaseTimers {
     }
 
     /// Keep-alive on the leader of `term`.
-    pub fn renew(&self, term: u64, id: i64) -> Result<Renewal, ApiError> {
+    pub fn renew(&self, term: LeaderTerm, id: i64) -> Result<Renewal, ApiError> {
         self.sync(term)?;
         Ok(self.lock().renew(id, Instant::now()))
     }
 
     /// On the leader of `term`: (remaining seconds, granted TTL), or None if
     /// the lease does not exist.
-    pub fn remaining(&self, term: u64, id: i64) -> Result<Option<(i64, i64)>, ApiError> {
+    pub fn remaining(&self, term: LeaderTerm, id: i64) -> Result<Option<(i64, i64)>, ApiError> {
         self.sync(term)?;
         Ok(self.lock().remaining(id, Instant::now()))
     }
@@ -120,6 +133,9 @@ struct Deadlines {
     term: u64,
     /// The lease-table change count they reflect.
     seen_changes: u64,
+    /// Whether a rebuild in this term saw an entry of the term applied: the
+    /// leases first seen after that were granted in this term.
+    settled: bool,
     /// Lease id -> (deadline, granted TTL in seconds).
     by_lease: HashMap<i64, (Instant, i64)>,
 }
@@ -131,30 +147,34 @@ impl Deadlines {
 
     /// Take `leases` (id, granted TTL) as the lease table at `now`. A lease
     /// kept from the same term keeps its deadline; in a new term every lease
-    /// gets its full TTL plus `promotion_margin`; a lease granted since the
-    /// last rebuild gets its TTL.
+    /// gets its full TTL plus `promotion_margin`, and so does every lease
+    /// first seen before the term settled (its grant may be from an earlier
+    /// term); a lease granted in this term gets its TTL.
     fn rebuild(
         &mut self,
-        term: u64,
+        term: LeaderTerm,
         changes: u64,
         leases: Vec<(i64, i64)>,
         now: Instant,
         promotion_margin: Duration,
     ) {
-        let promoted = self.term != term;
+        let promoted = self.term != term.term;
+        let settled = !promoted && self.settled;
         let mut next = HashMap::with_capacity(leases.len());
         for (id, ttl) in leases {
             let full = now + seconds(ttl);
             let deadline = match self.by_lease.get(&id) {
                 _ if promoted => full + promotion_margin,
                 Some((kept, _)) => *kept,
-                None => full,
+                None if settled => full,
+                None => full + promotion_margin,
             };
             next.insert(id, (deadline, ttl));
         }
         *self = Deadlines {
-            term,
+            term: term.term,
             seen_changes: changes,
+            settled: settled || term.applied_own_entry,
             by_lease: next,
         };
     }
@@ -198,9 +218,16 @@ mod tests {
 
     const MARGIN: Duration = Duration::from_secs(1);
 
+    fn settled(term: u64) -> LeaderTerm {
+        LeaderTerm {
+            term,
+            applied_own_entry: true,
+        }
+    }
+
     fn kept(leases: &[(i64, i64)], term: u64, at: Instant) -> Deadlines {
         let mut d = Deadlines::default();
-        d.rebuild(term, 1, leases.to_vec(), at, MARGIN);
+        d.rebuild(settled(term), 1, leases.to_vec(), at, MARGIN);
         d
     }
 
@@ -231,12 +258,31 @@ mod tests {
         let old = kept(&[(7, 5)], 3, start);
         let mut d = old;
         let promoted_at = start + Duration::from_secs(2);
-        d.rebuild(4, 1, vec![(7, 5)], promoted_at, MARGIN);
+        d.rebuild(settled(4), 1, vec![(7, 5)], promoted_at, MARGIN);
         assert_eq!(d.remaining(7, promoted_at), Some((6, 5)));
         // In the same term, a rebuild for another lease's grant keeps it.
         let later = promoted_at + Duration::from_secs(1);
-        d.rebuild(4, 2, vec![(7, 5), (9, 10)], later, MARGIN);
+        d.rebuild(settled(4), 2, vec![(7, 5), (9, 10)], later, MARGIN);
         assert_eq!(d.remaining(7, later), Some((5, 5)));
         assert_eq!(d.remaining(9, later), Some((10, 10)));
+    }
+
+    #[test]
+    fn a_grant_from_an_earlier_term_applied_after_the_promotion_gets_the_margin_too() {
+        let start = Instant::now();
+        let unsettled = LeaderTerm {
+            term: 4,
+            applied_own_entry: false,
+        };
+        let mut d = Deadlines::default();
+        d.rebuild(unsettled, 1, vec![], start, MARGIN);
+        // The old term's grant of lease 7 is applied, then the new term's
+        // first entry; one rebuild sees both.
+        let at = start + Duration::from_millis(300);
+        d.rebuild(settled(4), 2, vec![(7, 5)], at, MARGIN);
+        assert_eq!(d.remaining(7, at), Some((6, 5)));
+        // From then on a lease first seen was granted in this term.
+        d.rebuild(settled(4), 3, vec![(7, 5), (9, 5)], at, MARGIN);
+        assert_eq!(d.remaining(9, at), Some((5, 5)));
     }
 }

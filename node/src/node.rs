@@ -345,6 +345,17 @@ impl Node {
         self.with_raft_metrics(|m| m.current_term)
     }
 
+    /// The term as the lease timers need it (see `crate::lease`).
+    pub fn leader_term(&self) -> crate::lease::LeaderTerm {
+        self.with_raft_metrics(|m| crate::lease::LeaderTerm {
+            term: m.current_term,
+            applied_own_entry: m
+                .last_applied
+                .as_ref()
+                .is_some_and(|l| l.leader_id.term == m.current_term),
+        })
+    }
+
     /// Fill in a header the state machine left partial (it only knows the revision).
     pub fn complete_header(&self, header: &mut Option<ResponseHeader>) {
         let revision = header

@@ -97,14 +97,14 @@ pub async fn run_on_leader(node: &Node, req: &Forwarded) -> ForwardReply {
                 // another leader: renewing here could outlast its revoke.
                 return reply_error(ApiError::no_leader());
             }
-            return match node.lease_timers.renew(node.current_term(), *id) {
+            return match node.lease_timers.renew(node.leader_term(), *id) {
                 Ok(Renewal::Renewed(ttl)) => ForwardReply::Lease(Some((ttl, ttl))),
                 Ok(Renewal::Gone) => ForwardReply::Lease(None),
                 Err(e) => reply_error(e),
             };
         }
         Forwarded::LeaseTimeToLive { id } => {
-            return match node.lease_timers.remaining(node.current_term(), *id) {
+            return match node.lease_timers.remaining(node.leader_term(), *id) {
                 Ok(left) => ForwardReply::Lease(left),
                 Err(e) => reply_error(e),
             }

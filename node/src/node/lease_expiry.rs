@@ -21,7 +21,7 @@ pub async fn run(node: Arc<Node>) {
             node.lease_timers.clear();
             continue;
         }
-        if let Err(e) = node.lease_timers.sync(node.current_term()) {
+        if let Err(e) = node.lease_timers.sync(node.leader_term()) {
             tracing::warn!("reading leases: {e}");
             continue;
         }
