@@ -37,8 +37,13 @@ pub const LOCK_NAME: &str = "lk";
 /// hold, and above the members' minimum (1.5 election timeouts).
 const SESSION_TTL: i64 = 3;
 
-/// Rounds whose hold outlasts the session TTL.
-const LONG_HOLDS_PERCENT: u32 = 20;
+/// How often a session sends a keep-alive: a sixth of the TTL (etcd's client
+/// sends one every third), so the last renewal a client gets from a leader
+/// is close to the last one that leader gave.
+const KEEP_ALIVE_EVERY: Duration = Duration::from_millis(500);
+
+/// Rounds whose hold outlasts the session TTL (and most faults).
+const LONG_HOLDS_PERCENT: u32 = 35;
 
 /// Rounds whose session stops its keep-alives while its Lock waits.
 const STALLED_WAITERS_PERCENT: u32 = 15;
@@ -124,7 +129,7 @@ impl LockClient {
         let key = String::from_utf8_lossy(granted.key()).into_owned();
         let revision = granted.header().map_or(0, |h| h.revision());
         let hold_for = if rng.random_range(0..100) < LONG_HOLDS_PERCENT {
-            Duration::from_millis(rng.random_range(3500..5000))
+            Duration::from_millis(rng.random_range(4000..8000))
         } else {
             Duration::from_millis(rng.random_range(100..1500))
         };
@@ -208,11 +213,8 @@ impl LockClient {
                         }
                         let ttl = ack.ttl() as u64 * 1_000_000;
                         deadline.fetch_max(sent + ttl, Ordering::SeqCst);
-                        let third = Duration::from_micros(ttl_us() / 3);
-                        tokio::time::sleep(third.saturating_sub(Duration::from_micros(
-                            self.clock.now_us().saturating_sub(sent),
-                        )))
-                        .await;
+                        let waited = Duration::from_micros(self.clock.now_us() - sent);
+                        tokio::time::sleep(KEEP_ALIVE_EVERY.saturating_sub(waited)).await;
                     }
                 }
             }
