@@ -6,19 +6,21 @@
 use crate::cluster::ClusterOptions;
 use crate::fault::checker::{check_history, CheckReport, DEFAULT_BUDGET};
 use crate::fault::history::{Clock, Outcome, RegisterOp, RegisterRet};
+use crate::fault::lease_check::{check_leases, LeaseLife};
+use crate::fault::lease_workload::LEASE_PREFIX;
 use crate::fault::lock_check::{check_exclusion, check_ownership, HoldEnd, LockHold};
 use crate::fault::lock_workload::LOCK_NAME;
 use crate::fault::nemesis::{schedule, FaultKind, Nemesis, NemesisLog, Schedule};
 use crate::fault::netns;
 use crate::fault::set_check::{check_set, SetReport};
-use crate::fault::watch_check::{check_watchers, AckedWrite};
+use crate::fault::watch_check::{check_watchers, AckedWrite, WatcherLog};
 use crate::fault::workload::{Workload, WorkloadConfig};
 use crate::grpc::connect_with;
 use crate::kv::get_prefix;
 use crate::tls::ClientTls;
 use crate::wait::{self, CONVERGE_TIMEOUT};
 use anyhow::{bail, Context, Result};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -60,6 +62,7 @@ pub struct RunReport {
     pub watch_events: usize,
     pub watch_reconnects: u32,
     pub lock_holds: Vec<LockHold>,
+    pub lease_lives: Vec<LeaseLife>,
     pub linearizability: Option<CheckReport>,
     pub final_revision: i64,
     pub hash: Option<u32>,
@@ -89,7 +92,7 @@ impl RunReport {
         format!(
             "seed {}: {:.0}s, faults [{}]{}, register ops {} ok / {} unknown / {} failed, \
              set appends {} acked / {} unknown ({} of them applied), {} watch events ({} reconnects), \
-             lock holds {} ({} unlocked, {} crashed, {} session expired), revision {}, hash {:?}, \
+             lock holds {} ({} unlocked, {} crashed, {} session expired), leases {}, revision {}, hash {:?}, \
              {} anomalies",
             self.schedule.seed,
             self.elapsed.as_secs_f64(),
@@ -111,6 +114,7 @@ impl RunReport {
             self.holds_ended(HoldEnd::Unlocked),
             self.holds_ended(HoldEnd::Crashed),
             self.holds_ended(HoldEnd::SessionExpired),
+            self.lease_lives.len(),
             self.final_revision,
             self.hash,
             self.anomalies.len()
@@ -223,6 +227,7 @@ pub async fn run_with_schedule(schedule: Schedule, config: &RunConfig) -> Result
     let register = workload.register.snapshot();
     let appends = workload.set.snapshot();
     let lock_holds = workload.locks.snapshot();
+    let lease_lives = workload.leases.snapshot();
     let watchers = workload
         .finish_watchers(final_revision, Duration::from_secs(60))
         .await;
@@ -285,6 +290,9 @@ pub async fn run_with_schedule(schedule: Schedule, config: &RunConfig) -> Result
             for problem in watch_problems {
                 anomalies.push(format!("watch: {problem}"));
             }
+            for problem in check_leases(&lease_lives, &deletes_seen(logs, LEASE_PREFIX)) {
+                anomalies.push(format!("lease: {problem}"));
+            }
             (
                 logs.iter().map(|l| l.events.len()).sum(),
                 logs.iter().map(|l| l.reconnects).sum(),
@@ -312,12 +320,28 @@ pub async fn run_with_schedule(schedule: Schedule, config: &RunConfig) -> Result
         watch_events,
         watch_reconnects,
         lock_holds,
+        lease_lives,
         linearizability: Some(linearizability),
         final_revision,
         hash,
         anomalies,
         elapsed: started.elapsed(),
     })
+}
+
+/// For every key under `prefix` some watcher saw deleted: the earliest time
+/// one did.
+fn deletes_seen(logs: &[WatcherLog], prefix: &str) -> HashMap<String, u64> {
+    let mut seen = HashMap::new();
+    for log in logs {
+        for (event, &at) in log.events.iter().zip(&log.seen_at) {
+            if event.value.is_none() && event.key.starts_with(prefix) {
+                let first = seen.entry(event.key.clone()).or_insert(at);
+                *first = (*first).min(at);
+            }
+        }
+    }
+    seen
 }
 
 async fn converge(cluster: &mut crate::Cluster) -> Result<()> {

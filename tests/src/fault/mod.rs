@@ -6,9 +6,11 @@
 //! - [`checker`]: linearizability of register histories (WGL search);
 //! - [`set_check`], [`watch_check`]: lost or invented appends, watch gaps;
 //! - [`lock_check`]: lock grants to keys that were not the oldest, and holds
-//!   that overlap in time;
-//! - [`workload`], [`lock_workload`]: the clients; [`nemesis`]: seeded
-//!   schedules and injection;
+//!   that overlap in time; [`lease_check`]: leases revoked while a client
+//!   still rightly believed them alive;
+//! - [`workload`], [`lock_workload`], [`lease_workload`]: the clients, with
+//!   [`session`] the leases they keep; [`nemesis`]: seeded schedules and
+//!   injection;
 //! - [`netns`]: members in network namespaces, so partitions are real cuts;
 //! - [`campaign`]: one run end to end, and its report.
 //!
@@ -18,10 +20,13 @@
 pub mod campaign;
 pub mod checker;
 pub mod history;
+pub mod lease_check;
+pub mod lease_workload;
 pub mod lock_check;
 pub mod lock_workload;
 pub mod nemesis;
 pub mod netns;
+pub mod session;
 pub mod set_check;
 pub mod watch_check;
 pub mod workload;

@@ -24,6 +24,8 @@ pub struct WatcherLog {
     pub member: String,
     pub start_revision: i64,
     pub events: Vec<WatchEvent>,
+    /// When each event arrived, in microseconds on the run's clock.
+    pub seen_at: Vec<u64>,
     /// Streams re-created after an error or end of stream.
     pub reconnects: u32,
 }

@@ -7,7 +7,9 @@
 //! - watchers: one per member, the whole keyspace from one start revision,
 //!   re-created from the last revision seen + 1 after any error;
 //! - lock clients: take and release one lock on leases of their own
-//!   ([`crate::fault::lock_workload`]).
+//!   ([`crate::fault::lock_workload`]);
+//! - lease clients: one per member, keeping leases alive through it
+//!   ([`crate::fault::lease_workload`]).
 //!
 //! A client whose operation did not succeed waits a little and moves to the
 //! next member, as a real client with several endpoints would. That also bounds
@@ -16,8 +18,11 @@
 use crate::fault::history::{
     value_of, Clock, Outcome, Recorder, RegisterEntry, RegisterOp, RegisterRet, SetAppend, Value,
 };
+use crate::fault::lease_check::LeaseLife;
+use crate::fault::lease_workload::LeaseClient;
 use crate::fault::lock_check::LockHold;
-use crate::fault::lock_workload::LockClient;
+use crate::fault::lock_workload::{self, LockClient};
+use crate::fault::session::Sessions;
 use crate::fault::watch_check::{WatchEvent, WatcherLog};
 use crate::grpc::connect_with;
 use crate::tls::ClientTls;
@@ -39,6 +44,7 @@ pub struct WorkloadConfig {
     pub set_clients: usize,
     pub watchers: usize,
     pub lock_clients: usize,
+    pub lease_clients: usize,
     /// A request without an answer after this is recorded as unknown.
     pub op_timeout: Duration,
     /// Pause after an operation that did not succeed, before the next member.
@@ -59,6 +65,7 @@ impl Default for WorkloadConfig {
             set_clients: 2,
             watchers: 3,
             lock_clients: 3,
+            lease_clients: 3,
             op_timeout: Duration::from_secs(3),
             backoff: Duration::from_millis(400),
             serializable_reads: false,
@@ -74,6 +81,7 @@ pub struct Workload {
     pub register: Recorder<RegisterEntry>,
     pub set: Recorder<SetAppend>,
     pub locks: Recorder<LockHold>,
+    pub leases: Recorder<LeaseLife>,
     watchers: Vec<JoinHandle<WatcherLog>>,
     /// The revision watchers must reach before they stop.
     watch_target: watch::Sender<Option<i64>>,
@@ -92,6 +100,7 @@ impl Workload {
         let register = Recorder::default();
         let set = Recorder::default();
         let locks = Recorder::default();
+        let leases = Recorder::default();
         let (watch_target, target_rx) = watch::channel(None);
         let mut writers = Vec::new();
         for client in 0..config.register_clients {
@@ -114,18 +123,35 @@ impl Workload {
                 set.clone(),
             )));
         }
+        let sessions = |keep_alive_every| Sessions {
+            endpoints: endpoints.clone(),
+            tls: config.tls.clone(),
+            clock,
+            keep_alive_every,
+        };
         for client in 0..config.lock_clients {
             let lock_client = LockClient {
                 client,
-                endpoints: endpoints.clone(),
-                tls: config.tls.clone(),
+                sessions: sessions(lock_workload::KEEP_ALIVE_EVERY),
                 backoff: config.backoff,
                 seed: seed.wrapping_mul(1000).wrapping_add(500 + client as u64),
-                clock,
                 stop: stop.clone(),
                 holds: locks.clone(),
             };
             writers.push(tokio::spawn(lock_client.run()));
+        }
+        for client in 0..config.lease_clients {
+            let lease_client = LeaseClient {
+                client,
+                // Often, so the last renewal a client got is close to the last
+                // one the leader gave.
+                sessions: sessions(Duration::from_millis(100)),
+                backoff: config.backoff,
+                seed: seed.wrapping_mul(1000).wrapping_add(600 + client as u64),
+                stop: stop.clone(),
+                lives: leases.clone(),
+            };
+            writers.push(tokio::spawn(lease_client.run()));
         }
         let watchers = (0..config.watchers)
             .map(|w| {
@@ -133,6 +159,7 @@ impl Workload {
                     w,
                     endpoints.clone(),
                     config.clone(),
+                    clock,
                     start_revision,
                     target_rx.clone(),
                 ))
@@ -144,6 +171,7 @@ impl Workload {
             register,
             set,
             locks,
+            leases,
             watchers,
             watch_target,
         }
@@ -381,6 +409,7 @@ async fn watcher(
     w: usize,
     endpoints: Vec<String>,
     config: WorkloadConfig,
+    clock: Clock,
     start_revision: i64,
     mut target: watch::Receiver<Option<i64>>,
 ) -> WatcherLog {
@@ -428,8 +457,10 @@ async fn watcher(
                     if resp.canceled() {
                         break;
                     }
+                    let seen_at = clock.now_us();
                     for ev in resp.events() {
                         let Some(kv) = ev.kv() else { continue };
+                        log.seen_at.push(seen_at);
                         let revision = kv.mod_revision();
                         log.events.push(WatchEvent {
                             revision,
