@@ -1,12 +1,13 @@
 //! The lease workload: one client per member keeps leases alive through that
 //! member only, each lease holding one key (`ls/<client>/<round>`), and lets
-//! each go after 5-15 s by revoking it, or loses it when its keep-alives stop
+//! each go after 15-40 s by revoking it, or loses it when its keep-alives stop
 //! being answered. It records how long it believed each lease lived, for
 //! [`crate::fault::lease_check`]: the key must not be deleted before then.
 //!
 //! Unlike the lock workload, this needs no contention to see a lease revoked
 //! too early: every fault that cuts a leader off finds one of these clients
-//! pinned to it, keeping a lease alive there.
+//! pinned to it, keeping a lease alive there (lives outlast most faults, so it
+//! is usually mid-life when the fault comes).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -66,7 +67,7 @@ impl LeaseClient {
             return false;
         }
         let granted = clock.now_us();
-        let until = granted + rng.random_range(5_000_000..15_000_000);
+        let until = granted + rng.random_range(15_000_000..40_000_000);
         while session.alive(&clock) && clock.now_us() < until && !self.stop.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
