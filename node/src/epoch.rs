@@ -22,6 +22,7 @@ use std::sync::Mutex;
 use rocksdb::DB;
 
 use crate::store::log_store::read_meta;
+use crate::store::log_store::write_meta as persist;
 
 use crate::store::schema::{KEY_EPOCH, KEY_FENCED};
 
@@ -126,18 +127,6 @@ impl EpochState {
             self.get()
         )
     }
-}
-
-fn persist<T: serde::Serialize>(db: &DB, key: &[u8], value: &T) -> anyhow::Result<()> {
-    let mut opts = rocksdb::WriteOptions::default();
-    opts.set_sync(true);
-    db.put_cf_opt(
-        crate::store::cf(db, crate::store::schema::CF_RAFT_META),
-        key,
-        crate::raft::codec::encode(value)?,
-        &opts,
-    )?;
-    Ok(())
 }
 
 #[cfg(test)]

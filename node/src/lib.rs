@@ -23,6 +23,7 @@ pub mod node;
 pub use raftkv_proto as proto;
 pub mod raft;
 pub mod recovery;
+pub mod removal;
 pub mod restart;
 pub mod server;
 pub mod store;

@@ -42,6 +42,7 @@ mod applied;
 mod epoch_claim;
 mod leader;
 mod lease_expiry;
+mod membership_probe;
 mod ops;
 mod propose;
 mod quota;
@@ -128,6 +129,7 @@ pub struct Node {
     leader_timeout: Duration,
     /// The cluster epoch and this member's fence (see `crate::epoch`).
     epoch: Arc<crate::epoch::EpochState>,
+    removal: Arc<crate::removal::Removal>,
     /// When a live leader (this member or another) was last known; what
     /// RecoverSolo judges quorum loss by.
     leader_seen: LeaderContact,
@@ -159,6 +161,7 @@ pub struct NodeParts {
     /// `--election-timeout`.
     pub election_timeout: Duration,
     pub epoch: Arc<crate::epoch::EpochState>,
+    pub removal: Arc<crate::removal::Removal>,
     pub backup_dir: PathBuf,
 }
 
@@ -189,6 +192,7 @@ impl Node {
             // openraft campaigns after one to two election timeouts.
             leader_timeout: parts.election_timeout * 2,
             epoch: parts.epoch,
+            removal: parts.removal,
             leader_seen: LeaderContact::default(),
             backup_dir: parts.backup_dir,
             reads,
@@ -343,6 +347,24 @@ impl Node {
     /// The Raft term this member is in.
     pub fn current_term(&self) -> u64 {
         self.with_raft_metrics(|m| m.current_term)
+    }
+
+    /// The log index of this member's membership, if it holds one that does
+    /// not list `member` (voter or learner); None if it lists it, or this
+    /// member holds none yet (a member waiting to join).
+    pub fn membership_without(&self, member: NodeId) -> Option<u64> {
+        self.with_raft_metrics(|m| {
+            let config = &m.membership_config;
+            let index = config.log_id().as_ref()?.index;
+            let membership = config.membership();
+            let empty = membership.nodes().next().is_none();
+            (!empty && membership.get_node(&member).is_none()).then_some(index)
+        })
+    }
+
+    /// Whether (and why) this member was removed (see `crate::removal`).
+    pub fn removal(&self) -> &Arc<crate::removal::Removal> {
+        &self.removal
     }
 
     /// The term as the lease timers need it (see `crate::lease`).

@@ -50,6 +50,7 @@ use crate::raft::NodeId;
 use crate::raft::Snapshot;
 use crate::raft::TypeConfig;
 use crate::raft::Vote;
+use crate::removal::Removal;
 use crate::tls::PeerClientTls;
 
 type RpcError = RPCError<TypeConfig>;
@@ -67,8 +68,10 @@ pub struct PeerClients {
     /// 0 until known (a member started with `--join` learns it from the leader).
     pub cluster_id: Arc<AtomicU64>,
     pub epoch: Arc<EpochState>,
-    /// To persist a fence (see `crate::epoch`).
+    /// To persist a fence (see `crate::epoch`) or a removal.
     pub db: Arc<rocksdb::DB>,
+    /// Whether this member was removed (see `crate::removal`).
+    pub removal: Arc<Removal>,
     /// With `--peer-cert-file`: the certificate this member presents and the
     /// CA it trusts when it dials another member.
     tls: Option<PeerClientTls>,
@@ -81,6 +84,7 @@ impl PeerClients {
         cluster_id: Arc<AtomicU64>,
         epoch: Arc<EpochState>,
         db: Arc<rocksdb::DB>,
+        removal: Arc<Removal>,
         tls: Option<PeerClientTls>,
     ) -> Self {
         Self {
@@ -88,6 +92,7 @@ impl PeerClients {
             cluster_id,
             epoch,
             db,
+            removal,
             tls,
             channels: Mutex::new(HashMap::new()),
         }
@@ -103,8 +108,17 @@ impl PeerClients {
     }
 
     /// Look at a peer's refusal: one naming a newer epoch of our cluster means
-    /// this member was left behind by a solo recovery, and fences it.
+    /// this member was left behind by a solo recovery, and fences it; one
+    /// naming a later membership without this member means it was removed.
     pub fn note_refusal(&self, to: NodeId, status: &tonic::Status) {
+        let not_member_at = status
+            .metadata()
+            .get(crate::removal::REMOVED_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(index) = not_member_at {
+            self.removal.peer_refused(&self.db, to, index);
+        }
         if status.code() != tonic::Code::PermissionDenied {
             return;
         }

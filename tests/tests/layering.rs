@@ -45,7 +45,9 @@ fn the_node_imports_point_down_the_layers() {
             &["proto", "metrics", "restart", "tls"],
             &["errors", "raft"],
             &["store", "config"],
-            &["epoch", "backup", "recovery", "auth", "lease", "watch"],
+            &[
+                "epoch", "removal", "backup", "recovery", "auth", "lease", "watch",
+            ],
             &["transport"],
             &["node"],
             &["http", "cli"],

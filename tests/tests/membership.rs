@@ -172,8 +172,8 @@ async fn learner_catches_up_from_snapshot_is_promoted_then_a_voter_is_removed() 
         "MemberRemove response still lists {victim} or has the wrong size: {:?}",
         removed.members()
     );
-    // A removed member has no business running; the interface does not say
-    // whether it exits by itself, so make sure.
+    // A removed member stops by itself (tests/removed_member.rs); this test
+    // does not wait for that.
     cluster.member_mut(victim).kill9()?;
 
     cluster.wait_leader().await?;

@@ -138,6 +138,30 @@ impl PeerService {
         }
     }
 
+    /// A candidate, or a member asking whether it still is one, must be in
+    /// this member's membership. One that is not is refused with the
+    /// membership's log index, from which it can tell whether it was removed
+    /// (see `crate::removal`). Appends are not judged: a member that has not
+    /// caught up with a leader's addition must still take them to learn of
+    /// it. A member that holds no membership yet judges no one.
+    fn check_member(&self, header: Option<&PeerHeader>) -> Result<(), Status> {
+        let Some(h) = header else { return Ok(()) };
+        let Some(index) = self.node.membership_without(h.from_id) else {
+            return Ok(());
+        };
+        let mut status = Status::failed_precondition(format!(
+            "member {:x} is not in member {:x}'s membership (log index {index}):              it was removed, or this member has not caught up with its addition yet",
+            h.from_id,
+            self.node.id()
+        ));
+        if let Ok(v) = index.to_string().parse() {
+            status
+                .metadata_mut()
+                .insert(crate::removal::REMOVED_METADATA, v);
+        }
+        Err(status)
+    }
+
     fn open<T: serde::de::DeserializeOwned>(
         &self,
         p: &RaftPayload,
@@ -154,6 +178,7 @@ type PayloadStream = Pin<Box<dyn Stream<Item = Result<RaftPayload, Status>> + Se
 impl RaftPeer for PeerService {
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let rpc = self.open(req.get_ref(), Adopt::Never)?;
+        self.check_member(req.get_ref().header.as_ref())?;
         let resp = self
             .node
             .raft()
@@ -165,6 +190,7 @@ impl RaftPeer for PeerService {
 
     async fn pre_vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let rpc = self.open(req.get_ref(), Adopt::Never)?;
+        self.check_member(req.get_ref().header.as_ref())?;
         let resp = self
             .node
             .raft()
@@ -272,6 +298,7 @@ impl RaftPeer for PeerService {
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         let () = self.open(req.get_ref(), Adopt::Never)?;
+        self.check_member(req.get_ref().header.as_ref())?;
         reply(&(self.node.cluster_id(), self.node.id()))
     }
 }

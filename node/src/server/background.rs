@@ -1,6 +1,6 @@
 //! What a serving member does beside answering requests: publish its name and
 //! client URL through the log, keep `leader_seen` current, stop Raft once
-//! fenced, and count leader changes.
+//! fenced, notice its own removal, and count leader changes.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,6 +17,8 @@ pub(super) fn spawn(node: &Arc<Node>, client_url: String, stop_rx: watch::Receiv
     tokio::spawn(count_leader_changes(node.clone()));
     tokio::spawn(note_leader_seen(node.clone()));
     tokio::spawn(stop_raft_when_fenced(node.clone()));
+    tokio::spawn(note_own_membership(node.clone()));
+    tokio::spawn(probe_membership_when_leaderless(node.clone()));
 }
 
 /// Publish this member's name and client URL through the log (as etcd does)
@@ -61,6 +63,36 @@ async fn stop_raft_when_fenced(node: Arc<Node>) {
     node.epoch().wait_fenced().await;
     if let Err(e) = node.raft().shutdown().await {
         tracing::warn!("raft shutdown after fencing: {e}");
+    }
+}
+
+/// Keep `crate::removal` told which membership this member holds (at once:
+/// a refusal is judged against it).
+async fn note_own_membership(node: Arc<Node>) {
+    use openraft::type_config::async_runtime::WatchReceiver;
+    let mut rx = node.raft().metrics();
+    loop {
+        {
+            let m = rx.borrow_watched();
+            let config = &m.membership_config;
+            let index = config.log_id().as_ref().map_or(0, |l| l.index);
+            let listed = config.membership().get_node(&node.id()).is_some();
+            node.removal().note_membership(index, listed);
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A member that misses its leader asks the others whether it is still a
+/// member (see `crate::removal`).
+async fn probe_membership_when_leaderless(node: Arc<Node>) {
+    loop {
+        tokio::time::sleep(node.leader_timeout()).await;
+        if node.epoch().fenced().is_none() && node.leader().is_none() {
+            node.probe_membership().await;
+        }
     }
 }
 

@@ -8,7 +8,9 @@
 //!
 //! The steps, in order: [`Listeners::bind`], `open` (data dir, cluster id,
 //! Raft, bootstrap, the member), `services` (the three servers), `background`
-//! (the member's chores while it serves), then the shutdown below.
+//! (the member's chores while it serves), then the shutdown below, on a
+//! signal or once the member learns it was removed (`crate::removal`; then
+//! `serve` fails with the reason).
 
 mod background;
 mod open;
@@ -76,7 +78,10 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         "raftkv member serving"
     );
 
-    shutdown_signal().await;
+    let removed = tokio::select! {
+        _ = shutdown_signal() => None,
+        reason = opened.node.removal().wait() => Some(reason),
+    };
     tracing::info!("shutting down");
     // Clients and the metrics port first (up to 5 s for in-flight requests),
     // then Raft, then the peer port Raft no longer needs, then the WAL.
@@ -95,7 +100,11 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         .flush_wal(true)
         .context("syncing the database on shutdown")?;
     tracing::info!("stopped");
-    Ok(())
+    match removed {
+        // As etcd: a removed member exits, with the reason, rather than serve on.
+        Some(reason) => anyhow::bail!("{}", crate::removal::Removal::advice(cfg.id, &reason)),
+        None => Ok(()),
+    }
 }
 
 async fn shutdown_signal() {

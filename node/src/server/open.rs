@@ -13,6 +13,7 @@ use crate::config::{Bootstrap, ServeConfig};
 use crate::metrics::Metrics;
 use crate::node::{AppliedFollowers, Limits, Node, NodeParts, Raft};
 use crate::raft::members_at;
+use crate::removal::Removal;
 use crate::store;
 use crate::store::log_store::read_meta;
 use crate::store::schema::KEY_CLUSTER_ID;
@@ -31,6 +32,10 @@ pub(super) async fn open(cfg: &ServeConfig) -> anyhow::Result<Opened> {
     let cluster_id = Arc::new(AtomicU64::new(settle_cluster_id(&db, cfg)?));
     crate::recovery::persist_node_id(&db, cfg.id)?;
     let epoch = Arc::new(crate::epoch::EpochState::load(&db).context("reading the epoch")?);
+    if let Some(reason) = Removal::load(&db).context("reading whether this member was removed")? {
+        anyhow::bail!("{}", Removal::advice(cfg.id, &reason));
+    }
+    let removal = Arc::new(Removal::default());
     let snapshot_dir = cfg.data_dir.join("snapshots");
     for left in crate::store::snapshot::remove_leftovers(&snapshot_dir)
         .with_context(|| format!("cleaning {}", snapshot_dir.display()))?
@@ -67,6 +72,7 @@ pub(super) async fn open(cfg: &ServeConfig) -> anyhow::Result<Opened> {
         cluster_id.clone(),
         epoch.clone(),
         db.clone(),
+        removal.clone(),
         peer_tls,
     ));
     let network = PeerNetwork {
@@ -97,6 +103,7 @@ pub(super) async fn open(cfg: &ServeConfig) -> anyhow::Result<Opened> {
         tokens,
         election_timeout: Duration::from_millis(cfg.election_timeout),
         epoch,
+        removal,
         backup_dir: cfg.backup_dir.clone(),
     });
     Ok(Opened { node, raft, db })

@@ -84,6 +84,19 @@ pub(crate) fn read_meta<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// Write one of this member's own `raft_meta` values, synced: what it
+/// records about itself (an epoch, a fence, a removal) must survive a crash.
+pub(crate) fn write_meta<T: serde::Serialize>(
+    db: &DB,
+    key: &[u8],
+    value: &T,
+) -> anyhow::Result<()> {
+    let mut opts = rocksdb::WriteOptions::default();
+    opts.set_sync(true);
+    db.put_cf_opt(cf(db, CF_RAFT_META), key, codec::encode(value)?, &opts)?;
+    Ok(())
+}
+
 /// Records the cluster this member belongs to, synced: a member that forgot it
 /// after a crash could be adopted by another cluster.
 pub(crate) fn persist_cluster_id(db: &DB, id: u64) -> anyhow::Result<()> {

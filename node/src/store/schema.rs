@@ -5,7 +5,7 @@
 //! | column family | key | value |
 //! |---|---|---|
 //! | `raft_log` | log index (big-endian u64) | a Raft log entry |
-//! | `raft_meta` | [`KEY_VOTE`], [`KEY_COMMITTED`], [`KEY_LAST_PURGED`], [`KEY_CLUSTER_ID`], [`KEY_NODE_ID`], [`KEY_EPOCH`], [`KEY_FENCED`] | Raft's vote and progress, and who this member is |
+//! | `raft_meta` | [`KEY_VOTE`], [`KEY_COMMITTED`], [`KEY_LAST_PURGED`], [`KEY_CLUSTER_ID`], [`KEY_NODE_ID`], [`KEY_EPOCH`], [`KEY_FENCED`], [`KEY_REMOVED`] | Raft's vote and progress, and who this member is |
 //! | `kv` | user key | the key's current `KeyValue` |
 //! | `kv_history` | [`history_key`]: escaped user key, terminator, revision | every version until compaction |
 //! | `sm_meta` | [`KEY_REVISION`], [`KEY_COMPACT_REVISION`], [`KEY_LAST_APPLIED`], [`KEY_MEMBERSHIP`], [`member_attr_key`], [`alarm_key`] | the state machine's own state |
@@ -53,6 +53,8 @@ pub(crate) const KEY_NODE_ID: &[u8] = b"node_id";
 pub(crate) const KEY_EPOCH: &[u8] = b"epoch";
 /// Why this member is fenced (left behind by a solo recovery), if it is.
 pub(crate) const KEY_FENCED: &[u8] = b"fenced";
+/// Why this member stopped for good: it was removed from the cluster.
+pub(crate) const KEY_REMOVED: &[u8] = b"removed";
 
 // `sm_meta`: the state machine's own state.
 pub(crate) const KEY_REVISION: &[u8] = b"revision";
