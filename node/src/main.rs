@@ -235,7 +235,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("raftkv: {}", one_line(&e));
-            ExitCode::FAILURE
+            if e.downcast_ref::<raftkv_node::removal::Removed>().is_some() {
+                ExitCode::from(raftkv_node::removal::REMOVED_EXIT_CODE)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

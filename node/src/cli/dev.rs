@@ -183,16 +183,26 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Until Ctrl-C (returns None) or a member exits by itself (returns its name).
+/// Until Ctrl-C (returns None) or a member exits by itself (returns its
+/// name). A member that stopped because it was removed from the cluster is
+/// reported and left out; the others go on.
 async fn watch_children(members: &mut [DevMember]) -> Option<String> {
+    let mut removed = std::collections::BTreeSet::new();
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return None,
             _ = tokio::time::sleep(Duration::from_millis(500)) => {
                 for m in members.iter_mut() {
-                    if let Ok(Some(_)) = m.child.try_wait() {
-                        return Some(m.name.clone());
+                    if removed.contains(&m.name) {
+                        continue;
                     }
+                    let Ok(Some(status)) = m.child.try_wait() else { continue };
+                    if status.code() == Some(i32::from(crate::removal::REMOVED_EXIT_CODE)) {
+                        println!("member {} was removed from the cluster and stopped", m.name);
+                        removed.insert(m.name.clone());
+                        continue;
+                    }
+                    return Some(m.name.clone());
                 }
             }
         }

@@ -102,7 +102,7 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     tracing::info!("stopped");
     match removed {
         // As etcd: a removed member exits, with the reason, rather than serve on.
-        Some(reason) => anyhow::bail!("{}", crate::removal::Removal::advice(cfg.id, &reason)),
+        Some(reason) => Err(crate::removal::Removal::advice(cfg.id, &reason).into()),
         None => Ok(()),
     }
 }

@@ -33,7 +33,7 @@ pub(super) async fn open(cfg: &ServeConfig) -> anyhow::Result<Opened> {
     crate::recovery::persist_node_id(&db, cfg.id)?;
     let epoch = Arc::new(crate::epoch::EpochState::load(&db).context("reading the epoch")?);
     if let Some(reason) = Removal::load(&db).context("reading whether this member was removed")? {
-        anyhow::bail!("{}", Removal::advice(cfg.id, &reason));
+        return Err(Removal::advice(cfg.id, &reason).into());
     }
     let removal = Arc::new(Removal::default());
     let snapshot_dir = cfg.data_dir.join("snapshots");
