@@ -17,12 +17,12 @@
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
-use std::sync::Mutex;
 
 use rocksdb::DB;
 
 use crate::store::log_store::read_meta;
 use crate::store::log_store::write_meta as persist;
+use crate::store::meta_latch::MetaLatch;
 
 use crate::store::schema::{KEY_EPOCH, KEY_FENCED};
 
@@ -57,21 +57,17 @@ pub fn refusal(me: u64, mine: u64, from: u64, theirs: u64) -> String {
 }
 
 /// This member's epoch and fence, shared by the peer client and server.
-#[derive(Default)]
 pub struct EpochState {
     value: AtomicU64,
-    fenced: Mutex<Option<String>>,
-    notify: tokio::sync::Notify,
+    fenced: MetaLatch,
 }
 
 impl EpochState {
     pub fn load(db: &DB) -> std::io::Result<Self> {
-        let state = EpochState {
+        Ok(EpochState {
             value: AtomicU64::new(read_meta::<u64>(db, KEY_EPOCH)?.unwrap_or(0)),
-            ..Default::default()
-        };
-        *state.fenced.lock().expect("fence lock") = read_meta::<String>(db, KEY_FENCED)?;
-        Ok(state)
+            fenced: MetaLatch::load(db, KEY_FENCED)?,
+        })
     }
 
     pub fn get(&self) -> u64 {
@@ -87,35 +83,19 @@ impl EpochState {
 
     /// Why this member is fenced, if it is.
     pub fn fenced(&self) -> Option<String> {
-        self.fenced.lock().expect("fence lock").clone()
+        self.fenced.get()
     }
 
     /// Fence this member (once; later calls keep the first reason).
     pub fn fence(&self, db: &DB, reason: String) {
-        {
-            let mut fenced = self.fenced.lock().expect("fence lock");
-            if fenced.is_some() {
-                return;
-            }
+        if self.fenced.set(db, reason.clone()) {
             tracing::error!("fencing this member: {reason}");
-            if let Err(e) = persist(db, KEY_FENCED, &reason) {
-                tracing::error!("cannot persist the fence: {e:#}");
-            }
-            *fenced = Some(reason);
         }
-        self.notify.notify_waiters();
-        self.notify.notify_one();
     }
 
     /// Wait until this member is fenced.
     pub async fn wait_fenced(&self) {
-        loop {
-            let notified = self.notify.notified();
-            if self.fenced().is_some() {
-                return;
-            }
-            notified.await;
-        }
+        self.fenced.wait().await;
     }
 
     /// The reason given for a member left behind by `newer`.

@@ -30,8 +30,7 @@ use std::sync::Mutex;
 use rocksdb::DB;
 
 use crate::raft::NodeId;
-use crate::store::log_store::read_meta;
-use crate::store::log_store::write_meta;
+use crate::store::meta_latch::MetaLatch;
 use crate::store::schema::KEY_REMOVED;
 
 /// `raftkv serve`'s exit status when it stopped (or would not start) because
@@ -57,19 +56,25 @@ pub const REMOVED_METADATA: &str = "raftkv-not-member-at";
 
 /// Whether (and why) this member was removed; shared by the peer client, the
 /// member and `serve`.
-#[derive(Default)]
 pub struct Removal {
     /// The log index of the membership this member holds (the last it
     /// appended, committed or not), and whether it lists this member.
     own_membership: Mutex<(u64, bool)>,
-    removed: Mutex<Option<String>>,
-    notify: tokio::sync::Notify,
+    removed: MetaLatch,
 }
 
 impl Removal {
-    /// The reason this data dir's member was removed, if it was.
-    pub fn load(db: &DB) -> std::io::Result<Option<String>> {
-        read_meta::<String>(db, KEY_REMOVED)
+    /// This data dir's removal state: removed already, if it was.
+    pub fn load(db: &DB) -> std::io::Result<Self> {
+        Ok(Removal {
+            own_membership: Mutex::new((0, false)),
+            removed: MetaLatch::load(db, KEY_REMOVED)?,
+        })
+    }
+
+    /// Why this member was removed, if it was.
+    pub fn removed(&self) -> Option<String> {
+        self.removed.get()
     }
 
     /// What `raftkv serve` fails with when it will not start, or stops.
@@ -103,29 +108,13 @@ impl Removal {
 
     /// Record the removal (once) and wake [`Removal::wait`].
     pub fn mark(&self, db: &DB, reason: String) {
-        {
-            let mut removed = self.removed.lock().expect("removal lock");
-            if removed.is_some() {
-                return;
-            }
+        if self.removed.set(db, reason.clone()) {
             tracing::error!("this member was removed from the cluster: {reason}");
-            if let Err(e) = write_meta(db, KEY_REMOVED, &reason) {
-                tracing::error!("cannot persist the removal: {e:#}");
-            }
-            *removed = Some(reason);
         }
-        self.notify.notify_waiters();
-        self.notify.notify_one();
     }
 
     /// Wait until this member is removed; why.
     pub async fn wait(&self) -> String {
-        loop {
-            let notified = self.notify.notified();
-            if let Some(reason) = self.removed.lock().expect("removal lock").clone() {
-                return reason;
-            }
-            notified.await;
-        }
+        self.removed.wait().await
     }
 }

@@ -32,10 +32,10 @@ pub(super) async fn open(cfg: &ServeConfig) -> anyhow::Result<Opened> {
     let cluster_id = Arc::new(AtomicU64::new(settle_cluster_id(&db, cfg)?));
     crate::recovery::persist_node_id(&db, cfg.id)?;
     let epoch = Arc::new(crate::epoch::EpochState::load(&db).context("reading the epoch")?);
-    if let Some(reason) = Removal::load(&db).context("reading whether this member was removed")? {
+    let removal = Arc::new(Removal::load(&db).context("reading whether this member was removed")?);
+    if let Some(reason) = removal.removed() {
         return Err(Removal::advice(cfg.id, &reason).into());
     }
-    let removal = Arc::new(Removal::default());
     let snapshot_dir = cfg.data_dir.join("snapshots");
     for left in crate::store::snapshot::remove_leftovers(&snapshot_dir)
         .with_context(|| format!("cleaning {}", snapshot_dir.display()))?

@@ -14,6 +14,7 @@ pub mod hash;
 pub mod lease;
 pub mod log_store;
 pub mod members;
+pub mod meta_latch;
 pub mod mvcc;
 #[cfg(test)]
 mod mvcc_tests;
