@@ -397,3 +397,41 @@ async fn a_waiter_on_a_member_that_installs_a_snapshot_still_gets_the_lock() -> 
     ensure!(installed > 0.0, "the follower caught up without a snapshot");
     Ok(())
 }
+
+/// `raftkv lock NAME COMMAND` kills its command and fails once its session is
+/// lost (here: its lease revoked by someone else), instead of letting the
+/// command run on while the next holder takes the lock.
+#[tokio::test(flavor = "multi_thread")]
+async fn raftkv_lock_stops_its_command_once_it_loses_the_lock() -> Result<()> {
+    let cluster = ClusterOptions::new().start(1).await?;
+    let ep = cluster.endpoints()[0].clone();
+    let raftkv = raftkv_tests::binaries::raftkv_bin()?;
+    let (mut holder, mut out) = spawn_lines(
+        &raftkv,
+        &[
+            "lock",
+            "--endpoints",
+            &ep,
+            "lost-lock",
+            "sh",
+            "-c",
+            "echo $RAFTKV_LOCK_KEY; exec sleep 60",
+        ],
+        &[],
+    )?;
+    let key = read_lines(&mut out, 1).await?.remove(0);
+    let lease = key
+        .strip_prefix("lost-lock/")
+        .and_then(|hex| i64::from_str_radix(hex, 16).ok())
+        .with_context(|| format!("lock key {key:?} names no lease"))?;
+    let mut c = cluster.client().await?;
+    c.lease_revoke(lease).await?;
+    let status = tokio::time::timeout(Duration::from_secs(10), holder.wait())
+        .await
+        .context("raftkv lock still ran its command 10 s after losing the lock")??;
+    ensure!(
+        !status.success(),
+        "raftkv lock exited with {status} after losing the lock"
+    );
+    Ok(())
+}
