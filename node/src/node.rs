@@ -427,19 +427,6 @@ impl Node {
             .all(|v| v == self.id)
     }
 
-    /// Whether this member leads and a quorum acknowledged a message it sent
-    /// within `window` (a lone voter is its own quorum).
-    fn quorum_acked_within(
-        &self,
-        m: &openraft::RaftMetrics<crate::raft::TypeConfig>,
-        window: Duration,
-    ) -> bool {
-        m.state == ServerState::Leader
-            && (self.is_lone_voter(m)
-                || m.last_quorum_acked
-                    .is_some_and(|sent| openraft::Instant::elapsed(&*sent) < window))
-    }
-
     /// Whether this leader may still vouch that no other leader exists: a
     /// quorum acknowledged a message it sent within the last election
     /// timeout. Any later leader needs a vote from one of those members,
@@ -450,9 +437,15 @@ impl Node {
     pub async fn holds_leader_lease(&self) -> bool {
         let deadline = Instant::now() + self.election_timeout;
         loop {
-            let held =
-                self.with_raft_metrics(|m| self.quorum_acked_within(m, self.election_timeout));
-            if held || !self.is_leader() || Instant::now() >= deadline {
+            // (leads, a quorum (a lone voter is its own) acknowledged in time)
+            let (leads, held) = self.with_raft_metrics(|m| {
+                let acked = m
+                    .last_quorum_acked
+                    .is_some_and(|sent| openraft::Instant::elapsed(&*sent) < self.election_timeout);
+                let leads = m.state == ServerState::Leader;
+                (leads, leads && (self.is_lone_voter(m) || acked))
+            });
+            if held || !leads || Instant::now() >= deadline {
                 return held;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -107,7 +107,7 @@ impl Removal {
     }
 
     /// Record the removal (once) and wake [`Removal::wait`].
-    pub fn mark(&self, db: &DB, reason: String) {
+    fn mark(&self, db: &DB, reason: String) {
         if self.removed.set(db, reason.clone()) {
             tracing::error!("this member was removed from the cluster: {reason}");
         }

@@ -111,23 +111,13 @@ impl PeerClients {
     /// this member was left behind by a solo recovery, and fences it; one
     /// naming a later membership without this member means it was removed.
     pub fn note_refusal(&self, to: NodeId, status: &tonic::Status) {
-        let not_member_at = status
-            .metadata()
-            .get(crate::removal::REMOVED_METADATA)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if let Some(index) = not_member_at {
+        if let Some(index) = metadata_u64(status, crate::removal::REMOVED_METADATA) {
             self.removal.peer_refused(&self.db, to, index);
         }
         if status.code() != tonic::Code::PermissionDenied {
             return;
         }
-        let theirs = status
-            .metadata()
-            .get(crate::epoch::EPOCH_METADATA)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if let Some(theirs) = theirs {
+        if let Some(theirs) = metadata_u64(status, crate::epoch::EPOCH_METADATA) {
             if crate::epoch::judge(self.epoch.get(), theirs) == crate::epoch::Verdict::PeerNewer {
                 let reason = self.epoch.left_behind(to, theirs);
                 self.epoch.fence(&self.db, reason);
@@ -165,6 +155,23 @@ impl PeerClients {
     }
 
     /// Wrap an openraft message for `to`.
+    /// Ask member `to`, at `url`, for its ClusterInfo within `timeout`: how a
+    /// member checks a peer's claim of a newer epoch (`node::epoch_claim`)
+    /// and asks whether it is still a member (`node::membership_probe`). A
+    /// refusal is returned as it came, for the caller to weigh
+    /// ([`PeerClients::note_refusal`]).
+    pub async fn ask_cluster_info(
+        &self,
+        to: NodeId,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<(), tonic::Status> {
+        let mut client = self.client(url)?;
+        let mut request = tonic::Request::new(self.payload(to, &())?);
+        request.set_timeout(timeout);
+        client.cluster_info(request).await.map(drop)
+    }
+
     pub fn payload<T: serde::Serialize>(
         &self,
         to: NodeId,
@@ -175,6 +182,11 @@ impl PeerClients {
             data: codec::encode(msg).map_err(|e| tonic::Status::internal(e.to_string()))?,
         })
     }
+}
+
+/// A number a refusing peer put in its status's metadata under `key`.
+fn metadata_u64(status: &tonic::Status, key: &str) -> Option<u64> {
+    status.metadata().get(key)?.to_str().ok()?.parse().ok()
 }
 
 /// Builds a [`PeerConnection`] per target for openraft's replication tasks.

@@ -92,14 +92,14 @@ impl Session {
     /// Wait until the session is lost; why.
     async fn lost(&self) -> String {
         let mut verdict = self.verdict.subscribe();
-        let why = match verdict.wait_for(Option::is_some).await {
-            Ok(why) => why.clone(),
-            Err(_) => None,
-        };
+        let why = verdict
+            .wait_for(Option::is_some)
+            .await
+            .map(|why| why.clone());
         match why {
-            Some(why) => why,
+            Ok(Some(why)) => why,
             // The sender lives in `self`: never closed while we wait.
-            None => std::future::pending().await,
+            _ => std::future::pending().await,
         }
     }
 }
@@ -121,8 +121,9 @@ async fn keep_alive(
     mut deadline: Instant,
     verdict: Arc<watch::Sender<Option<String>>>,
 ) {
+    const UNANSWERED: &str = "no keep-alive was answered for the session's TTL";
     let every = Duration::from_secs((SESSION_TTL / 3) as u64);
-    let why = loop {
+    let why = 'session: loop {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let stream = tokio::time::timeout_at(
             deadline.into(),
@@ -130,7 +131,7 @@ async fn keep_alive(
         )
         .await;
         match stream {
-            Err(_) => break "no keep-alive was answered for the session's TTL",
+            Err(_) => break UNANSWERED,
             Ok(Err(_)) => {}
             Ok(Ok(replies)) => {
                 let mut replies = replies.into_inner();
@@ -140,19 +141,11 @@ async fn keep_alive(
                         break;
                     }
                     match tokio::time::timeout_at(deadline.into(), replies.next()).await {
-                        Err(_) => {
-                            verdict.send_replace(Some(
-                                "no keep-alive was answered for the session's TTL".into(),
-                            ));
-                            return;
-                        }
+                        Err(_) => break 'session UNANSWERED,
                         Ok(Some(Ok(reply))) if reply.ttl > 0 => {
                             deadline = deadline.max(sent + Duration::from_secs(reply.ttl as u64));
                         }
-                        Ok(Some(Ok(_))) => {
-                            verdict.send_replace(Some("its lease expired or was revoked".into()));
-                            return;
-                        }
+                        Ok(Some(Ok(_))) => break 'session "its lease expired or was revoked",
                         // The stream broke: open another.
                         Ok(_) => break,
                     }
@@ -161,7 +154,7 @@ async fn keep_alive(
             }
         }
         if Instant::now() >= deadline {
-            break "no keep-alive was answered for the session's TTL";
+            break UNANSWERED;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     };

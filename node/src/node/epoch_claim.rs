@@ -80,11 +80,8 @@ impl Node {
         let Some(url) = url else {
             return Ok(Answer::Stranger);
         };
-        let mut client = self.peers.client(&url)?;
-        let mut request = tonic::Request::new(self.peers.payload(from, &())?);
-        request.set_timeout(CHECK_TIMEOUT);
-        match client.cluster_info(request).await {
-            Ok(_) => Ok(Answer::NotConfirmed),
+        match self.peers.ask_cluster_info(from, &url, CHECK_TIMEOUT).await {
+            Ok(()) => Ok(Answer::NotConfirmed),
             Err(status) if status.code() == tonic::Code::PermissionDenied => {
                 self.peers.note_refusal(from, &status);
                 Ok(Answer::Refused(status.code()))

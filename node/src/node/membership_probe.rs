@@ -23,15 +23,7 @@ impl Node {
                 .collect()
         });
         for (id, url) in others {
-            let Ok(mut client) = self.peers.client(&url) else {
-                continue;
-            };
-            let Ok(payload) = self.peers.payload(id, &()) else {
-                continue;
-            };
-            let mut request = tonic::Request::new(payload);
-            request.set_timeout(ASK_TIMEOUT);
-            if let Err(status) = client.cluster_info(request).await {
+            if let Err(status) = self.peers.ask_cluster_info(id, &url, ASK_TIMEOUT).await {
                 self.peers.note_refusal(id, &status);
             }
         }
