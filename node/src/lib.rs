@@ -16,6 +16,7 @@ pub mod config;
 pub mod epoch;
 pub mod errors;
 pub mod http;
+pub mod incarnation;
 pub mod lease;
 pub mod metrics;
 pub mod node;

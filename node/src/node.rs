@@ -130,6 +130,8 @@ pub struct Node {
     /// The cluster epoch and this member's fence (see `crate::epoch`).
     epoch: Arc<crate::epoch::EpochState>,
     removal: Arc<crate::removal::Removal>,
+    /// This data dir's incarnation (see `crate::incarnation`).
+    incarnation: Arc<crate::incarnation::Incarnation>,
     /// When a live leader (this member or another) was last known; what
     /// RecoverSolo judges quorum loss by.
     leader_seen: LeaderContact,
@@ -162,6 +164,7 @@ pub struct NodeParts {
     pub election_timeout: Duration,
     pub epoch: Arc<crate::epoch::EpochState>,
     pub removal: Arc<crate::removal::Removal>,
+    pub incarnation: Arc<crate::incarnation::Incarnation>,
     pub backup_dir: PathBuf,
 }
 
@@ -193,6 +196,7 @@ impl Node {
             leader_timeout: parts.election_timeout * 2,
             epoch: parts.epoch,
             removal: parts.removal,
+            incarnation: parts.incarnation,
             leader_seen: LeaderContact::default(),
             backup_dir: parts.backup_dir,
             reads,
@@ -365,6 +369,28 @@ impl Node {
     /// Whether (and why) this member was removed (see `crate::removal`).
     pub fn removal(&self) -> &Arc<crate::removal::Removal> {
         &self.removal
+    }
+
+    /// This data dir's incarnation (see `crate::incarnation`).
+    pub fn incarnation(&self) -> &Arc<crate::incarnation::Incarnation> {
+        &self.incarnation
+    }
+
+    /// Judge a peer request's incarnations against this member's records
+    /// (see `crate::incarnation::judge`).
+    pub fn judge_incarnation(
+        &self,
+        from_id: NodeId,
+        from: u64,
+        to: u64,
+    ) -> crate::incarnation::Judgement {
+        self.incarnation.judge(&self.db, from_id, from, to)
+    }
+
+    /// Peer `peer` recorded `named` as this member's incarnation (see
+    /// `crate::incarnation::Incarnation::peer_named`).
+    pub fn peer_named_incarnation(&self, peer: NodeId, named: u64) {
+        self.incarnation.peer_named(&self.db, peer, named);
     }
 
     /// The term as the lease timers need it (see `crate::lease`).

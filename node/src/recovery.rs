@@ -260,6 +260,11 @@ pub fn record_restored_state(
     let mut batch = WriteBatch::default();
     batch.put_cf(sm, KEY_LAST_APPLIED, codec::encode(&Some(at))?);
     batch.put_cf(sm, KEY_MEMBERSHIP, codec::encode(&membership)?);
+    // The backup's member records name the old cluster's data dirs (see
+    // `crate::incarnation`); the restored members publish their own.
+    for old in crate::store::members::recorded_ids(db)? {
+        batch.delete_cf(sm, crate::store::schema::member_attr_key(old));
+    }
     batch.put_cf(meta, KEY_LAST_PURGED, codec::encode(&at)?);
     batch.put_cf(meta, KEY_COMMITTED, codec::encode(&Some(at))?);
     batch.put_cf(meta, KEY_VOTE, codec::encode(&Vote::new(1, id))?);

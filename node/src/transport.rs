@@ -40,6 +40,7 @@ use tonic::transport::Channel;
 use tonic::transport::Endpoint;
 
 use crate::epoch::EpochState;
+use crate::incarnation::Incarnation;
 use crate::proto::raftkvpb::peer::raft_peer_client::RaftPeerClient;
 use crate::proto::raftkvpb::peer::PeerHeader;
 use crate::proto::raftkvpb::peer::RaftPayload;
@@ -72,6 +73,8 @@ pub struct PeerClients {
     pub db: Arc<rocksdb::DB>,
     /// Whether this member was removed (see `crate::removal`).
     pub removal: Arc<Removal>,
+    /// This data dir's incarnation (see `crate::incarnation`).
+    pub incarnation: Arc<Incarnation>,
     /// With `--peer-cert-file`: the certificate this member presents and the
     /// CA it trusts when it dials another member.
     tls: Option<PeerClientTls>,
@@ -85,6 +88,7 @@ impl PeerClients {
         epoch: Arc<EpochState>,
         db: Arc<rocksdb::DB>,
         removal: Arc<Removal>,
+        incarnation: Arc<Incarnation>,
         tls: Option<PeerClientTls>,
     ) -> Self {
         Self {
@@ -93,6 +97,7 @@ impl PeerClients {
             epoch,
             db,
             removal,
+            incarnation,
             tls,
             channels: Mutex::new(HashMap::new()),
         }
@@ -104,15 +109,21 @@ impl PeerClients {
             from_id: self.id,
             to_id: to,
             epoch: self.epoch.get(),
+            from_incarnation: self.incarnation.own(),
+            to_incarnation: crate::store::members::recorded_incarnation(&self.db, to),
         })
     }
 
     /// Look at a peer's refusal: one naming a newer epoch of our cluster means
     /// this member was left behind by a solo recovery, and fences it; one
-    /// naming a later membership without this member means it was removed.
+    /// naming a later membership without this member means it was removed;
+    /// one naming another incarnation for it, that its data dir was replaced.
     pub fn note_refusal(&self, to: NodeId, status: &tonic::Status) {
         if let Some(index) = metadata_u64(status, crate::removal::REMOVED_METADATA) {
             self.removal.peer_refused(&self.db, to, index);
+        }
+        if let Some(named) = metadata_u64(status, crate::incarnation::RECORDED_METADATA) {
+            self.incarnation.peer_named(&self.db, to, named);
         }
         if status.code() != tonic::Code::PermissionDenied {
             return;

@@ -27,6 +27,7 @@ async fn claim_epoch(peer_url: &str, cluster_id: u64, from_id: u64, epoch: u64) 
             from_id,
             to_id: 0,
             epoch,
+            ..Default::default()
         }),
         data: codec::encode(&())?,
     };

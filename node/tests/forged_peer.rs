@@ -31,6 +31,7 @@ async fn forge_forward(peer_url: &str, cluster_id: u64, cmd: Command) -> Result<
             from_id: 99,
             to_id: 0,
             epoch: 0,
+            ..Default::default()
         }),
         data: codec::encode(&Forwarded::Write(cmd))?,
     };

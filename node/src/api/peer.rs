@@ -23,6 +23,7 @@ use tonic::Status;
 use tonic::Streaming;
 
 use crate::epoch::Verdict;
+use crate::incarnation::Judgement;
 use crate::node::Forwarded;
 use crate::node::Node;
 use crate::proto::raftkvpb::peer::raft_peer_server::RaftPeer;
@@ -76,9 +77,11 @@ impl PeerService {
         }
         let mine = self.node.cluster_id();
         if mine == h.cluster_id && mine != 0 {
-            return self.check_epoch(h);
+            self.check_epoch(h)?;
+            return self.check_incarnation(h, Adopt::Never);
         }
         if mine == 0 && h.cluster_id != 0 && adopt == Adopt::FromLeader {
+            self.check_incarnation(h, adopt)?;
             self.node
                 .adopt_epoch(h.epoch)
                 .map_err(|e| Status::internal(format!("cannot persist the epoch: {e:#}")))?;
@@ -132,6 +135,51 @@ impl PeerService {
                     epoch.get(),
                     h.epoch,
                     h.from_id,
+                    h.from_id
+                )))
+            }
+        }
+    }
+
+    /// The sender must be the data dir recorded for it, and this member the
+    /// one the sender recorded (see `crate::incarnation`). A refused sender
+    /// is told the record, from which it can tell it was replaced. This
+    /// member, refused by its sender's record, only refuses (anyone can write
+    /// a header; its own requests will be refused if it was replaced), except
+    /// in the call it would adopt its cluster from: an empty `--join` member
+    /// trusts the first leader that replicates to it with that much already.
+    fn check_incarnation(&self, h: &PeerHeader, adopt: Adopt) -> Result<(), Status> {
+        let node = &self.node;
+        match node.judge_incarnation(h.from_id, h.from_incarnation, h.to_incarnation) {
+            Judgement::Accept => Ok(()),
+            Judgement::SenderReplaced { recorded } => {
+                let mut status = Status::failed_precondition(format!(
+                    "member {:x}'s data dir (incarnation {:x}) is not the one recorded for it \
+                     ({recorded:x}): it was wiped or replaced; remove the member and add it again",
+                    h.from_id, h.from_incarnation
+                ));
+                if let Ok(v) = recorded.to_string().parse() {
+                    status
+                        .metadata_mut()
+                        .insert(crate::incarnation::RECORDED_METADATA, v);
+                }
+                Err(status)
+            }
+            Judgement::ReceiverReplaced { named } => {
+                if adopt == Adopt::FromLeader {
+                    node.peer_named_incarnation(h.from_id, named);
+                }
+                tracing::error!(
+                    from = %format!("{:x}", h.from_id),
+                    "refused a peer request: it is for data dir incarnation {named:x} of this \
+                     member, this one is {:x}",
+                    node.incarnation().own()
+                );
+                Err(Status::failed_precondition(format!(
+                    "member {:x}'s data dir (incarnation {:x}) is not the one member {:x} \
+                     recorded ({named:x})",
+                    node.id(),
+                    node.incarnation().own(),
                     h.from_id
                 )))
             }
@@ -226,18 +274,27 @@ impl RaftPeer for PeerService {
         let Some(first) = incoming.next().await else {
             return Ok(Response::new(Box::pin(futures::stream::empty())));
         };
-        let first = self.open(&first?, Adopt::FromLeader)?;
+        let first = first?;
+        let incarnations = first
+            .header
+            .as_ref()
+            .map(|h| (h.from_incarnation, h.to_incarnation));
+        let first = self.open(&first, Adopt::FromLeader)?;
         let cluster_id = self.node.cluster_id();
         let epoch = self.node.epoch().get();
         let contact = self.node.leader_contact().clone();
         contact.touch();
         let rest = incoming.scan((), move |_, item| {
             contact.touch();
-            // The whole stream comes from one leader of one cluster; anything
-            // else (or a transport error) ends it.
+            // The whole stream comes from one leader of one cluster, judged
+            // by its first header; anything else (or a transport error) ends
+            // it.
             let next = item.ok().and_then(|payload| {
                 let h = payload.header.as_ref()?;
-                (h.cluster_id == cluster_id && h.epoch == epoch).then_some(())?;
+                let same = h.cluster_id == cluster_id
+                    && h.epoch == epoch
+                    && Some((h.from_incarnation, h.to_incarnation)) == incarnations;
+                same.then_some(())?;
                 codec::decode(&payload.data).ok()
             });
             futures::future::ready(next)

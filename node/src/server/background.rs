@@ -21,22 +21,23 @@ pub(super) fn spawn(node: &Arc<Node>, client_url: String, stop_rx: watch::Receiv
     tokio::spawn(probe_membership_when_leaderless(node.clone()));
 }
 
-/// Publish this member's name and client URL through the log (as etcd does)
-/// once it is a member, and again whenever what the store holds differs.
+/// Publish this member's name, client URL and data-dir incarnation through
+/// the log (as etcd does the first two) once it is a member, and again
+/// whenever what the store holds differs.
 async fn publish_attributes(node: Arc<Node>, client_url: String, stop: watch::Receiver<bool>) {
     let wanted = raftkvpb::MemberAttributes {
         id: node.id(),
         name: node.name().to_string(),
         client_urls: vec![client_url],
+        incarnation: node.incarnation().own(),
     };
     while !*stop.borrow() {
-        let current = crate::api::cluster::member_list(&node)
-            .into_iter()
-            .find(|m| m.id == node.id())
-            .map(|m| (m.name, m.client_ur_ls));
-        match current {
-            Some((name, urls)) if name == wanted.name && urls == wanted.client_urls => {}
-            Some(_) if node.leader().is_some() => {
+        let is_member = crate::api::cluster::member_list(&node)
+            .iter()
+            .any(|m| m.id == node.id());
+        match node.member_attributes(node.id()) {
+            Some(current) if current == wanted => {}
+            _ if is_member && node.leader().is_some() => {
                 let cmd = Command::new(raftkvpb::command::Op::SetMemberAttributes(wanted.clone()));
                 if let Err(e) = node.propose(cmd).await {
                     tracing::debug!("publishing member attributes: {e}");

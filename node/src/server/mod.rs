@@ -9,8 +9,9 @@
 //! The steps, in order: [`Listeners::bind`], `open` (data dir, cluster id,
 //! Raft, bootstrap, the member), `services` (the three servers), `background`
 //! (the member's chores while it serves), then the shutdown below, on a
-//! signal or once the member learns it was removed (`crate::removal`; then
-//! `serve` fails with the reason).
+//! signal or once the member learns it was removed (`crate::removal`) or its
+//! data dir replaced (`crate::incarnation`); then `serve` fails with the
+//! reason.
 
 mod background;
 mod open;
@@ -80,7 +81,12 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
 
     let removed = tokio::select! {
         _ = shutdown_signal() => None,
-        reason = opened.node.removal().wait() => Some(reason),
+        reason = opened.node.removal().wait() => {
+            Some(crate::removal::Removal::advice(cfg.id, &reason))
+        }
+        reason = opened.node.incarnation().wait() => {
+            Some(crate::incarnation::advice(cfg.id, &reason))
+        }
     };
     tracing::info!("shutting down");
     // Clients and the metrics port first (up to 5 s for in-flight requests),
@@ -101,8 +107,9 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         .context("syncing the database on shutdown")?;
     tracing::info!("stopped");
     match removed {
-        // As etcd: a removed member exits, with the reason, rather than serve on.
-        Some(reason) => Err(crate::removal::Removal::advice(cfg.id, &reason).into()),
+        // As etcd: a removed member exits, with the reason, rather than serve
+        // on; so does one whose data dir is not the member's any more.
+        Some(removed) => Err(removed.into()),
         None => Ok(()),
     }
 }

@@ -10,6 +10,7 @@ use anyhow::Context;
 use rocksdb::DB;
 
 use crate::config::{Bootstrap, ServeConfig};
+use crate::incarnation::Incarnation;
 use crate::metrics::Metrics;
 use crate::node::{AppliedFollowers, Limits, Node, NodeParts, Raft};
 use crate::raft::members_at;
@@ -36,6 +37,10 @@ pub(super) async fn open(cfg: &ServeConfig) -> anyhow::Result<Opened> {
     if let Some(reason) = removal.removed() {
         return Err(Removal::advice(cfg.id, &reason).into());
     }
+    let incarnation = Arc::new(Incarnation::new(
+        cfg.id,
+        crate::incarnation::load_or_create(&db).context("reading the data dir's incarnation")?,
+    ));
     let snapshot_dir = cfg.data_dir.join("snapshots");
     for left in crate::store::snapshot::remove_leftovers(&snapshot_dir)
         .with_context(|| format!("cleaning {}", snapshot_dir.display()))?
@@ -73,6 +78,7 @@ pub(super) async fn open(cfg: &ServeConfig) -> anyhow::Result<Opened> {
         epoch.clone(),
         db.clone(),
         removal.clone(),
+        incarnation.clone(),
         peer_tls,
     ));
     let network = PeerNetwork {
@@ -104,6 +110,7 @@ pub(super) async fn open(cfg: &ServeConfig) -> anyhow::Result<Opened> {
         election_timeout: Duration::from_millis(cfg.election_timeout),
         epoch,
         removal,
+        incarnation,
         backup_dir: cfg.backup_dir.clone(),
     });
     Ok(Opened { node, raft, db })

@@ -1,6 +1,8 @@
 //! A reason this member records about itself once, for good, and that its
 //! tasks can wait for: a fence (`crate::epoch`) or a removal
-//! (`crate::removal`). Kept in `raft_meta`, written synced, read at start.
+//! (`crate::removal`), kept in `raft_meta`, written synced, read at start; or
+//! a replaced data dir (`crate::incarnation`), held in memory only (the peers
+//! tell it again at the next start).
 
 use std::sync::Mutex;
 
@@ -10,7 +12,8 @@ use tokio::sync::Notify;
 use super::log_store::{read_meta, write_meta};
 
 pub struct MetaLatch {
-    key: &'static [u8],
+    /// Where the reason is persisted; `None`: held in memory only.
+    key: Option<&'static [u8]>,
     reason: Mutex<Option<String>>,
     notify: Notify,
 }
@@ -19,10 +22,19 @@ impl MetaLatch {
     /// The latch stored under `key`, set if a reason was recorded before.
     pub fn load(db: &DB, key: &'static [u8]) -> std::io::Result<Self> {
         Ok(MetaLatch {
-            key,
+            key: Some(key),
             reason: Mutex::new(read_meta::<String>(db, key)?),
             notify: Notify::new(),
         })
+    }
+
+    /// A latch held in memory only: unset at every start.
+    pub fn in_memory() -> Self {
+        MetaLatch {
+            key: None,
+            reason: Mutex::new(None),
+            notify: Notify::new(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
@@ -43,11 +55,10 @@ impl MetaLatch {
             if recorded.is_some() {
                 return false;
             }
-            if let Err(e) = write_meta(db, self.key, &reason) {
-                tracing::error!(
-                    "cannot persist {:?}: {e:#}",
-                    String::from_utf8_lossy(self.key)
-                );
+            if let Some(key) = self.key {
+                if let Err(e) = write_meta(db, key, &reason) {
+                    tracing::error!("cannot persist {:?}: {e:#}", String::from_utf8_lossy(key));
+                }
             }
             *recorded = Some(reason);
         }

@@ -5,7 +5,7 @@
 //! | column family | key | value |
 //! |---|---|---|
 //! | `raft_log` | log index (big-endian u64) | a Raft log entry |
-//! | `raft_meta` | [`KEY_VOTE`], [`KEY_COMMITTED`], [`KEY_LAST_PURGED`], [`KEY_CLUSTER_ID`], [`KEY_NODE_ID`], [`KEY_EPOCH`], [`KEY_FENCED`], [`KEY_REMOVED`] | Raft's vote and progress, and who this member is |
+//! | `raft_meta` | [`KEY_VOTE`], [`KEY_COMMITTED`], [`KEY_LAST_PURGED`], [`KEY_CLUSTER_ID`], [`KEY_NODE_ID`], [`KEY_EPOCH`], [`KEY_FENCED`], [`KEY_REMOVED`], [`KEY_INCARNATION`] | Raft's vote and progress, and who this member is |
 //! | `kv` | user key | the key's current `KeyValue` |
 //! | `kv_history` | [`history_key`]: escaped user key, terminator, revision | every version until compaction |
 //! | `sm_meta` | [`KEY_REVISION`], [`KEY_COMPACT_REVISION`], [`KEY_LAST_APPLIED`], [`KEY_MEMBERSHIP`], [`member_attr_key`], [`alarm_key`] | the state machine's own state |
@@ -55,6 +55,9 @@ pub(crate) const KEY_EPOCH: &[u8] = b"epoch";
 pub(crate) const KEY_FENCED: &[u8] = b"fenced";
 /// Why this member stopped for good: it was removed from the cluster.
 pub(crate) const KEY_REMOVED: &[u8] = b"removed";
+/// This data dir's incarnation (see `crate::incarnation`), made when the
+/// data dir is first opened.
+pub(crate) const KEY_INCARNATION: &[u8] = b"incarnation";
 
 // `sm_meta`: the state machine's own state.
 pub(crate) const KEY_REVISION: &[u8] = b"revision";
@@ -64,9 +67,12 @@ pub(crate) const KEY_MEMBERSHIP: &[u8] = b"membership";
 /// Prefix of the raised alarms' keys (see [`alarm_key`]).
 pub(crate) const ALARM_PREFIX: &[u8] = b"alarm/";
 
-/// A member's attributes (name, client URLs), by member id.
+/// Prefix of the members' attributes keys (see [`member_attr_key`]).
+pub(crate) const MEMBER_ATTR_PREFIX: &[u8] = b"member/";
+
+/// A member's attributes (name, client URLs, incarnation), by member id.
 pub(crate) fn member_attr_key(id: u64) -> Vec<u8> {
-    let mut k = b"member/".to_vec();
+    let mut k = MEMBER_ATTR_PREFIX.to_vec();
     k.extend_from_slice(&id.to_be_bytes());
     k
 }

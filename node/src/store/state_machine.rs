@@ -111,11 +111,7 @@ pub fn applied_state(db: &DB) -> io::Result<(Option<LogId>, StoredMembership)> {
         Some(b) => codec::decode(&b)?,
         None => None,
     };
-    let membership = match db.get_cf(meta, KEY_MEMBERSHIP).map_err(io_err)? {
-        Some(b) => codec::decode(&b)?,
-        None => StoredMembership::default(),
-    };
-    Ok((last_applied, membership))
+    Ok((last_applied, super::members::applied_membership(db)?))
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
@@ -156,6 +152,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     CommandResult(result)
                 }
                 EntryPayload::Membership(m) => {
+                    if !applier.is_clean() {
+                        // The members it drops are found in the database.
+                        self.commit(&mut applier, &last_applied, &membership)?;
+                    }
+                    applier.membership(m)?;
                     membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
                     CommandResult(raftkvpb::CommandResult {
                         result: Some(raftkvpb::command_result::Result::Empty(raftkvpb::Empty {})),

@@ -2,8 +2,8 @@
 //! [`Applier`] per `apply()` call of the state machine, whose `apply` hands
 //! each command to the part that knows it: [`kv`] (put, delete, the overlay
 //! reads and writes every part goes through), [`txn`] (compares and
-//! branches), [`compact`], [`lease`], [`auth`], [`alarm`], and member
-//! attributes here. Reading state the parts need (leases, users, alarms) is
+//! branches), [`compact`], [`lease`], [`auth`], [`alarm`] and [`members`]
+//! (what members publish, and the membership). Reading state the parts need (leases, users, alarms) is
 //! the business of the modules below (`store::lease`, `store::auth`,
 //! `store::alarm`); applying changes to it is here.
 //!
@@ -17,6 +17,7 @@ mod auth;
 mod compact;
 mod kv;
 mod lease;
+mod members;
 mod txn;
 
 pub(crate) use txn::txn_puts;
@@ -31,7 +32,6 @@ use crate::store::mvcc;
 use crate::store::mvcc::View;
 use crate::store::schema;
 use crate::store::schema::CF_SM_META;
-use prost::Message;
 use rocksdb::WriteBatch;
 use rocksdb::DB;
 use std::collections::BTreeMap;
@@ -63,6 +63,8 @@ pub(crate) struct Applier<'a> {
     /// An auth change is in the batch: the database's auth state is stale
     /// until the batch is written.
     auth_pending: bool,
+    /// The ids of the applied membership, once read (see `members`).
+    members: Option<std::collections::BTreeSet<crate::raft::NodeId>>,
 }
 
 /// What an applied command does to the auth tokens members keep in memory.
@@ -94,6 +96,7 @@ impl<'a> Applier<'a> {
             no_space: crate::store::alarm::space_alarm_raised(db),
             auth_seen: None,
             auth_pending: false,
+            members: None,
         }
     }
 
@@ -131,7 +134,8 @@ impl<'a> Applier<'a> {
             Some(Op::Compact(_))
             | Some(Op::LeaseRevoke(_))
             | Some(Op::Auth(_))
-            | Some(Op::Alarm(_)) => true,
+            | Some(Op::Alarm(_))
+            | Some(Op::SetMemberAttributes(_)) => true,
             Some(Op::Txn(t)) => txn_reads_history(t),
             _ => false,
         }
@@ -173,14 +177,9 @@ impl<'a> Applier<'a> {
                     .map(|()| R::Empty(raftkvpb::Empty {}))
             }
             Some(Op::Compact(req)) => self.compact(req).map(R::Compact),
-            Some(Op::SetMemberAttributes(attrs)) => {
-                self.batch.put_cf(
-                    cf(self.db, CF_SM_META),
-                    schema::member_attr_key(attrs.id),
-                    attrs.encode_to_vec(),
-                );
-                Ok(R::Empty(raftkvpb::Empty {}))
-            }
+            Some(Op::SetMemberAttributes(attrs)) => self
+                .member_attributes(attrs)
+                .map(|()| R::Empty(raftkvpb::Empty {})),
             None => Ok(R::Empty(raftkvpb::Empty {})),
         };
         raftkvpb::CommandResult {
