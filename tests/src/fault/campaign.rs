@@ -41,7 +41,7 @@ impl Default for RunConfig {
     fn default() -> Self {
         RunConfig {
             members: 3,
-            // With the 10 kinds, any 3 consecutive seeds cover all of them.
+            // With the 11 kinds, any 3 consecutive seeds cover all of them.
             faults_per_schedule: 4,
             workload: WorkloadConfig::default(),
             use_netns: true,

@@ -8,15 +8,13 @@
 //! interleaving differs: the schedule is deterministic, the run is not.
 //!
 //! Fault kinds cycle through [`ALL_KINDS`] by seed (schedule `s` with `f` faults
-//! gets kinds `s*f .. s*f+f` modulo the list), so any `ceil(10 / f)` consecutive
+//! gets kinds `s*f .. s*f+f` modulo the list), so any `ceil(11 / f)` consecutive
 //! seeds cover every kind. Faults run one at a time and each heals itself
 //! (restart, SIGCONT, routes removed, member re-added) before the next gap.
 
 use crate::cluster::Cluster;
 use crate::grpc::connect_with;
-use crate::wait::{self, CONVERGE_TIMEOUT};
-use anyhow::{anyhow, bail, Context, Result};
-use etcd_client::MemberAddOptions;
+use anyhow::{anyhow, bail, Result};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -24,6 +22,8 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
+
+mod replacement;
 
 /// One kind of fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -54,6 +54,11 @@ pub enum FaultKind {
     /// finding 2). Held at least [`LEASE_FAULT_HOLD`], so a lease kept
     /// through the old leader runs out on the new leader's side.
     IsolateLeaderRestartFollowers,
+    /// Issue 17, finding 5: a follower misses some writes, the other
+    /// follower, which acknowledged them, loses its data dir and comes back
+    /// under its old id, and the leader is killed. The wiped member must not
+    /// vote; it stops and is replaced (see `replacement`).
+    WipeFollowerKillLeader,
 }
 
 /// The shortest hold of isolate-leader-restart-followers: the new leader's
@@ -62,8 +67,9 @@ pub enum FaultKind {
 pub const LEASE_FAULT_HOLD: Duration = Duration::from_secs(6);
 
 /// Every kind, in the order schedules cycle through them.
-pub const ALL_KINDS: [FaultKind; 10] = [
+pub const ALL_KINDS: [FaultKind; 11] = [
     FaultKind::KillLeader,
+    FaultKind::WipeFollowerKillLeader,
     FaultKind::IsolateLeaderRestartFollowers,
     FaultKind::IsolateLeader,
     FaultKind::PauseFollower,
@@ -98,6 +104,7 @@ impl FaultKind {
             FaultKind::ReplaceMember => "replace-member",
             FaultKind::MoveLeader => "move-leader",
             FaultKind::IsolateLeaderRestartFollowers => "isolate-leader-restart-followers",
+            FaultKind::WipeFollowerKillLeader => "wipe-follower-kill-leader",
         }
     }
 }
@@ -332,6 +339,7 @@ impl<'a> Nemesis<'a> {
                 self.note(format!("{name}: healed"));
             }
             FaultKind::ReplaceMember => self.replace_member(fault).await?,
+            FaultKind::WipeFollowerKillLeader => self.wipe_follower_kill_leader(fault).await?,
             FaultKind::MoveLeader => {
                 let (leader, followers) = self.leader_and_followers().await?;
                 let target = *pick_from(&followers, fault.pick)?;
@@ -428,75 +436,6 @@ impl<'a> Nemesis<'a> {
             .map(|(a, b)| (addr(a), addr(b)))
             .collect();
         Ok((cuts, side_b))
-    }
-
-    /// Remove a member, kill it, add a fresh one as learner, promote it.
-    async fn replace_member(&mut self, fault: &Fault) -> Result<()> {
-        let (leader, followers) = self.leader_and_followers().await?;
-        let victim = if fault.pick.is_multiple_of(2) {
-            leader
-        } else {
-            *pick_from(&followers, fault.pick / 2)?
-        };
-        let others: Vec<String> = self
-            .live_ids()
-            .into_iter()
-            .filter(|&id| id != victim)
-            .map(|id| self.cluster.member(id).client_endpoint())
-            .collect();
-        let tls = self.cluster.client_tls();
-        let client = connect_with(&others, tls, Duration::from_secs(5)).await?;
-        wait::until(
-            CONVERGE_TIMEOUT,
-            format!("MemberRemove of {victim:x}"),
-            || {
-                let mut client = client.clone();
-                async move {
-                    client.member_remove(victim).await?;
-                    Ok(Some(()))
-                }
-            },
-        )
-        .await?;
-        self.removed.insert(victim);
-        self.note(format!("replace-member: removed member {victim:x}"));
-        self.cluster.member_mut(victim).kill9()?;
-        let ports = self.cluster.allocate_ports()?;
-        let peer_url = ports.peer_url();
-        let added = wait::until(
-            CONVERGE_TIMEOUT,
-            format!("MemberAdd of learner {peer_url}"),
-            || {
-                let (mut client, peer_url) = (client.clone(), peer_url.clone());
-                async move {
-                    let resp = client
-                        .member_add([peer_url], Some(MemberAddOptions::new().with_is_learner()))
-                        .await?;
-                    Ok(resp.member().map(|m| m.id()))
-                }
-            },
-        )
-        .await?;
-        self.cluster
-            .add_joiner(added, ports)
-            .context("starting the new member")?;
-        self.note(format!(
-            "replace-member: added learner {added:x} at {peer_url}, started it"
-        ));
-        wait::until(
-            Duration::from_secs(60),
-            format!("MemberPromote of {added:x}"),
-            || {
-                let mut client = client.clone();
-                async move {
-                    client.member_promote(added).await?;
-                    Ok(Some(()))
-                }
-            },
-        )
-        .await?;
-        self.note(format!("replace-member: promoted {added:x} to voter"));
-        Ok(())
     }
 }
 
