@@ -1,4 +1,6 @@
-//! The errors raftkv returns to clients, with etcd's gRPC codes and messages.
+//! The errors raftkv returns to clients, with etcd's gRPC codes and messages;
+//! and the one `raftkv serve` stops with when its data dir no longer serves as
+//! its member ([`NoLongerMember`]).
 //!
 //! Clients (etcdctl, client libraries, Kubernetes) match on these exact strings,
 //! so each constructor mirrors one of etcd's `rpctypes` errors.
@@ -8,6 +10,25 @@ use std::fmt;
 use tonic::Code;
 
 use crate::proto::raftkvpb::CommandError;
+
+/// `raftkv serve`'s exit status when it stopped (or would not start) because
+/// its data dir no longer serves as its member: not a crash, so `raftkv dev`
+/// and supervisors can tell.
+pub const NO_LONGER_MEMBER_EXIT_CODE: u8 = 3;
+
+/// The error `serve` fails with when the member was removed
+/// (`crate::removal`) or its data dir replaced (`crate::incarnation`): the
+/// reason and what to do instead.
+#[derive(Debug)]
+pub struct NoLongerMember(pub String);
+
+impl fmt::Display for NoLongerMember {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NoLongerMember {}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiError {

@@ -41,8 +41,8 @@
 
 use rocksdb::DB;
 
+use crate::errors::NoLongerMember;
 use crate::raft::NodeId;
-use crate::removal::Removed;
 use crate::store::log_store::{read_meta, write_meta};
 use crate::store::members::recorded_incarnation;
 use crate::store::meta_latch::MetaLatch;
@@ -102,8 +102,8 @@ pub fn proves_replaced(own: u64, own_recorded: u64, named: u64) -> bool {
 }
 
 /// What `raftkv serve` fails with when its data dir was replaced.
-pub fn advice(id: NodeId, reason: &str) -> Removed {
-    Removed(format!(
+pub fn advice(id: NodeId, reason: &str) -> NoLongerMember {
+    NoLongerMember(format!(
         "member {id:x}'s data dir is not the one the cluster knows ({reason}): it was wiped \
          or replaced while the member was still in the membership, and a member that forgot \
          its log must not vote in its old place. To bring this machine back: \

@@ -235,8 +235,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("raftkv: {}", one_line(&e));
-            if e.downcast_ref::<raftkv_node::removal::Removed>().is_some() {
-                ExitCode::from(raftkv_node::removal::REMOVED_EXIT_CODE)
+            if e.downcast_ref::<raftkv_node::errors::NoLongerMember>()
+                .is_some()
+            {
+                ExitCode::from(raftkv_node::errors::NO_LONGER_MEMBER_EXIT_CODE)
             } else {
                 ExitCode::FAILURE
             }

@@ -29,26 +29,10 @@ use std::sync::Mutex;
 
 use rocksdb::DB;
 
+use crate::errors::NoLongerMember;
 use crate::raft::NodeId;
 use crate::store::meta_latch::MetaLatch;
 use crate::store::schema::KEY_REMOVED;
-
-/// `raftkv serve`'s exit status when it stopped (or would not start) because
-/// the member was removed: not a crash, so `raftkv dev` and supervisors can
-/// tell.
-pub const REMOVED_EXIT_CODE: u8 = 3;
-
-/// The error `serve` fails with when the member was removed.
-#[derive(Debug)]
-pub struct Removed(pub String);
-
-impl std::fmt::Display for Removed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Removed {}
 
 /// gRPC metadata key on a refusal of a peer that is not a member: the log
 /// index of the refusing member's membership.
@@ -78,8 +62,8 @@ impl Removal {
     }
 
     /// What `raftkv serve` fails with when it will not start, or stops.
-    pub fn advice(id: NodeId, reason: &str) -> Removed {
-        Removed(format!(
+    pub fn advice(id: NodeId, reason: &str) -> NoLongerMember {
+        NoLongerMember(format!(
             "member {id:x} was removed from the cluster ({reason}); its data dir cannot serve \
              again: to bring this machine back, run `raftkv reset --data-dir DIR` and add it \
              again as a new member (MemberAdd)"

@@ -197,8 +197,11 @@ async fn watch_children(members: &mut [DevMember]) -> Option<String> {
                         continue;
                     }
                     let Ok(Some(status)) = m.child.try_wait() else { continue };
-                    if status.code() == Some(i32::from(crate::removal::REMOVED_EXIT_CODE)) {
-                        println!("member {} was removed from the cluster and stopped", m.name);
+                    if status.code() == Some(i32::from(crate::errors::NO_LONGER_MEMBER_EXIT_CODE)) {
+                        println!(
+                            "member {} stopped: it was removed from the cluster, or its data dir replaced",
+                            m.name
+                        );
                         removed.insert(m.name.clone());
                         continue;
                     }

@@ -21,8 +21,8 @@ const WIPED_STOPS_WITHIN: Duration = Duration::from_secs(30);
 const WIPE_FAULT_HOLD: Duration = Duration::from_secs(5);
 
 /// The exit status of a member that stopped because it was removed or its
-/// data dir replaced (`raftkv_node::removal::REMOVED_EXIT_CODE`).
-const REMOVED_EXIT_CODE: i32 = 3;
+/// data dir replaced (`raftkv_node::errors::NO_LONGER_MEMBER_EXIT_CODE`).
+const NO_LONGER_MEMBER_EXIT_CODE: i32 = 3;
 
 impl Nemesis<'_> {
     /// Remove a member (the leader for an even pick), kill it, add a fresh
@@ -81,7 +81,7 @@ impl Nemesis<'_> {
         let status = member.wait_exit(WIPED_STOPS_WITHIN).await?;
         let log = member.log_tail(10);
         ensure!(
-            status.code() == Some(REMOVED_EXIT_CODE),
+            status.code() == Some(NO_LONGER_MEMBER_EXIT_CODE),
             "the wiped member {wiped:x} did not stop as replaced ({status}):\n{log}"
         );
         member.kill9()?; // stopped for good: not a crash
