@@ -4,6 +4,7 @@
 //! [`RunReport`], with the seed and schedule to replay them.
 
 use crate::cluster::ClusterOptions;
+use crate::fault::catch_up_check::{catch_up_summary, check_catch_up};
 use crate::fault::checker::{check_history, CheckReport, DEFAULT_BUDGET};
 use crate::fault::history::{Clock, Outcome, RegisterOp, RegisterRet};
 use crate::fault::lease_check::{check_leases, LeaseLife};
@@ -63,6 +64,9 @@ pub struct RunReport {
     pub watch_reconnects: u32,
     pub lock_holds: Vec<LockHold>,
     pub lease_lives: Vec<LeaseLife>,
+    /// Catch-up rounds, those cancelled by their mid-replay compaction, and
+    /// the revisions they replayed (see `catch_up_workload`).
+    pub catch_up: (usize, usize, i64),
     pub linearizability: Option<CheckReport>,
     pub final_revision: i64,
     pub hash: Option<u32>,
@@ -92,7 +96,8 @@ impl RunReport {
         format!(
             "seed {}: {:.0}s, faults [{}]{}, register ops {} ok / {} unknown / {} failed, \
              set appends {} acked / {} unknown ({} of them applied), {} watch events ({} reconnects), \
-             lock holds {} ({} unlocked, {} crashed, {} session expired), leases {}, revision {}, hash {:?}, \
+             lock holds {} ({} unlocked, {} crashed, {} session expired), leases {}, \
+             catch-up rounds {} ({} cancelled as compacted, {} revisions replayed), revision {}, hash {:?}, \
              {} anomalies",
             self.schedule.seed,
             self.elapsed.as_secs_f64(),
@@ -115,6 +120,9 @@ impl RunReport {
             self.holds_ended(HoldEnd::Crashed),
             self.holds_ended(HoldEnd::SessionExpired),
             self.lease_lives.len(),
+            self.catch_up.0,
+            self.catch_up.1,
+            self.catch_up.2,
             self.final_revision,
             self.hash,
             self.anomalies.len()
@@ -228,6 +236,7 @@ pub async fn run_with_schedule(schedule: Schedule, config: &RunConfig) -> Result
     let appends = workload.set.snapshot();
     let lock_holds = workload.locks.snapshot();
     let lease_lives = workload.leases.snapshot();
+    let catch_up = workload.catch_up.snapshot();
     let watchers = workload
         .finish_watchers(final_revision, Duration::from_secs(60))
         .await;
@@ -307,6 +316,9 @@ pub async fn run_with_schedule(schedule: Schedule, config: &RunConfig) -> Result
     for problem in check_exclusion(&lock_holds) {
         anomalies.push(format!("lock: {problem}"));
     }
+    for problem in check_catch_up(&catch_up) {
+        anomalies.push(format!("catch-up watch: {problem}"));
+    }
 
     let count =
         |f: fn(&Outcome<RegisterRet>) -> bool| register.iter().filter(|e| f(&e.outcome)).count();
@@ -321,6 +333,7 @@ pub async fn run_with_schedule(schedule: Schedule, config: &RunConfig) -> Result
         watch_reconnects,
         lock_holds,
         lease_lives,
+        catch_up: catch_up_summary(&catch_up),
         linearizability: Some(linearizability),
         final_revision,
         hash,

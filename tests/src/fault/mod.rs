@@ -5,10 +5,12 @@
 //! - [`history`]: what the clients did (invoke, complete, outcome);
 //! - [`checker`]: linearizability of register histories (WGL search);
 //! - [`set_check`], [`watch_check`]: lost or invented appends, watch gaps;
+//! - [`catch_up_check`]: a watcher catching up handed a gap by a compaction;
 //! - [`lock_check`]: lock grants to keys that were not the oldest, and holds
 //!   that overlap in time; [`lease_check`]: leases revoked while a client
 //!   still rightly believed them alive;
-//! - [`workload`], [`lock_workload`], [`lease_workload`]: the clients, with
+//! - [`workload`], [`lock_workload`], [`lease_workload`],
+//!   [`catch_up_workload`]: the clients, with
 //!   [`session`] the leases they keep; [`nemesis`]: seeded schedules and
 //!   injection;
 //! - [`netns`]: members in network namespaces, so partitions are real cuts;
@@ -18,6 +20,8 @@
 //! RELIABILITY.md explains how to run a long soak and records its results.
 
 pub mod campaign;
+pub mod catch_up_check;
+pub mod catch_up_workload;
 pub mod checker;
 pub mod history;
 pub mod lease_check;

@@ -9,12 +9,16 @@
 //! - lock clients: take and release one lock on leases of their own
 //!   ([`crate::fault::lock_workload`]);
 //! - lease clients: one per member, keeping leases alive through it
-//!   ([`crate::fault::lease_workload`]).
+//!   ([`crate::fault::lease_workload`]);
+//! - a catch-up client: compactions while a watcher replays history
+//!   ([`crate::fault::catch_up_workload`]), kept behind the watchers above.
 //!
 //! A client whose operation did not succeed waits a little and moves to the
 //! next member, as a real client with several endpoints would. That also bounds
 //! the number of unknown outcomes, which the checker pays for.
 
+use crate::fault::catch_up_check::CatchUpRound;
+use crate::fault::catch_up_workload::{CatchUpClient, WatchProgress};
 use crate::fault::history::{
     value_of, Clock, Outcome, Recorder, RegisterEntry, RegisterOp, RegisterRet, SetAppend, Value,
 };
@@ -30,7 +34,7 @@ use anyhow::{Context, Result};
 use etcd_client::{Client, Compare, CompareOp, EventType, GetOptions, Txn, TxnOp, WatchOptions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -45,6 +49,7 @@ pub struct WorkloadConfig {
     pub watchers: usize,
     pub lock_clients: usize,
     pub lease_clients: usize,
+    pub catch_up_clients: usize,
     /// A request without an answer after this is recorded as unknown.
     pub op_timeout: Duration,
     /// Pause after an operation that did not succeed, before the next member.
@@ -66,6 +71,7 @@ impl Default for WorkloadConfig {
             watchers: 3,
             lock_clients: 3,
             lease_clients: 3,
+            catch_up_clients: 1,
             op_timeout: Duration::from_secs(3),
             backoff: Duration::from_millis(400),
             serializable_reads: false,
@@ -82,6 +88,7 @@ pub struct Workload {
     pub set: Recorder<SetAppend>,
     pub locks: Recorder<LockHold>,
     pub leases: Recorder<LeaseLife>,
+    pub catch_up: Recorder<CatchUpRound>,
     watchers: Vec<JoinHandle<WatcherLog>>,
     /// The revision watchers must reach before they stop.
     watch_target: watch::Sender<Option<i64>>,
@@ -101,6 +108,8 @@ impl Workload {
         let set = Recorder::default();
         let locks = Recorder::default();
         let leases = Recorder::default();
+        let catch_up = Recorder::default();
+        let progress = WatchProgress::default();
         let (watch_target, target_rx) = watch::channel(None);
         let mut writers = Vec::new();
         for client in 0..config.register_clients {
@@ -161,10 +170,22 @@ impl Workload {
                     config.clone(),
                     clock,
                     start_revision,
-                    target_rx.clone(),
+                    (target_rx.clone(), progress.track(start_revision - 1)),
                 ))
             })
             .collect();
+        for _ in 0..config.catch_up_clients {
+            let client = CatchUpClient {
+                endpoints: endpoints.clone(),
+                tls: config.tls.clone(),
+                op_timeout: config.op_timeout,
+                progress: progress.clone(),
+                start_revision,
+                stop: stop.clone(),
+                rounds: catch_up.clone(),
+            };
+            writers.push(tokio::spawn(client.run()));
+        }
         Workload {
             stop,
             writers,
@@ -172,6 +193,7 @@ impl Workload {
             set,
             locks,
             leases,
+            catch_up,
             watchers,
             watch_target,
         }
@@ -404,14 +426,15 @@ async fn set_client(
     }
 }
 
-/// Watch everything from `start_revision` until `target` is set and reached.
+/// Watch everything from `start_revision` until `target` is set and reached,
+/// keeping `seen` at the last revision received (compactions stay behind it).
 async fn watcher(
     w: usize,
     endpoints: Vec<String>,
     config: WorkloadConfig,
     clock: Clock,
     start_revision: i64,
-    mut target: watch::Receiver<Option<i64>>,
+    (mut target, seen): (watch::Receiver<Option<i64>>, Arc<AtomicI64>),
 ) -> WatcherLog {
     let mut member = w % endpoints.len();
     let mut log = WatcherLog {
@@ -474,6 +497,7 @@ async fn watcher(
                         });
                         next = next.max(revision + 1);
                     }
+                    seen.store(next - 1, Ordering::SeqCst);
                 }
                 Ok(None) | Err(_) => break,
             }
