@@ -10,6 +10,7 @@
 //! RAFTKV_SOAK_SCHEDULES=K        number of schedules (default 3; seeds N..N+K)
 //! RAFTKV_FAULT_FAULTS=F          faults per schedule (default 4)
 //! RAFTKV_FAULT_MEMBERS=M         cluster size (default 3)
+//! RAFTKV_FAULT_KEYS=K            register keys (default 4)
 //! RAFTKV_FAULT_TLS=1             every schedule over TLS (the default runs one
 //!                                more schedule, `fault_campaign_over_tls`, so)
 //! ```
@@ -97,6 +98,9 @@ async fn fault_campaign() -> Result<()> {
     }
     if let Some(n) = env_u64("RAFTKV_FAULT_MEMBERS") {
         config.members = n.max(3) as usize;
+    }
+    if let Some(k) = env_u64("RAFTKV_FAULT_KEYS") {
+        config.workload.keys = k.max(1) as usize;
     }
     config.tls = env_u64("RAFTKV_FAULT_TLS").is_some_and(|t| t != 0);
     let reports = campaign(first_seed, schedules, &config).await?;

@@ -42,7 +42,7 @@ impl Default for RunConfig {
     fn default() -> Self {
         RunConfig {
             members: 3,
-            // With the 11 kinds, any 3 consecutive seeds cover all of them.
+            // With the 12 kinds, any 3 consecutive seeds cover all of them.
             faults_per_schedule: 4,
             workload: WorkloadConfig::default(),
             use_netns: true,

@@ -8,7 +8,7 @@
 //! interleaving differs: the schedule is deterministic, the run is not.
 //!
 //! Fault kinds cycle through [`ALL_KINDS`] by seed (schedule `s` with `f` faults
-//! gets kinds `s*f .. s*f+f` modulo the list), so any `ceil(11 / f)` consecutive
+//! gets kinds `s*f .. s*f+f` modulo the list), so any `ceil(12 / f)` consecutive
 //! seeds cover every kind. Faults run one at a time and each heals itself
 //! (restart, SIGCONT, routes removed, member re-added) before the next gap.
 
@@ -59,6 +59,10 @@ pub enum FaultKind {
     /// under its old id, and the leader is killed. The wiped member must not
     /// vote; it stops and is replaced (see `replacement`).
     WipeFollowerKillLeader,
+    /// The clients can reach one follower only: every other member is cut
+    /// off from the test process (not from its peers), so every request,
+    /// watch and keep-alive goes through that follower and its forwarding.
+    ClientsReachOneFollower,
 }
 
 /// The shortest hold of isolate-leader-restart-followers: the new leader's
@@ -67,7 +71,7 @@ pub enum FaultKind {
 pub const LEASE_FAULT_HOLD: Duration = Duration::from_secs(6);
 
 /// Every kind, in the order schedules cycle through them.
-pub const ALL_KINDS: [FaultKind; 11] = [
+pub const ALL_KINDS: [FaultKind; 12] = [
     FaultKind::KillLeader,
     FaultKind::WipeFollowerKillLeader,
     FaultKind::IsolateLeaderRestartFollowers,
@@ -79,6 +83,7 @@ pub const ALL_KINDS: [FaultKind; 11] = [
     FaultKind::MoveLeader,
     FaultKind::Bridge,
     FaultKind::KillFollower,
+    FaultKind::ClientsReachOneFollower,
 ];
 
 impl FaultKind {
@@ -89,6 +94,7 @@ impl FaultKind {
                 | FaultKind::MinoritySplit
                 | FaultKind::Bridge
                 | FaultKind::IsolateLeaderRestartFollowers
+                | FaultKind::ClientsReachOneFollower
         )
     }
 
@@ -105,6 +111,7 @@ impl FaultKind {
             FaultKind::MoveLeader => "move-leader",
             FaultKind::IsolateLeaderRestartFollowers => "isolate-leader-restart-followers",
             FaultKind::WipeFollowerKillLeader => "wipe-follower-kill-leader",
+            FaultKind::ClientsReachOneFollower => "clients-reach-one-follower",
         }
     }
 }
@@ -332,6 +339,32 @@ impl<'a> Nemesis<'a> {
                     ));
                 }
                 tokio::time::sleep_until(hold_until.into()).await;
+                self.cluster
+                    .network()
+                    .ok_or_else(|| anyhow!("network gone"))?
+                    .heal()?;
+                self.note(format!("{name}: healed"));
+            }
+            FaultKind::ClientsReachOneFollower => {
+                let (leader, followers) = self.leader_and_followers().await?;
+                let reachable = *pick_from(&followers, fault.pick)?;
+                let cut: Vec<u64> = std::iter::once(leader)
+                    .chain(followers)
+                    .filter(|&id| id != reachable)
+                    .collect();
+                let network = self
+                    .cluster
+                    .network()
+                    .ok_or_else(|| anyhow!("{name} without a network of namespaces"))?;
+                for &id in &cut {
+                    network.cut_from_clients(self.cluster.member(id).ports.host)?;
+                }
+                let shown: Vec<String> = cut.iter().map(|id| format!("{id:x}")).collect();
+                self.note(format!(
+                    "{name}: clients reach only member {reachable:x}; cut off {}",
+                    shown.join(", ")
+                ));
+                tokio::time::sleep(fault.hold).await;
                 self.cluster
                     .network()
                     .ok_or_else(|| anyhow!("network gone"))?

@@ -140,6 +140,12 @@ impl NetnsNetwork {
         self.cut_one_way(b, a)
     }
 
+    /// Drop every packet from the member at `member` to the test process:
+    /// its clients' connections to it time out, and nothing else changes.
+    pub fn cut_from_clients(&self, member: Ipv4Addr) -> Result<()> {
+        self.cut_one_way(member, self.host_ip())
+    }
+
     fn cut_one_way(&self, from: Ipv4Addr, to: Ipv4Addr) -> Result<()> {
         let mut cuts = self.cuts.lock().unwrap_or_else(|p| p.into_inner());
         if cuts.contains(&(from, to)) {
