@@ -31,6 +31,13 @@ pub fn not_ready_reason(node: &Node) -> Option<String> {
     let m = node.raft_metrics();
     let membership = m.membership_config.membership();
     if membership.get_node(&node.id()).is_none() {
+        if let Some(why) = node
+            .incarnation()
+            .awaiting()
+            .filter(|_| node.cluster_id() == 0)
+        {
+            return Some(format!("not a member: {why}"));
+        }
         return Some("not a member of the cluster (yet)".into());
     }
     let Some((leader, _)) = node.leader() else {

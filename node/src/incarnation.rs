@@ -25,11 +25,13 @@
 //!
 //! The replaced member learns it from a refusal of its own request (a
 //! (pre-)vote, or the probe a member without a leader sends, see
-//! `node::membership_probe`); an empty `--join` member, which knows no one to
-//! ask, from the first leader that replicates to it (it trusts that leader
-//! with its cluster id anyway, see `api::peer`). It then stops, saying what
-//! to do instead: remove the member, reset the data dir and add it again
-//! ([`advice`]). It counts
+//! `node::membership_probe`), and stops, saying what to do instead: remove
+//! the member, reset the data dir and add it again ([`advice`]). An empty
+//! `--join` member (an operator's pod whose volume was lost) holds nothing to
+//! reset: it keeps waiting to be added, refusing the leader that names its
+//! old incarnation, and says why it is not ready ([`Incarnation::awaiting`]),
+//! so whoever runs it (the operator) can remove the member and add it again.
+//! A replaced member counts a refusal
 //! such a refusal only when its own store does not hold its incarnation as
 //! recorded ([`proves_replaced`]): a peer lagging behind a removal and
 //! re-addition under the same id still holds the old record. The verdict is
@@ -117,6 +119,8 @@ pub struct Incarnation {
     id: NodeId,
     own: u64,
     replaced: MetaLatch,
+    /// An empty `--join` member refused by a leader's record: why.
+    awaiting: std::sync::Mutex<Option<String>>,
 }
 
 impl Incarnation {
@@ -125,6 +129,7 @@ impl Incarnation {
             id,
             own,
             replaced: MetaLatch::in_memory(),
+            awaiting: std::sync::Mutex::new(None),
         }
     }
 
@@ -149,6 +154,26 @@ impl Incarnation {
         if self.replaced.set(db, reason.clone()) {
             tracing::error!("this member's data dir was replaced: {reason}");
         }
+    }
+
+    /// An empty `--join` member refused a replication from `leader`, which
+    /// recorded `named` for it: it waits to be removed and added again.
+    pub fn leader_named(&self, leader: NodeId, named: u64) {
+        let why = format!(
+            "member {leader:x} replicates to member {:x} as data dir incarnation {named:x}, \
+             this one is {:x} (empty): remove the member and add it again",
+            self.id, self.own
+        );
+        *self.awaiting.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+    }
+
+    /// Why an empty `--join` member is not added yet, if a leader's record
+    /// refused it (see [`Incarnation::leader_named`]).
+    pub fn awaiting(&self) -> Option<String> {
+        self.awaiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Wait until a peer proved this data dir replaced; why.

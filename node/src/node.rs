@@ -387,12 +387,6 @@ impl Node {
         self.incarnation.judge(&self.db, from_id, from, to)
     }
 
-    /// Peer `peer` recorded `named` as this member's incarnation (see
-    /// `crate::incarnation::Incarnation::peer_named`).
-    pub fn peer_named_incarnation(&self, peer: NodeId, named: u64) {
-        self.incarnation.peer_named(&self.db, peer, named);
-    }
-
     /// The term as the lease timers need it (see `crate::lease`).
     pub fn leader_term(&self) -> crate::lease::LeaderTerm {
         self.with_raft_metrics(|m| crate::lease::LeaderTerm {

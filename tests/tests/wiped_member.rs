@@ -101,44 +101,87 @@ async fn a_wiped_voter_cannot_vote_away_an_acknowledged_write() -> Result<()> {
 }
 
 /// A member that joined with `--join` (as every operator-run pod does) comes
-/// back empty with no cluster id and no membership: it learns from the first
-/// leader that replicates to it, which names the incarnation it recorded.
+/// back empty, with no cluster id and no membership. It holds nothing to
+/// reset: it keeps waiting to be added, refuses the leader that names its old
+/// data dir, and says so in its readiness. Removing the member and adding it
+/// again (MemberAdd of the same peer URL gives the same id) lets it join.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_wiped_member_that_joined_stops_when_its_leader_names_its_old_data_dir() -> Result<()> {
+async fn a_wiped_member_that_joined_waits_until_it_is_removed_and_added_again() -> Result<()> {
     let mut cluster = ClusterOptions::new().start(3).await?;
     let mut client = cluster.client().await?;
     let ports = cluster.allocate_ports()?;
-    let added = client
-        .member_add(
-            [ports.peer_url()],
-            Some(MemberAddOptions::new().with_is_learner()),
+    let peer_url = ports.peer_url();
+    let add = |mut client: etcd_client::Client, peer_url: String| async move {
+        let added = client
+            .member_add([peer_url], Some(MemberAddOptions::new().with_is_learner()))
+            .await
+            .context("MemberAdd")?;
+        anyhow::Ok(added.member().context("MemberAdd without a member")?.id())
+    };
+    let promote = |client: &etcd_client::Client, id: u64| {
+        let client = client.clone();
+        wait::until(
+            CONVERGE_TIMEOUT,
+            format!("MemberPromote {id:x}"),
+            move || {
+                let mut client = client.clone();
+                async move { Ok(client.member_promote(id).await.ok().map(drop)) }
+            },
         )
-        .await
-        .context("MemberAdd")?;
-    let joiner = added.member().context("MemberAdd without a member")?.id();
+    };
+    let joiner = add(client.clone(), peer_url.clone()).await?;
     cluster.add_joiner(joiner, ports)?;
-    wait::until(
-        CONVERGE_TIMEOUT,
-        format!("MemberPromote {joiner:x}"),
-        || {
-            let mut client = client.clone();
-            async move { Ok(client.member_promote(joiner).await.ok().map(drop)) }
-        },
-    )
-    .await?;
+    promote(&client, joiner).await?;
     cluster.wait_published().await?;
+    client.put("before", "the wipe", None).await?;
 
     let member = cluster.member_mut(joiner);
     member.kill9()?;
     std::fs::remove_dir_all(member.data_dir()).context("wiping the data dir")?;
     member.restart()?;
-    member
-        .wait_exit(STOP_WITHIN)
-        .await
-        .with_context(|| format!("the wiped member {joiner:x} still runs"))?;
-    stopped_as_replaced(&mut cluster, joiner)?;
-    client
-        .put("after", "the wiped joiner stopped", None)
-        .await?;
+    let reason = wait::until(
+        CONVERGE_TIMEOUT,
+        "the wiped member to say why it waits",
+        || {
+            let addr = cluster.member(joiner).ports.metrics_addr();
+            async move {
+                let body = raftkv_tests::http::get(&addr, "/readyz").await?.body;
+                Ok(body
+                    .contains("remove the member and add it again")
+                    .then_some(body))
+            }
+        },
+    )
+    .await?;
+    eprintln!("the wiped member waits: {reason}");
+    ensure!(
+        cluster.member_mut(joiner).is_running(),
+        "the wiped --join member stopped; it should wait to be added again"
+    );
+
+    client.member_remove(joiner).await.context("MemberRemove")?;
+    let again = add(client.clone(), peer_url).await?;
+    ensure!(
+        again == joiner,
+        "MemberAdd of the same peer URL gave {again:x}, not {joiner:x}"
+    );
+    promote(&client, joiner).await?;
+    let mut joined = cluster.member(joiner).client().await?;
+    wait::until(
+        CONVERGE_TIMEOUT,
+        "the re-added member to serve the data",
+        || {
+            let mut joined = joined.clone();
+            async move {
+                Ok(
+                    raftkv_tests::kv::get_value_serializable(&mut joined, "before")
+                        .await?
+                        .filter(|v| v == "the wipe"),
+                )
+            }
+        },
+    )
+    .await?;
+    joined.put("after", "it joined again", None).await?;
     Ok(())
 }

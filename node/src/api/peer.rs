@@ -145,9 +145,8 @@ impl PeerService {
     /// one the sender recorded (see `crate::incarnation`). A refused sender
     /// is told the record, from which it can tell it was replaced. This
     /// member, refused by its sender's record, only refuses (anyone can write
-    /// a header; its own requests will be refused if it was replaced), except
-    /// in the call it would adopt its cluster from: an empty `--join` member
-    /// trusts the first leader that replicates to it with that much already.
+    /// a header; its own requests will be refused if it was replaced); an
+    /// empty `--join` member also says why it waits, in its readiness.
     fn check_incarnation(&self, h: &PeerHeader, adopt: Adopt) -> Result<(), Status> {
         let node = &self.node;
         match node.judge_incarnation(h.from_id, h.from_incarnation, h.to_incarnation) {
@@ -167,7 +166,7 @@ impl PeerService {
             }
             Judgement::ReceiverReplaced { named } => {
                 if adopt == Adopt::FromLeader {
-                    node.peer_named_incarnation(h.from_id, named);
+                    node.incarnation().leader_named(h.from_id, named);
                 }
                 tracing::error!(
                     from = %format!("{:x}", h.from_id),

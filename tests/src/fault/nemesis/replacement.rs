@@ -46,8 +46,8 @@ impl Nemesis<'_> {
     /// acknowledged them, loses its data dir and restarts under its old id;
     /// the leader is killed and `lagging` restarts. A wiped member that voted
     /// would let `lagging` lead without those writes (the checkers see them
-    /// lost); it must instead be refused, stop with status 3 once a leader is
-    /// back, and is then replaced. The cluster has no leader until the old
+    /// lost); it must instead be refused (see `wiped_member_gives_up`) once a
+    /// leader is back, and is then replaced. The cluster has no leader until the old
     /// one returns after the hold.
     pub(super) async fn wipe_follower_kill_leader(&mut self, fault: &Fault) -> Result<()> {
         let name = "wipe-follower-kill-leader";
@@ -77,20 +77,46 @@ impl Nemesis<'_> {
         self.cluster.member_mut(leader).restart()?;
         self.note(format!("{name}: restarted member {leader:x}"));
 
-        let member = self.cluster.member_mut(wiped);
-        let status = member.wait_exit(WIPED_STOPS_WITHIN).await?;
-        let log = member.log_tail(10);
-        ensure!(
-            status.code() == Some(NO_LONGER_MEMBER_EXIT_CODE),
-            "the wiped member {wiped:x} did not stop as replaced ({status}):\n{log}"
-        );
-        member.kill9()?; // stopped for good: not a crash
+        self.wiped_member_gives_up(wiped).await?;
         self.note(format!(
-            "{name}: member {wiped:x} stopped: its data dir was replaced"
+            "{name}: member {wiped:x} refused as a replaced data dir"
         ));
         let client = self.client_of_others(wiped).await?;
         self.remove(name, &client, wiped).await?;
         self.add_fresh_member(name, &client).await
+    }
+
+    /// The wiped member `id` learns that its peers refuse it: one started
+    /// with `--initial-cluster` stops (status 3); an empty `--join` member
+    /// keeps waiting to be added again and says why in its readiness. Either
+    /// way it is then killed for good.
+    async fn wiped_member_gives_up(&mut self, id: u64) -> Result<()> {
+        let member = self.cluster.member_mut(id);
+        if member.args().iter().any(|a| a == "--join") {
+            let addr = member.ports.metrics_addr();
+            wait::until(
+                WIPED_STOPS_WITHIN,
+                format!("{id:x} to say it waits"),
+                || {
+                    let addr = addr.clone();
+                    async move {
+                        let body = crate::http::get(&addr, "/readyz").await?.body;
+                        Ok(body
+                            .contains("remove the member and add it again")
+                            .then_some(()))
+                    }
+                },
+            )
+            .await?;
+        } else {
+            let status = member.wait_exit(WIPED_STOPS_WITHIN).await?;
+            ensure!(
+                status.code() == Some(NO_LONGER_MEMBER_EXIT_CODE),
+                "the wiped member {id:x} did not stop as replaced ({status}):\n{}",
+                member.log_tail(10)
+            );
+        }
+        self.cluster.member_mut(id).kill9() // stopped for good: not a crash
     }
 
     /// A client of every live member but `id`.
