@@ -269,6 +269,43 @@ fn the_world_model_rejects_stale_data_end_to_end() {
     assert_eq!(w.voters(), vec![1, 2, 3]);
 }
 
+#[test]
+fn a_voter_whose_volume_was_lost_is_removed_then_added_again() {
+    // Member 3's pod came back empty: the node refuses it (its data dir is
+    // not the one the cluster recorded), so it must leave and come back.
+    let mut o = healthy(3, 3);
+    let lost = o.reports.get_mut(&2).unwrap();
+    lost.cluster_id = 0;
+    lost.not_ready_reason = "not a member".into();
+    assert_eq!(plan_next_step(&o), Plan::Act(RemoveMember { id: 3 }));
+    // Not while another voter is not ready: that removal could cost quorum.
+    o.reports.get_mut(&1).unwrap().not_ready_reason = "lagging".into();
+    assert!(matches!(
+        plan_next_step(&o),
+        Plan::Refuse(Refusal::UnhealthyRefusingToShrink { .. })
+    ));
+}
+
+#[test]
+fn the_world_model_replaces_a_member_whose_volume_was_lost() {
+    let mut w = World::default();
+    drive(&mut w, 3, 100);
+    w.lose_volume(1);
+    w.tick(); // the pod answers again, empty
+    let steps = drive(&mut w, 3, 100);
+    assert_eq!(
+        steps,
+        [
+            RemoveMember { id: 2 },
+            AddLearner { id: 2, ordinal: 1 },
+            Promote { id: 2 }
+        ]
+    );
+    let mut voters = w.voters();
+    voters.sort();
+    assert_eq!(voters, vec![1, 2, 3]);
+}
+
 fn with_learner(applied: u64, waited_secs: u64) -> Observed {
     let mut o = healthy(3, 4);
     o.statefulset_replicas = Some(4);

@@ -195,3 +195,61 @@ async fn executor_scales_real_members_one_three_five_three_one_under_writes() ->
 async fn pods_client(pods: &PodSet) -> Result<etcd_client::Client> {
     raftkv_tests::grpc::connect(&[pods.ports()[0].client_endpoint()]).await
 }
+
+/// A voter's volume is lost and its pod comes back empty under the same id
+/// (issue 17, finding 5). The node refuses that pod as the member, so the
+/// planner removes the member and adds the empty pod again; the data it
+/// missed reaches it from the others.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_whose_volume_was_lost_is_removed_and_added_again() -> Result<()> {
+    let mut pods = PodSet::new("lost", 3)?;
+    let executor = Executor::new(Loopback(pods.ports().to_vec()), "rc-uid-lost-volume")
+        .with_timeout(Duration::from_secs(3));
+    let mut initialized = false;
+    converge(&mut pods, &executor, 3, &mut initialized).await?;
+    membership_is(&executor, &[1, 2, 3]).await?;
+    let mut client = pods_client(&pods).await?;
+    // Every member published its data dir's incarnation by now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    client.put("before", "the volume was lost", None).await?;
+
+    pods.kill(2)?;
+    pods.lose_volume(2)?;
+    pods.restart(2)?;
+    // The empty pod answers (as the operator's observation needs) and says
+    // why the leader's replication is refused.
+    let addr = pods.ports()[2].metrics_addr();
+    raftkv_tests::wait::until(
+        raftkv_tests::wait::CONVERGE_TIMEOUT,
+        "the empty pod to say it waits to be added again",
+        || {
+            let addr = addr.clone();
+            async move {
+                let body = raftkv_tests::http::get(&addr, "/readyz").await?.body;
+                Ok(body
+                    .contains("remove the member and add it again")
+                    .then_some(()))
+            }
+        },
+    )
+    .await?;
+    let steps = converge(&mut pods, &executor, 3, &mut initialized).await?;
+    eprintln!("after the lost volume: {steps:?}");
+    ensure!(
+        steps
+            == [
+                Step::RemoveMember { id: 3 },
+                Step::AddLearner { id: 3, ordinal: 2 },
+                Step::Promote { id: 3 },
+            ],
+        "steps {steps:?}"
+    );
+    membership_is(&executor, &[1, 2, 3]).await?;
+    let mut third = raftkv_tests::grpc::connect(&[pods.ports()[2].client_endpoint()]).await?;
+    let got = raftkv_tests::kv::get_value_serializable(&mut third, "before").await?;
+    ensure!(
+        got.as_deref() == Some("the volume was lost"),
+        "the re-added member reads {got:?}"
+    );
+    Ok(())
+}

@@ -25,6 +25,9 @@
 //!    deleted before that ordinal's pod is created again, and a pod that reports
 //!    any cluster id while not being a member is reset (volume and pod deleted)
 //!    instead of added. Only empty members are added.
+//! 5. A voter whose pod reports no cluster lost its volume: it is removed
+//!    (under rule 3's safety checks) and its empty pod added again by growth,
+//!    since the node refuses an empty data dir under a member's old id.
 
 use super::observed::{MemberReport, Observed, RaftMember, Role};
 use crate::naming::{member_id, ordinal_of};
@@ -158,6 +161,20 @@ pub fn plan_next_step(o: &Observed) -> Plan {
         return plan_learner(o, membership, learner, leader, desired);
     }
 
+    let voters: Vec<u64> = membership.iter().map(|m| m.id).collect();
+
+    // Rule 5: a voter whose pod reports no cluster lost its volume. The node
+    // refuses that pod as the member (its data dir is not the one the
+    // cluster recorded), so the member leaves, when that is safe, and growth
+    // adds the empty pod again.
+    if let Some(lost) = voters
+        .iter()
+        .copied()
+        .find(|&id| o.report_of(id).is_some_and(MemberReport::is_empty))
+    {
+        return plan_removal(o, &voters, lost, leader);
+    }
+
     // Finish retiring a removed member (its pod, then its volume) before the next removal.
     if sts > desired && !is_member(sts - 1) {
         return Plan::Act(Step::ScaleStatefulSet {
@@ -166,7 +183,6 @@ pub fn plan_next_step(o: &Observed) -> Plan {
         });
     }
 
-    let voters: Vec<u64> = membership.iter().map(|m| m.id).collect();
     if let Some(&extra) = voters
         .iter()
         .filter(|&&id| ordinal_of(id).is_some_and(|ord| ord >= desired))

@@ -2,7 +2,8 @@
 //! through whole scale sequences: a StatefulSet, pods with the data on their
 //! volumes, the Raft membership, and the node behaviours the planner relies on
 //! (idempotent Initialize, AddMember/MemberRemove that tolerate repeats,
-//! leadership handed over when the leader is removed).
+//! leadership handed over when the leader is removed, a member whose volume
+//! was lost refused until it is removed and added again).
 
 use raftkv_operator::membership::{
     plan_next_step, MemberReport, Observed, Plan, RaftMember, Role, Step,
@@ -33,6 +34,9 @@ pub struct World {
     pub leader: u64,
     pub initialized_status: bool,
     pub initialize_calls_that_created: u32,
+    /// Members whose pod lost its volume: the cluster recorded another data
+    /// dir for them, so their empty pod is refused until they are removed.
+    pub replaced: BTreeSet<u64>,
 }
 
 impl World {
@@ -50,6 +54,13 @@ impl World {
             .filter(|m| m.is_learner)
             .map(|m| m.id)
             .collect()
+    }
+
+    /// The volume of `ordinal`'s running pod is lost: the pod restarts empty.
+    pub fn lose_volume(&mut self, ordinal: u32) {
+        self.volumes.insert(ordinal, 0);
+        self.start_pod(ordinal);
+        self.replaced.insert(u64::from(ordinal) + 1);
     }
 
     fn member(&self, id: u64) -> Option<&RaftMember> {
@@ -116,7 +127,8 @@ impl World {
                 pod.starting -= 1;
                 continue;
             }
-            if members.contains(&(u64::from(ord) + 1)) && !pod.sick {
+            let id = u64::from(ord) + 1;
+            if members.contains(&id) && !pod.sick && !self.replaced.contains(&id) {
                 pod.cluster_id = CLUSTER_ID;
                 pod.applied = LOG_INDEX;
                 self.volumes.insert(ord, CLUSTER_ID);
@@ -194,6 +206,7 @@ impl World {
             }
             Step::RemoveMember { id } => {
                 self.members.retain(|m| m.id != id);
+                self.replaced.remove(&id);
                 if self.leader == id {
                     self.leader = self.voters().into_iter().min().unwrap_or(0);
                 }
