@@ -8,7 +8,7 @@
 //! ```text
 //! RAFTKV_FAULT_SEED=N            first schedule's seed (replays a campaign)
 //! RAFTKV_SOAK_SCHEDULES=K        number of schedules (default 3; seeds N..N+K)
-//! RAFTKV_FAULT_FAULTS=F          faults per schedule (default 4)
+//! RAFTKV_FAULT_FAULTS=F          faults per schedule (default 5)
 //! RAFTKV_FAULT_MEMBERS=M         cluster size (default 3)
 //! RAFTKV_FAULT_KEYS=K            register keys (default 4)
 //! RAFTKV_FAULT_TLS=1             every schedule over TLS (the default runs one

@@ -42,8 +42,8 @@ impl Default for RunConfig {
     fn default() -> Self {
         RunConfig {
             members: 3,
-            // With the 12 kinds, any 3 consecutive seeds cover all of them.
-            faults_per_schedule: 4,
+            // With the 13 kinds, any 3 consecutive seeds cover all of them.
+            faults_per_schedule: 5,
             workload: WorkloadConfig::default(),
             use_netns: true,
             tls: false,

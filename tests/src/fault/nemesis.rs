@@ -8,7 +8,7 @@
 //! interleaving differs: the schedule is deterministic, the run is not.
 //!
 //! Fault kinds cycle through [`ALL_KINDS`] by seed (schedule `s` with `f` faults
-//! gets kinds `s*f .. s*f+f` modulo the list), so any `ceil(12 / f)` consecutive
+//! gets kinds `s*f .. s*f+f` modulo the list), so any `ceil(13 / f)` consecutive
 //! seeds cover every kind. Faults run one at a time and each heals itself
 //! (restart, SIGCONT, routes removed, member re-added) before the next gap.
 
@@ -63,6 +63,10 @@ pub enum FaultKind {
     /// off from the test process (not from its peers), so every request,
     /// watch and keep-alive goes through that follower and its forwarding.
     ClientsReachOneFollower,
+    /// Cut one follower off from the other members and remove another
+    /// follower meanwhile, then heal and finish replacing it with a fresh
+    /// member (see `replacement`).
+    ReplaceMemberWhileFollowerCut,
 }
 
 /// The shortest hold of isolate-leader-restart-followers: the new leader's
@@ -71,7 +75,7 @@ pub enum FaultKind {
 pub const LEASE_FAULT_HOLD: Duration = Duration::from_secs(6);
 
 /// Every kind, in the order schedules cycle through them.
-pub const ALL_KINDS: [FaultKind; 12] = [
+pub const ALL_KINDS: [FaultKind; 13] = [
     FaultKind::KillLeader,
     FaultKind::WipeFollowerKillLeader,
     FaultKind::IsolateLeaderRestartFollowers,
@@ -84,6 +88,7 @@ pub const ALL_KINDS: [FaultKind; 12] = [
     FaultKind::Bridge,
     FaultKind::KillFollower,
     FaultKind::ClientsReachOneFollower,
+    FaultKind::ReplaceMemberWhileFollowerCut,
 ];
 
 impl FaultKind {
@@ -95,6 +100,7 @@ impl FaultKind {
                 | FaultKind::Bridge
                 | FaultKind::IsolateLeaderRestartFollowers
                 | FaultKind::ClientsReachOneFollower
+                | FaultKind::ReplaceMemberWhileFollowerCut
         )
     }
 
@@ -112,6 +118,7 @@ impl FaultKind {
             FaultKind::IsolateLeaderRestartFollowers => "isolate-leader-restart-followers",
             FaultKind::WipeFollowerKillLeader => "wipe-follower-kill-leader",
             FaultKind::ClientsReachOneFollower => "clients-reach-one-follower",
+            FaultKind::ReplaceMemberWhileFollowerCut => "replace-member-while-follower-cut",
         }
     }
 }
@@ -372,6 +379,9 @@ impl<'a> Nemesis<'a> {
                 self.note(format!("{name}: healed"));
             }
             FaultKind::ReplaceMember => self.replace_member(fault).await?,
+            FaultKind::ReplaceMemberWhileFollowerCut => {
+                self.replace_member_while_follower_cut(fault).await?
+            }
             FaultKind::WipeFollowerKillLeader => self.wipe_follower_kill_leader(fault).await?,
             FaultKind::MoveLeader => {
                 let (leader, followers) = self.leader_and_followers().await?;

@@ -1,11 +1,13 @@
 //! Faults that change who the members are: replace-member (a planned
-//! replacement), and wipe-follower-kill-leader (a disk lost under a voter,
-//! found the hard way). Both end with the victim removed and a fresh member,
-//! with a new id and an empty data dir, added as a learner and promoted.
+//! replacement), replace-member-while-follower-cut (the same, begun while
+//! another follower is cut off), and wipe-follower-kill-leader (a disk lost
+//! under a voter, found the hard way). Each ends with the victim removed and
+//! a fresh member, with a new id and an empty data dir, added as a learner
+//! and promoted.
 
 use std::time::Duration;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{anyhow, ensure, Context, Result};
 use etcd_client::{Client, MemberAddOptions};
 
 use super::{pick_from, Fault, Nemesis};
@@ -36,6 +38,58 @@ impl Nemesis<'_> {
         };
         let name = "replace-member";
         let client = self.client_of_others(victim).await?;
+        self.remove(name, &client, victim).await?;
+        self.cluster.member_mut(victim).kill9()?;
+        self.add_fresh_member(name, &client).await
+    }
+
+    /// A membership change across a partition: one follower is cut off from
+    /// every other member, and another follower is removed meanwhile. With
+    /// three members the removal cannot commit (the new membership needs the
+    /// cut-off follower), so it waits in the log, or the client times out,
+    /// until the cut heals after the hold; then the replacement completes.
+    pub(super) async fn replace_member_while_follower_cut(&mut self, fault: &Fault) -> Result<()> {
+        let name = "replace-member-while-follower-cut";
+        let (leader, followers) = self.leader_and_followers().await?;
+        ensure!(followers.len() >= 2, "{name} needs two followers");
+        let cut = *pick_from(&followers, fault.pick)?;
+        let victim = *pick_from(&followers, fault.pick + 1)?;
+        let cut_addr = self.cluster.member(cut).ports.host;
+        let others: Vec<_> = self
+            .live_ids()
+            .into_iter()
+            .filter(|&id| id != cut)
+            .map(|id| self.cluster.member(id).ports.host)
+            .collect();
+        let network = self
+            .cluster
+            .network()
+            .ok_or_else(|| anyhow!("{name} without a network of namespaces"))?;
+        for other in others {
+            network.cut(cut_addr, other)?;
+        }
+        self.note(format!(
+            "{name}: cut member {cut:x} off (leader {leader:x})"
+        ));
+        let client = self.client_of_others(victim).await?;
+        let until = tokio::time::Instant::now() + fault.hold;
+        let during = loop {
+            let mut attempt = client.clone();
+            let removal =
+                tokio::time::timeout(Duration::from_secs(2), attempt.member_remove(victim));
+            match removal.await {
+                Ok(Ok(_)) => break "committed during the cut",
+                _ if tokio::time::Instant::now() >= until => break "not committed during the cut",
+                _ => tokio::time::sleep(Duration::from_millis(300)).await,
+            }
+        };
+        self.note(format!("{name}: MemberRemove of {victim:x} {during}"));
+        tokio::time::sleep_until(until).await;
+        self.cluster
+            .network()
+            .ok_or_else(|| anyhow!("network gone"))?
+            .heal()?;
+        self.note(format!("{name}: healed"));
         self.remove(name, &client, victim).await?;
         self.cluster.member_mut(victim).kill9()?;
         self.add_fresh_member(name, &client).await
@@ -138,8 +192,12 @@ impl Nemesis<'_> {
             || {
                 let mut client = client.clone();
                 async move {
-                    client.member_remove(victim).await?;
-                    Ok(Some(()))
+                    match client.member_remove(victim).await {
+                        Ok(_) => Ok(Some(())),
+                        // An earlier attempt, whose answer was lost, did it.
+                        Err(e) if e.to_string().contains("member not found") => Ok(Some(())),
+                        Err(e) => Err(e.into()),
+                    }
                 }
             },
         )
