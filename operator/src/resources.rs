@@ -112,13 +112,17 @@ pub fn client_service(owned: &Owned) -> Service {
     }
 }
 
-/// At most one member down by voluntary disruption (drains, upgrades): with 3 or
-/// more voters one missing member never costs quorum.
-pub fn pod_disruption_budget(owned: &Owned) -> PodDisruptionBudget {
+/// Voluntary disruptions (drains, evictions) may take only members beyond a
+/// quorum of `members`: none of 1 or 2, one of 3, two of 5. A fixed
+/// `maxUnavailable: 1` let a drain take one of two members, or the only one.
+/// The caller passes the larger of the spec's and the StatefulSet's counts,
+/// so a shrink in progress keeps the quorum of the members it still has.
+pub fn pod_disruption_budget(owned: &Owned, members: u32) -> PodDisruptionBudget {
+    let quorum = members.max(1) / 2 + 1;
     PodDisruptionBudget {
         metadata: owned.meta(owned.names.pod_disruption_budget()),
         spec: Some(PodDisruptionBudgetSpec {
-            max_unavailable: Some(IntOrString::Int(1)),
+            min_available: Some(IntOrString::Int(quorum as i32)),
             selector: Some(LabelSelector {
                 match_labels: Some(owned.names.selector_labels()),
                 ..LabelSelector::default()

@@ -21,7 +21,7 @@ fn every_object_is_owned_by_the_raftcluster_and_labelled() {
     let metas = [
         peer_service(&owned).metadata,
         client_service(&owned).metadata,
-        pod_disruption_budget(&owned).metadata,
+        pod_disruption_budget(&owned, 3).metadata,
         statefulset(&rc, &owned, 1).metadata,
     ];
     for meta in metas {
@@ -60,14 +60,21 @@ fn peer_service_is_headless_and_publishes_not_ready_pods() {
 }
 
 #[test]
-fn client_service_serves_2379_and_pdb_allows_one_down() {
+fn client_service_serves_2379() {
     let owned = owned("demo");
     let svc = client_service(&owned).spec.unwrap();
     assert_eq!(svc.cluster_ip, None, "a normal ClusterIP service");
     assert_eq!(svc.ports.unwrap()[0].port, 2379);
-    let pdb = pod_disruption_budget(&owned).spec.unwrap();
-    assert_eq!(pdb.max_unavailable, Some(IntOrString::Int(1)));
-    assert_eq!(pdb.min_available, None);
+}
+
+#[test]
+fn the_disruption_budget_keeps_a_quorum_of_the_members() {
+    let owned = owned("demo");
+    for (members, keep) in [(1, 1), (2, 2), (3, 2), (4, 3), (5, 3)] {
+        let pdb = pod_disruption_budget(&owned, members).spec.unwrap();
+        assert_eq!(pdb.min_available, Some(IntOrString::Int(keep)), "{members}");
+        assert_eq!(pdb.max_unavailable, None);
+    }
 }
 
 #[test]

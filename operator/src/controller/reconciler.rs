@@ -73,13 +73,14 @@ impl<'a, M: MemberApi> Reconciler<'a, M> {
                 &resources::client_service(&self.owned),
             )
             .await?;
+        let replicas = self.kube.statefulset_replicas().await?.unwrap_or(0);
+        let members = replicas.max(self.rc.spec.replicas.max(0) as u32);
         self.kube
             .apply::<PodDisruptionBudget>(
                 &names.pod_disruption_budget(),
-                &resources::pod_disruption_budget(&self.owned),
+                &resources::pod_disruption_budget(&self.owned, members),
             )
             .await?;
-        let replicas = self.kube.statefulset_replicas().await?.unwrap_or(0);
         self.scale_statefulset(replicas).await?;
         Ok(replicas)
     }

@@ -192,8 +192,9 @@ pub fn pvc_list(ordinals: &[u32]) -> Value {
     json!({"apiVersion": "v1", "kind": "PersistentVolumeClaimList", "metadata": {}, "items": items})
 }
 
-/// The requests every Apply reconcile starts with: owned objects, the
-/// StatefulSet read and re-applied at its current size, the volumes listed.
+/// The requests every Apply reconcile starts with: the Services, the
+/// StatefulSet read, the disruption budget sized by it, the StatefulSet
+/// re-applied at its current size, the volumes listed.
 pub fn preamble(sts: Option<i32>, volumes: &[u32]) -> Vec<Expect> {
     vec![
         expect(
@@ -207,14 +208,14 @@ pub fn preamble(sts: Option<i32>, volumes: &[u32]) -> Vec<Expect> {
             Reply::Echo,
         ),
         expect(
-            "PATCH",
-            format!("/apis/policy/v1/namespaces/prod/poddisruptionbudgets/demo{APPLY_QUERY}"),
-            Reply::Echo,
-        ),
-        expect(
             "GET",
             format!("{APPS}/statefulsets/demo"),
             sts.map_or(Reply::NotFound, |r| Reply::Json(sts_json(r))),
+        ),
+        expect(
+            "PATCH",
+            format!("/apis/policy/v1/namespaces/prod/poddisruptionbudgets/demo{APPLY_QUERY}"),
+            Reply::Echo,
         ),
         expect(
             "PATCH",

@@ -74,7 +74,27 @@ async fn scale(
         claims.len() == replicas,
         "at {replicas} replicas, the PVCs are: {claims:?}"
     );
-    Ok(())
+    disruptions_keep_a_quorum(plane, replicas).await
+}
+
+/// The PodDisruptionBudget lets voluntary disruptions (drains) take only
+/// members beyond a quorum: none at 1 or 2 members, one at 3, two at 5, as
+/// the real disruption controller counts them.
+async fn disruptions_keep_a_quorum(plane: &ControlPlane, replicas: usize) -> Result<()> {
+    let allowed = (replicas - (replicas / 2 + 1)).to_string();
+    until(
+        Duration::from_secs(60),
+        format!("the disruption budget to allow {allowed} at {replicas} members"),
+        || async {
+            let now = jsonpath(plane, &format!("pdb/{RC}"), "{.status.disruptionsAllowed}").await?;
+            if now == allowed {
+                Ok(Some(()))
+            } else {
+                bail!("disruptionsAllowed is {now:?}")
+            }
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
