@@ -49,3 +49,22 @@ async fn get_inner(addr: &str, path: &str) -> Result<HttpResponse> {
         .unwrap_or_default();
     Ok(HttpResponse { status, body })
 }
+
+/// Wait up to `limit` until `GET path` from `addr` answers with a body that
+/// contains `needle` (a member saying why it is not ready); that body.
+pub async fn until_body_contains(
+    addr: &str,
+    path: &str,
+    needle: &str,
+    limit: Duration,
+) -> Result<String> {
+    crate::wait::until(
+        limit,
+        format!("GET {path} on {addr} to say {needle:?}"),
+        || async {
+            let body = get(addr, path).await?.body;
+            Ok(body.contains(needle).then_some(body))
+        },
+    )
+    .await
+}

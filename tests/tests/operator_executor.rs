@@ -218,19 +218,11 @@ async fn a_member_whose_volume_was_lost_is_removed_and_added_again() -> Result<(
     pods.restart(2)?;
     // The empty pod answers (as the operator's observation needs) and says
     // why the leader's replication is refused.
-    let addr = pods.ports()[2].metrics_addr();
-    raftkv_tests::wait::until(
+    raftkv_tests::http::until_body_contains(
+        &pods.ports()[2].metrics_addr(),
+        "/readyz",
+        "remove the member and add it again",
         raftkv_tests::wait::CONVERGE_TIMEOUT,
-        "the empty pod to say it waits to be added again",
-        || {
-            let addr = addr.clone();
-            async move {
-                let body = raftkv_tests::http::get(&addr, "/readyz").await?.body;
-                Ok(body
-                    .contains("remove the member and add it again")
-                    .then_some(()))
-            }
-        },
     )
     .await?;
     let steps = converge(&mut pods, &executor, 3, &mut initialized).await?;

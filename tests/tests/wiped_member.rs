@@ -139,18 +139,11 @@ async fn a_wiped_member_that_joined_waits_until_it_is_removed_and_added_again() 
     member.kill9()?;
     std::fs::remove_dir_all(member.data_dir()).context("wiping the data dir")?;
     member.restart()?;
-    let reason = wait::until(
+    let reason = raftkv_tests::http::until_body_contains(
+        &cluster.member(joiner).ports.metrics_addr(),
+        "/readyz",
+        "remove the member and add it again",
         CONVERGE_TIMEOUT,
-        "the wiped member to say why it waits",
-        || {
-            let addr = cluster.member(joiner).ports.metrics_addr();
-            async move {
-                let body = raftkv_tests::http::get(&addr, "/readyz").await?.body;
-                Ok(body
-                    .contains("remove the member and add it again")
-                    .then_some(body))
-            }
-        },
     )
     .await?;
     eprintln!("the wiped member waits: {reason}");

@@ -18,6 +18,10 @@ use crate::wait::{self, CONVERGE_TIMEOUT};
 /// a leader is back: a few election timeouts.
 const WIPED_STOPS_WITHIN: Duration = Duration::from_secs(30);
 
+/// What an empty `--join` member refused by its leader's record says in
+/// `/readyz` (see the node's `incarnation` module).
+const WAITS_TO_BE_ADDED: &str = "remove the member and add it again";
+
 /// The shortest hold of wipe-follower-kill-leader: a restart and two
 /// election timeouts, with room to spare.
 const WIPE_FAULT_HOLD: Duration = Duration::from_secs(5);
@@ -148,18 +152,11 @@ impl Nemesis<'_> {
         let member = self.cluster.member_mut(id);
         if member.args().iter().any(|a| a == "--join") {
             let addr = member.ports.metrics_addr();
-            wait::until(
+            crate::http::until_body_contains(
+                &addr,
+                "/readyz",
+                WAITS_TO_BE_ADDED,
                 WIPED_STOPS_WITHIN,
-                format!("{id:x} to say it waits"),
-                || {
-                    let addr = addr.clone();
-                    async move {
-                        let body = crate::http::get(&addr, "/readyz").await?.body;
-                        Ok(body
-                            .contains("remove the member and add it again")
-                            .then_some(()))
-                    }
-                },
             )
             .await?;
         } else {
