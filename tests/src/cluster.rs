@@ -21,12 +21,17 @@
 //! [`crate::tls`]); the harness's clients ([`Cluster::client`],
 //! [`Member::client`], [`Cluster::etcdctl`]) present one for `root`.
 //!
+//! With [`ClusterOptions::power_cuts`] every member's fsyncs are recorded, so
+//! [`Cluster::power_cut`] can take from a killed member whatever it had not
+//! synced (see [`crate::fault::power_cut`]).
+//!
 //! Only one cluster runs at a time in a test binary (override with
 //! `RAFTKV_TEST_CLUSTERS=N`): several 3-member clusters at once on a loaded 2-core
 //! CI machine miss election timeouts and turn timing into flaky failures.
 
 use crate::binaries::raftkv_bin;
 use crate::fault::netns::NetnsNetwork;
+use crate::fault::power_cut::{Cut, PowerCut};
 use crate::grpc;
 use crate::member::Member;
 use crate::ports::Ports;
@@ -44,13 +49,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 const LOG_TAIL_LINES: usize = 60;
 
 /// How to start a cluster: extra `raftkv serve` flags, whether the members get
-/// `--initial-cluster`, where they run, and whether they speak TLS.
+/// `--initial-cluster`, where they run, whether they speak TLS, and whether
+/// their power can be cut.
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
     extra_args: Vec<String>,
     initial_cluster: bool,
     netns: bool,
     tls: bool,
+    power_cuts: bool,
 }
 
 impl Default for ClusterOptions {
@@ -60,6 +67,7 @@ impl Default for ClusterOptions {
             initial_cluster: true,
             netns: false,
             tls: false,
+            power_cuts: false,
         }
     }
 }
@@ -100,6 +108,12 @@ impl ClusterOptions {
         self
     }
 
+    /// Record every member's fsyncs, so [`Cluster::power_cut`] works.
+    pub fn power_cuts(mut self) -> ClusterOptions {
+        self.power_cuts = true;
+        self
+    }
+
     /// Start `n` members and wait until each is ready.
     pub async fn start(self, n: usize) -> Result<Cluster> {
         if n == 0 {
@@ -125,6 +139,10 @@ impl ClusterOptions {
             true => Some(ClusterTls::create(dir.path().join("tls"))?),
             false => None,
         };
+        let power_cut = match self.power_cuts {
+            true => Some(PowerCut::new(dir.path())?),
+            false => None,
+        };
         let mut cluster = Cluster {
             members: Vec::new(),
             options: self,
@@ -132,6 +150,7 @@ impl ClusterOptions {
             dir: Some(dir),
             network,
             tls,
+            power_cut,
             slots_used: 0,
             _slot: slot,
         };
@@ -160,8 +179,17 @@ impl ClusterOptions {
             }
             args.extend(cluster.options.extra_args.iter().cloned());
             let netns = cluster.namespace_of(&ports);
-            let member = Member::start(&cluster.bin, id, &name, member_dir, ports, args, netns)?
-                .with_client_tls(cluster.client_tls().cloned());
+            let member = Member::start(
+                &cluster.bin,
+                id,
+                &name,
+                member_dir,
+                ports,
+                args,
+                netns,
+                cluster.member_env(),
+            )?
+            .with_client_tls(cluster.client_tls().cloned());
             cluster.members.push(member);
         }
         cluster.wait_ready_all().await?;
@@ -223,6 +251,8 @@ pub struct Cluster {
     network: Option<NetnsNetwork>,
     /// The CA and certificates, if started [`ClusterOptions::tls`].
     tls: Option<ClusterTls>,
+    /// The members' sync record, if started [`ClusterOptions::power_cuts`].
+    power_cut: Option<PowerCut>,
     /// Network namespace slots handed out so far.
     slots_used: u8,
     _slot: OwnedSemaphorePermit,
@@ -371,8 +401,17 @@ impl Cluster {
         args.push("--join".to_string());
         args.extend(self.options.extra_args.iter().cloned());
         let netns = self.namespace_of(&ports);
-        let member = Member::start(&self.bin, id, &name, member_dir, ports, args, netns)?
-            .with_client_tls(self.client_tls().cloned());
+        let member = Member::start(
+            &self.bin,
+            id,
+            &name,
+            member_dir,
+            ports,
+            args,
+            netns,
+            self.member_env(),
+        )?
+        .with_client_tls(self.client_tls().cloned());
         self.members.push(member);
         Ok(self.members.last_mut().expect("just pushed"))
     }
@@ -396,10 +435,49 @@ impl Cluster {
         args.extend(self.tls_args(&name, &ports)?);
         args.extend(extra.iter().map(|s| s.to_string()));
         let netns = self.namespace_of(&ports);
-        let member = Member::start(&self.bin, id, &name, member_dir, ports, args, netns)?
-            .with_client_tls(self.client_tls().cloned());
+        let member = Member::start(
+            &self.bin,
+            id,
+            &name,
+            member_dir,
+            ports,
+            args,
+            netns,
+            self.member_env(),
+        )?
+        .with_client_tls(self.client_tls().cloned());
         self.members.push(member);
         Ok(self.members.last_mut().expect("just pushed"))
+    }
+
+    /// Cut member `id`'s power: SIGKILL it and drop from its write-ahead log
+    /// everything it had not fsynced. Needs [`ClusterOptions::power_cuts`].
+    /// Restart it with [`Member::restart`].
+    pub fn power_cut(&mut self, id: u64) -> Result<Cut> {
+        let power_cut = self
+            .power_cut
+            .clone()
+            .context("this cluster was not started with ClusterOptions::power_cuts")?;
+        let member = self.member_mut(id);
+        member.kill9()?;
+        power_cut.drop_unsynced(&member.data_dir())
+    }
+
+    /// Syncs the members have made so far, as the power-cut shim recorded them
+    /// (`None` without [`ClusterOptions::power_cuts`]).
+    pub fn syncs_recorded(&self) -> Result<Option<usize>> {
+        self.power_cut
+            .as_ref()
+            .map(PowerCut::syncs_recorded)
+            .transpose()
+    }
+
+    /// What every member's process gets in its environment.
+    fn member_env(&self) -> Vec<(String, String)> {
+        self.power_cut
+            .as_ref()
+            .map(PowerCut::env)
+            .unwrap_or_default()
     }
 
     /// SIGKILL every running member.

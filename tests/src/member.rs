@@ -35,6 +35,8 @@ pub struct Member {
     args: Vec<String>,
     /// The network namespace the process runs in (`ip netns exec`), if not the test's own.
     netns: Option<String>,
+    /// Environment the process gets on top of the test's (e.g. a power-cut shim).
+    env: Vec<(String, String)>,
     child: Option<Child>,
     last_exit: Option<ExitStatus>,
     /// Started and not deliberately killed or stopped since: if such a member is
@@ -47,6 +49,7 @@ pub struct Member {
 impl Member {
     /// Spawn `bin args...` as member `id`/`name`, logging to a file in `dir`.
     /// `args` must already carry every flag, including `--data-dir` (see [`Member::data_dir_of`]).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         bin: &Path,
         id: u64,
@@ -55,6 +58,7 @@ impl Member {
         ports: Ports,
         args: Vec<String>,
         netns: Option<String>,
+        env: Vec<(String, String)>,
     ) -> Result<Member> {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut member = Member {
@@ -65,6 +69,7 @@ impl Member {
             bin: bin.to_path_buf(),
             args,
             netns,
+            env,
             child: None,
             last_exit: None,
             expected_running: false,
@@ -123,6 +128,7 @@ impl Member {
                 cmd.env_remove(&name);
             }
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         // If the test binary dies without running destructors (SIGKILL, abort), the
         // kernel kills the member too. The signal follows the spawning *thread*;
         // members are spawned from the test's own thread, which outlives them.

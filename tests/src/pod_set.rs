@@ -173,7 +173,7 @@ impl PodSet {
             args.push("--backup-dir".to_string());
             args.push(backups.to_string_lossy().into_owned());
         }
-        let pod = Member::start(&self.bin, id, &name, dir, ports, args, None)?;
+        let pod = Member::start(&self.bin, id, &name, dir, ports, args, None, Vec::new())?;
         self.pods.insert(ordinal, pod);
         Ok(())
     }

@@ -42,7 +42,7 @@ impl Default for RunConfig {
     fn default() -> Self {
         RunConfig {
             members: 3,
-            // With the 13 kinds, any 3 consecutive seeds cover all of them.
+            // With the 14 kinds, any 3 consecutive seeds cover all of them.
             faults_per_schedule: 5,
             workload: WorkloadConfig::default(),
             use_netns: true,
@@ -176,7 +176,11 @@ pub async fn run_with_schedule(schedule: Schedule, config: &RunConfig) -> Result
     // Snapshots well inside a schedule's few thousand writes, so a member cut
     // off by a fault catches up by installing one (the default, 100000, would
     // never be reached here).
-    let mut options = ClusterOptions::new().arg("--snapshot-count", 2000);
+    // Every member's fsyncs are recorded, so the power-loss fault can take
+    // from it what it had not synced.
+    let mut options = ClusterOptions::new()
+        .arg("--snapshot-count", 2000)
+        .power_cuts();
     if no_partitions.is_none() {
         options = options.in_netns();
     }

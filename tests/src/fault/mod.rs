@@ -14,6 +14,7 @@
 //!   [`session`] the leases they keep; [`nemesis`]: seeded schedules and
 //!   injection;
 //! - [`netns`]: members in network namespaces, so partitions are real cuts;
+//! - [`power_cut`]: members that lose what they did not fsync;
 //! - [`campaign`]: one run end to end, and its report.
 //!
 //! `tests/tests/fault_campaign.rs` runs a short campaign in every `cargo test`;
@@ -30,6 +31,7 @@ pub mod lock_check;
 pub mod lock_workload;
 pub mod nemesis;
 pub mod netns;
+pub mod power_cut;
 pub mod session;
 pub mod set_check;
 pub mod watch_check;

@@ -8,7 +8,7 @@
 //! interleaving differs: the schedule is deterministic, the run is not.
 //!
 //! Fault kinds cycle through [`ALL_KINDS`] by seed (schedule `s` with `f` faults
-//! gets kinds `s*f .. s*f+f` modulo the list), so any `ceil(13 / f)` consecutive
+//! gets kinds `s*f .. s*f+f` modulo the list), so any `ceil(14 / f)` consecutive
 //! seeds cover every kind. Faults run one at a time and each heals itself
 //! (restart, SIGCONT, routes removed, member re-added) before the next gap.
 
@@ -30,6 +30,10 @@ mod replacement;
 pub enum FaultKind {
     /// `kill -9` the leader, restart it after the hold.
     KillLeader,
+    /// Cut the power of every member at once: `kill -9` each and drop what
+    /// it had written but not fsynced (see `power_cut`); restart them all
+    /// after the hold. Acknowledged writes must all be there.
+    PowerLoss,
     /// `kill -9` a follower, restart it after the hold.
     KillFollower,
     /// SIGSTOP the leader for longer than the election timeout, then SIGCONT.
@@ -75,8 +79,9 @@ pub enum FaultKind {
 pub const LEASE_FAULT_HOLD: Duration = Duration::from_secs(6);
 
 /// Every kind, in the order schedules cycle through them.
-pub const ALL_KINDS: [FaultKind; 13] = [
+pub const ALL_KINDS: [FaultKind; 14] = [
     FaultKind::KillLeader,
+    FaultKind::PowerLoss,
     FaultKind::WipeFollowerKillLeader,
     FaultKind::IsolateLeaderRestartFollowers,
     FaultKind::IsolateLeader,
@@ -107,6 +112,7 @@ impl FaultKind {
     pub fn name(self) -> &'static str {
         match self {
             FaultKind::KillLeader => "kill-leader",
+            FaultKind::PowerLoss => "power-loss",
             FaultKind::KillFollower => "kill-follower",
             FaultKind::PauseLeader => "pause-leader",
             FaultKind::PauseFollower => "pause-follower",
@@ -289,6 +295,23 @@ impl<'a> Nemesis<'a> {
                 tokio::time::sleep(fault.hold).await;
                 self.cluster.member_mut(victim).restart()?;
                 self.note(format!("{name}: restarted member {victim:x}"));
+            }
+            FaultKind::PowerLoss => {
+                let ids = self.live_ids();
+                let mut lost = 0;
+                for &id in &ids {
+                    lost += self.cluster.power_cut(id)?.bytes_lost;
+                }
+                let shown: Vec<String> = ids.iter().map(|id| format!("{id:x}")).collect();
+                self.note(format!(
+                    "{name}: cut the power of {}; {lost} unsynced bytes lost",
+                    shown.join(", ")
+                ));
+                tokio::time::sleep(fault.hold).await;
+                for &id in &ids {
+                    self.cluster.member_mut(id).restart()?;
+                }
+                self.note(format!("{name}: restarted {}", shown.join(", ")));
             }
             FaultKind::PauseLeader | FaultKind::PauseFollower => {
                 let victim = self.victim(fault).await?;
