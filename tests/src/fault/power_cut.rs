@@ -20,7 +20,9 @@
 //! syncs them before it relies on them, and that is RocksDB's contract, not
 //! ours), a directory entry whose directory was never fsynced (a created or
 //! renamed file survives here), our own snapshot and backup files, torn
-//! writes inside a synced range, and a disk that lies about fsync.
+//! writes inside a synced range, and a disk that lies about fsync. A file
+//! that reuses a deleted one's name and inode number inherits its record,
+//! which can hide a loss but never invent one (a file is never extended).
 
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
