@@ -146,6 +146,61 @@ async fn acknowledged_writes_survive_a_power_cut_of_every_member() -> Result<()>
     Ok(())
 }
 
+/// A leader that comes back from a power cut must not answer reads from what
+/// its disk kept: its record of the commit index is written unsynced, so it
+/// may trail the writes the cluster acknowledged. A client overwrites one key
+/// and stops; every member's power is cut; the first linearizable read
+/// through each member, as soon as it answers, sees the last acknowledged
+/// value. (Found by the power-cut test above: openraft by default lets a
+/// restarted leader resume its term without an election.)
+#[tokio::test(flavor = "multi_thread")]
+async fn the_first_reads_after_a_power_cut_see_the_last_acknowledged_write() -> Result<()> {
+    let mut cluster = ClusterOptions::new().power_cuts().start(3).await?;
+    cluster.wait_leader().await?;
+    let mut client = cluster.client().await?;
+    let mut last = 0u64;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(1500) {
+        last += 1;
+        client.put("last", last.to_string(), None).await?;
+    }
+    let ids: Vec<u64> = cluster.members().iter().map(|m| m.id).collect();
+    for &id in &ids {
+        cluster.power_cut(id)?;
+    }
+    for &id in &ids {
+        cluster.member_mut(id).restart()?;
+    }
+    for &id in &ids {
+        let member = cluster.member(id);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let read = loop {
+            let answer = match member.client().await {
+                Ok(mut c) => c.get("last", None).await.map_err(anyhow::Error::from),
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(resp) => break resp,
+                Err(e) if std::time::Instant::now() > deadline => {
+                    return Err(e.context(format!("member {id} answered no read in 20 s")))
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        };
+        let seen = read
+            .kvs()
+            .first()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
+        assert_eq!(
+            seen,
+            Some(last.to_string()),
+            "the first linearizable read through member {id} after the power cut \
+             missed the last acknowledged write"
+        );
+    }
+    Ok(())
+}
+
 /// `raftkv bench --json` against a 3-member cluster: each workload completes
 /// its requests without errors and reports a latency summary.
 #[tokio::test(flavor = "multi_thread")]

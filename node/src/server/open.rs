@@ -178,6 +178,13 @@ fn raft_config(cfg: &ServeConfig) -> anyhow::Result<openraft::Config> {
         max_in_snapshot_log_to_keep: cfg.snapshot_count.min(5_000),
         install_snapshot_timeout: 30_000,
         enable_pre_vote: Some(true),
+        // A leader that restarts stands for election like any member, as in
+        // etcd. Restoring its term at once (openraft's default) would let it
+        // answer read indexes from the commit index its disk kept, and that
+        // record is written unsynced (it can be rebuilt from a quorum): after
+        // a power cut it trails what was acknowledged, and linearizable reads
+        // missed the last acknowledged writes (tests/durability.rs).
+        enable_leader_restore: Some(false),
         ..Default::default()
     };
     config.validate().context("invalid Raft settings")
