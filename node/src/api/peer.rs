@@ -315,10 +315,8 @@ impl RaftPeer for PeerService {
         let mut chunks = req.into_inner();
         let dir = self.node.snapshot_dir();
         std::fs::create_dir_all(&dir).map_err(|e| Status::internal(e.to_string()))?;
-        let path = dir.join(format!("incoming-{}.part", rand::random::<u64>()));
-        let result = self.receive_snapshot(&mut chunks, &path).await;
-        let _ = std::fs::remove_file(&path);
-        result
+        let file = IncomingFile(dir.join(format!("incoming-{}.part", rand::random::<u64>())));
+        self.receive_snapshot(&mut chunks, &file.0).await
     }
 
     async fn transfer_leader(
@@ -356,6 +354,18 @@ impl RaftPeer for PeerService {
         let () = self.open(req.get_ref(), Adopt::Never)?;
         self.check_member(req.get_ref().header.as_ref())?;
         reply(&(self.node.cluster_id(), self.node.id()))
+    }
+}
+
+/// The file an incoming snapshot is written to, removed however the transfer
+/// ends: installed, refused, or dropped mid-stream because the sender reset
+/// the call (a leader does whenever it closes replication to this member), in
+/// which case this handler is dropped at an await and no code after it runs.
+struct IncomingFile(std::path::PathBuf);
+
+impl Drop for IncomingFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
