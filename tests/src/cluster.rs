@@ -178,19 +178,7 @@ impl ClusterOptions {
                 ]);
             }
             args.extend(cluster.options.extra_args.iter().cloned());
-            let netns = cluster.namespace_of(&ports);
-            let member = Member::start(
-                &cluster.bin,
-                id,
-                &name,
-                member_dir,
-                ports,
-                args,
-                netns,
-                cluster.member_env(),
-            )?
-            .with_client_tls(cluster.client_tls().cloned());
-            cluster.members.push(member);
+            cluster.spawn(id, &name, member_dir, ports, args)?;
         }
         cluster.wait_ready_all().await?;
         cluster.wait_published().await?;
@@ -400,20 +388,7 @@ impl Cluster {
         args.extend(self.tls_args(&name, &ports)?);
         args.push("--join".to_string());
         args.extend(self.options.extra_args.iter().cloned());
-        let netns = self.namespace_of(&ports);
-        let member = Member::start(
-            &self.bin,
-            id,
-            &name,
-            member_dir,
-            ports,
-            args,
-            netns,
-            self.member_env(),
-        )?
-        .with_client_tls(self.client_tls().cloned());
-        self.members.push(member);
-        Ok(self.members.last_mut().expect("just pushed"))
+        self.spawn(id, &name, member_dir, ports, args)
     }
 
     /// The data dir the next member started by this cluster will use (e.g. to
@@ -434,20 +409,7 @@ impl Cluster {
         let mut args = serve_args(id, &name, &member_dir, &ports);
         args.extend(self.tls_args(&name, &ports)?);
         args.extend(extra.iter().map(|s| s.to_string()));
-        let netns = self.namespace_of(&ports);
-        let member = Member::start(
-            &self.bin,
-            id,
-            &name,
-            member_dir,
-            ports,
-            args,
-            netns,
-            self.member_env(),
-        )?
-        .with_client_tls(self.client_tls().cloned());
-        self.members.push(member);
-        Ok(self.members.last_mut().expect("just pushed"))
+        self.spawn(id, &name, member_dir, ports, args)
     }
 
     /// Cut member `id`'s power: SIGKILL it and drop from its write-ahead log
@@ -470,6 +432,24 @@ impl Cluster {
             .as_ref()
             .map(PowerCut::syncs_recorded)
             .transpose()
+    }
+
+    /// Start member `id` with the full command line `args`, in its namespace,
+    /// with the cluster's environment and client TLS.
+    fn spawn(
+        &mut self,
+        id: u64,
+        name: &str,
+        member_dir: PathBuf,
+        ports: Ports,
+        args: Vec<String>,
+    ) -> Result<&mut Member> {
+        let netns = self.namespace_of(&ports);
+        let env = self.member_env();
+        let member = Member::start(&self.bin, id, name, member_dir, ports, args, netns, env)?
+            .with_client_tls(self.client_tls().cloned());
+        self.members.push(member);
+        Ok(self.members.last_mut().expect("just pushed"))
     }
 
     /// What every member's process gets in its environment.
