@@ -33,7 +33,7 @@ use crate::binaries::raftkv_bin;
 use crate::fault::netns::NetnsNetwork;
 use crate::fault::power_cut::{Cut, PowerCut};
 use crate::grpc;
-use crate::member::Member;
+use crate::member::{Launch, Member};
 use crate::ports::Ports;
 use crate::tls::{ClientTls, ClusterTls, MemberCerts};
 use crate::Etcdctl;
@@ -444,9 +444,12 @@ impl Cluster {
         ports: Ports,
         args: Vec<String>,
     ) -> Result<&mut Member> {
-        let netns = self.namespace_of(&ports);
-        let env = self.member_env();
-        let member = Member::start(&self.bin, id, name, member_dir, ports, args, netns, env)?
+        let launch = Launch {
+            args,
+            netns: self.namespace_of(&ports),
+            env: self.member_env(),
+        };
+        let member = Member::start(&self.bin, id, name, member_dir, ports, launch)?
             .with_client_tls(self.client_tls().cloned());
         self.members.push(member);
         Ok(self.members.last_mut().expect("just pushed"))

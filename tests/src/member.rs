@@ -46,19 +46,25 @@ pub struct Member {
     client_tls: Option<ClientTls>,
 }
 
+/// How a member's process is launched, besides its binary and dir.
+pub(crate) struct Launch {
+    /// Every flag, including `--data-dir` (see [`Member::data_dir_of`]).
+    pub args: Vec<String>,
+    /// The network namespace to run in, if not the test's own.
+    pub netns: Option<String>,
+    /// Environment on top of the test's.
+    pub env: Vec<(String, String)>,
+}
+
 impl Member {
-    /// Spawn `bin args...` as member `id`/`name`, logging to a file in `dir`.
-    /// `args` must already carry every flag, including `--data-dir` (see [`Member::data_dir_of`]).
-    #[allow(clippy::too_many_arguments)]
+    /// Spawn `bin` as member `id`/`name` as `launch` says, logging to a file in `dir`.
     pub(crate) fn start(
         bin: &Path,
         id: u64,
         name: &str,
         dir: PathBuf,
         ports: Ports,
-        args: Vec<String>,
-        netns: Option<String>,
-        env: Vec<(String, String)>,
+        launch: Launch,
     ) -> Result<Member> {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut member = Member {
@@ -67,9 +73,9 @@ impl Member {
             ports,
             dir,
             bin: bin.to_path_buf(),
-            args,
-            netns,
-            env,
+            args: launch.args,
+            netns: launch.netns,
+            env: launch.env,
             child: None,
             last_exit: None,
             expected_running: false,

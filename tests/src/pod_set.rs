@@ -7,7 +7,7 @@
 //! scaling down stops the highest pods but leaves their volumes behind.
 
 use crate::binaries::raftkv_bin;
-use crate::member::Member;
+use crate::member::{Launch, Member};
 use crate::ports::Ports;
 use anyhow::{Context, Result};
 use raftkv_operator::membership::executor::MemberAddresses;
@@ -173,7 +173,18 @@ impl PodSet {
             args.push("--backup-dir".to_string());
             args.push(backups.to_string_lossy().into_owned());
         }
-        let pod = Member::start(&self.bin, id, &name, dir, ports, args, None, Vec::new())?;
+        let pod = Member::start(
+            &self.bin,
+            id,
+            &name,
+            dir,
+            ports,
+            Launch {
+                args,
+                netns: None,
+                env: Vec::new(),
+            },
+        )?;
         self.pods.insert(ordinal, pod);
         Ok(())
     }
