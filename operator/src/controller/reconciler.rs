@@ -6,7 +6,7 @@
 
 use super::context::Context;
 use super::kube_ops::KubeOps;
-use crate::crd::RaftCluster;
+use crate::crd::{RaftCluster, RaftClusterStatus};
 use crate::members::MemberApi;
 use crate::membership::executor::Outcome;
 use crate::membership::{Observed, Plan, Step};
@@ -73,7 +73,10 @@ impl<'a, M: MemberApi> Reconciler<'a, M> {
                 &resources::client_service(&self.owned),
             )
             .await?;
-        let replicas = self.kube.statefulset_replicas().await?.unwrap_or(0);
+        let replicas = match self.kube.statefulset_replicas().await? {
+            Some(replicas) => replicas,
+            None => replicas_to_recreate(self.rc.status.as_ref()),
+        };
         let members = replicas.max(self.rc.spec.replicas.max(0) as u32);
         self.kube
             .apply::<PodDisruptionBudget>(
@@ -177,5 +180,67 @@ impl<'a, M: MemberApi> Reconciler<'a, M> {
                 }
             }
         }
+    }
+}
+
+/// The replica count to re-create a missing StatefulSet at. Before the first
+/// member is initialized that is 0 (the planner grows it). Afterwards the
+/// StatefulSet was deleted from under a running cluster, and its volumes
+/// stayed: re-create it so every member the status records gets its pod and
+/// volume back (0 would leave the cluster waiting for a leader that cannot
+/// exist, and the planner never grows a cluster without one).
+fn replicas_to_recreate(status: Option<&RaftClusterStatus>) -> u32 {
+    let Some(status) = status.filter(|s| s.initialized.is_some()) else {
+        return 0;
+    };
+    let recorded = status
+        .members
+        .iter()
+        .filter_map(|m| crate::naming::ordinal_of(m.id))
+        .map(|ordinal| ordinal + 1)
+        .max()
+        .unwrap_or(0);
+    recorded
+        .max(u32::try_from(status.replicas).unwrap_or(0))
+        .max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replicas_to_recreate;
+    use crate::crd::{InitializedRecord, MemberSummary, RaftClusterStatus};
+
+    fn member(id: u64, role: &str) -> MemberSummary {
+        MemberSummary {
+            id,
+            name: format!("demo-{}", id - 1),
+            role: role.to_string(),
+            caught_up: true,
+        }
+    }
+
+    #[test]
+    fn a_missing_statefulset_comes_back_with_every_recorded_member() {
+        assert_eq!(replicas_to_recreate(None), 0, "no status: a new cluster");
+        let mut status = RaftClusterStatus::default();
+        assert_eq!(replicas_to_recreate(Some(&status)), 0, "not initialized");
+        status.initialized = Some(InitializedRecord {
+            cluster_id: "c1".to_string(),
+            cluster_token: "uid".to_string(),
+            restored_from: None,
+        });
+        assert_eq!(replicas_to_recreate(Some(&status)), 1, "member 1 at least");
+        status.members = vec![
+            member(1, "follower"),
+            member(2, "leader"),
+            member(3, "learner"),
+        ];
+        assert_eq!(replicas_to_recreate(Some(&status)), 3);
+        status.replicas = 5;
+        assert_eq!(
+            replicas_to_recreate(Some(&status)),
+            5,
+            "pods mid-scale keep their volumes too"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! The user's journey on a real control plane: `helm install` the chart,
 //! `kubectl apply` a RaftCluster, `kubectl scale rkc` it while a client writes,
-//! take members and pods away, recover from a lost quorum, take RBAC away,
+//! take members, pods and the StatefulSet away, recover from a lost quorum, take RBAC away,
 //! `kubectl delete` it, and back up one cluster into a new one.
 //!
 //! The API server, controller-manager and scheduler are real (see
@@ -245,6 +245,44 @@ async fn helm_install_apply_scale_delete() -> Result<()> {
     wait_settled(&plane, RC, 3, Duration::from_secs(300))
         .await
         .context("after killing a member process")?;
+    *endpoints.lock().unwrap() = member_endpoints(&plane, RC).await?;
+
+    // 4b. Delete the StatefulSet: its pods go with it, their volumes stay
+    // (whenDeleted: Retain). The operator re-creates it at the three members
+    // its status records, and they come back with their data (issue 18,
+    // item 2: it used to come back with 0 pods and stay there).
+    let old_sts = jsonpath(&plane, &format!("sts/{RC}"), "{.metadata.uid}").await?;
+    let old_pod = jsonpath(&plane, &format!("pod/{RC}-0"), "{.metadata.uid}").await?;
+    kubectl(&plane, &["delete", "sts", "-n", NS, RC, "--wait=true"]).await?;
+    until(
+        Duration::from_secs(120),
+        "the StatefulSet re-created with 3 replicas",
+        || async {
+            let now = jsonpath(
+                &plane,
+                &format!("sts/{RC}"),
+                "{.metadata.uid}/{.spec.replicas}",
+            )
+            .await?;
+            match now.split_once('/') {
+                Some((uid, "3")) if !uid.is_empty() && uid != old_sts => Ok(Some(())),
+                _ => bail!("StatefulSet uid/replicas = {now:?}"),
+            }
+        },
+    )
+    .await?;
+    until(
+        Duration::from_secs(120),
+        format!("pod {RC}-0 re-created"),
+        || async {
+            let uid = jsonpath(&plane, &format!("pod/{RC}-0"), "{.metadata.uid}").await?;
+            Ok((!uid.is_empty() && uid != old_pod).then_some(()))
+        },
+    )
+    .await?;
+    wait_settled(&plane, RC, 3, Duration::from_secs(300))
+        .await
+        .context("after deleting the StatefulSet")?;
     *endpoints.lock().unwrap() = member_endpoints(&plane, RC).await?;
 
     let acked = writer.finish().await;
