@@ -16,6 +16,7 @@ use anyhow::{bail, Context, Result};
 use raftkv_node::proto::raftkvpb::peer::raft_peer_client::RaftPeerClient;
 use raftkv_node::proto::raftkvpb::peer::{PeerHeader, SnapshotChunk};
 use raftkv_node::raft::{codec, SnapshotMeta, Vote};
+use raftkv_tests::wait::until;
 use raftkv_tests::ClusterOptions;
 
 /// The incoming snapshot files in `dir`.
@@ -60,31 +61,31 @@ async fn a_snapshot_transfer_dropped_mid_stream_leaves_no_file() -> Result<()> {
             .await
     });
 
-    let mut waited = Duration::ZERO;
-    while incoming(&snapshots).is_empty() {
-        if waited > Duration::from_secs(10) {
-            bail!("the member wrote no incoming-*.part file within 10 s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        waited += Duration::from_millis(50);
-    }
+    until(
+        Duration::from_secs(10),
+        "the member to write an incoming-*.part file",
+        || async { Ok((!incoming(&snapshots).is_empty()).then_some(())) },
+    )
+    .await?;
     // The sender gives up as a leader's replication does: the call is dropped
     // while its request stream is still open (`chunks` lives on).
     transfer.abort();
     let _ = transfer.await;
 
-    let mut waited = Duration::ZERO;
-    while !incoming(&snapshots).is_empty() {
-        if waited > Duration::from_secs(10) {
-            bail!(
-                "10 s after the transfer was dropped {:?} is still in {}",
-                incoming(&snapshots),
-                snapshots.display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        waited += Duration::from_millis(50);
-    }
+    until(
+        Duration::from_secs(10),
+        format!(
+            "the dropped transfer's file to leave {}",
+            snapshots.display()
+        ),
+        || async {
+            match incoming(&snapshots) {
+                left if left.is_empty() => Ok(Some(())),
+                left => bail!("still there: {left:?}"),
+            }
+        },
+    )
+    .await?;
     drop(chunks);
     // The member is fine and serves on.
     client.put("after", "1", None).await?;

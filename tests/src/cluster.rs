@@ -31,7 +31,7 @@
 
 use crate::binaries::raftkv_bin;
 use crate::fault::netns::NetnsNetwork;
-use crate::fault::power_cut::{Cut, PowerCut};
+use crate::fault::power_cut::PowerCut;
 use crate::grpc;
 use crate::member::{Launch, Member};
 use crate::ports::Ports;
@@ -413,9 +413,9 @@ impl Cluster {
     }
 
     /// Cut member `id`'s power: SIGKILL it and drop from its write-ahead log
-    /// everything it had not fsynced. Needs [`ClusterOptions::power_cuts`].
-    /// Restart it with [`Member::restart`].
-    pub fn power_cut(&mut self, id: u64) -> Result<Cut> {
+    /// everything it had not fsynced; the bytes that lost. Needs
+    /// [`ClusterOptions::power_cuts`]. Restart it with [`Member::restart`].
+    pub fn power_cut(&mut self, id: u64) -> Result<u64> {
         let power_cut = self
             .power_cut
             .clone()

@@ -300,7 +300,7 @@ impl<'a> Nemesis<'a> {
                 let ids = self.live_ids();
                 let mut lost = 0;
                 for &id in &ids {
-                    lost += self.cluster.power_cut(id)?.bytes_lost;
+                    lost += self.cluster.power_cut(id)?;
                 }
                 let shown: Vec<String> = ids.iter().map(|id| format!("{id:x}")).collect();
                 self.note(format!(

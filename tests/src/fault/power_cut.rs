@@ -40,15 +40,6 @@ pub struct PowerCut {
     record: PathBuf,
 }
 
-/// What one power cut did to a member's data dir.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Cut {
-    /// Write-ahead log files found.
-    pub logs: usize,
-    /// Bytes they lost: written, never synced.
-    pub bytes_lost: u64,
-}
-
 impl PowerCut {
     /// Power cuts for members whose dirs are under `watched`; the record of
     /// syncs is kept in `watched` too (it is written, never synced, and a
@@ -82,18 +73,18 @@ impl PowerCut {
     }
 
     /// Truncate every write-ahead log under `data_dir` to what its last sync
-    /// made durable. Only for a member that is not running.
-    pub fn drop_unsynced(&self, data_dir: &Path) -> Result<Cut> {
+    /// made durable; the bytes that lost. Only for a member that is not running.
+    pub fn drop_unsynced(&self, data_dir: &Path) -> Result<u64> {
         let synced = self.read_record()?.lengths;
         let db = data_dir
             .canonicalize()
             .with_context(|| format!("resolving {}", data_dir.display()))?
             .join("db");
-        let mut cut = Cut::default();
+        let mut lost = 0;
         let entries = match std::fs::read_dir(&db) {
             Ok(entries) => entries,
             // A member that never opened its database has nothing to lose.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(cut),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(e).with_context(|| format!("listing {}", db.display())),
         };
         for entry in entries {
@@ -107,7 +98,6 @@ impl PowerCut {
                 .get(&(path.clone(), std::os::unix::fs::MetadataExt::ino(&meta)))
                 .copied()
                 .unwrap_or(0);
-            cut.logs += 1;
             // Never extend a file: a length recorded for a file that has since
             // shrunk would add zeros RocksDB never wrote.
             if durable < meta.len() {
@@ -116,10 +106,10 @@ impl PowerCut {
                     .open(&path)
                     .and_then(|f| f.set_len(durable))
                     .with_context(|| format!("truncating {}", path.display()))?;
-                cut.bytes_lost += meta.len() - durable;
+                lost += meta.len() - durable;
             }
         }
-        Ok(cut)
+        Ok(lost)
     }
 
     fn read_record(&self) -> Result<SyncRecord> {
