@@ -145,6 +145,9 @@ enum Cmd {
     /// Load a cluster (raftkv or etcd) through the etcd v3 API; report
     /// throughput and latency.
     Bench(raftkv_node::cli::bench::BenchArgs),
+    /// One failover trial (raftkv or etcd): stop the leader, time until a
+    /// survivor acknowledges a write. bench/failover.sh repeats it.
+    BenchFailover(raftkv_node::cli::bench::failover::FailoverArgs),
 }
 
 #[derive(Subcommand)]
@@ -308,6 +311,7 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
         Cmd::Recover(args) => raftkv_node::cli::recover::recover(args).await,
         Cmd::Reset(args) => raftkv_node::cli::recover::reset(args),
         Cmd::Bench(args) => raftkv_node::cli::bench::run(args).await,
+        Cmd::BenchFailover(args) => raftkv_node::cli::bench::failover::run(args).await,
     }
 }
 

@@ -6,6 +6,7 @@
 //! the endpoints), M concurrent clients sharing them, each client sending one
 //! request at a time, until a total number of requests or a duration is reached.
 
+pub mod failover;
 mod latency;
 mod report;
 mod target;
@@ -129,6 +130,8 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
     if endpoints.is_empty() {
         anyhow::bail!("--endpoints is empty");
     }
+    let term_before = target::highest_term(&endpoints, &tls).await;
+    let all_endpoints = endpoints.clone();
     let endpoints = target::select(endpoints, args.target, &tls).await?;
     let mut channels = Vec::with_capacity(args.conns);
     for i in 0..args.conns {
@@ -178,6 +181,7 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
         eprint!("\r\x1b[2K");
     }
     let requests = samples.len() as u64;
+    let term_after = target::highest_term(&all_endpoints, &tls).await;
     Ok(Report {
         workload: args.workload,
         serializable: args.serializable,
@@ -195,6 +199,9 @@ pub async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
         throughput: requests as f64 / seconds,
         latency_ms: samples.summary(),
         error_samples,
+        elections: term_after
+            .zip(term_before)
+            .map(|(after, before)| after.saturating_sub(before)),
     })
 }
 

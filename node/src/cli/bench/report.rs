@@ -30,6 +30,9 @@ pub struct Report {
     pub latency_ms: Summary,
     /// A few distinct error messages, to say what went wrong.
     pub error_samples: Vec<String>,
+    /// Elections during the run: how far the highest Raft term the members
+    /// report rose (`None` if they could not be asked).
+    pub elections: Option<u64>,
 }
 
 impl Report {
@@ -68,6 +71,9 @@ impl Report {
         );
         if self.workload == Workload::Txn {
             out.push_str(&format!("cas failed   {}\n", self.cas_failed));
+        }
+        if let Some(n) = self.elections {
+            out.push_str(&format!("elections    {n} (rise of the Raft term)\n"));
         }
         for e in &self.error_samples {
             out.push_str(&format!("error        {e}\n"));

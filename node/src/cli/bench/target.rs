@@ -4,7 +4,10 @@
 //! systems puts the client on the same role in both. The role is read through
 //! etcd's Maintenance.Status, so it works against etcd too.
 
+use std::time::Duration;
+
 use anyhow::Context;
+use tonic::transport::Channel;
 
 use crate::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use crate::proto::etcdserverpb::StatusRequest;
@@ -31,13 +34,10 @@ pub async fn select(
     let mut chosen = Vec::new();
     for url in &urls {
         let channel = super::connect(url, tls).await?;
-        let status = MaintenanceClient::new(channel)
-            .status(StatusRequest {})
+        let status = member_status(&channel)
             .await
-            .with_context(|| format!("asking {url} for its status"))?
-            .into_inner();
-        let member = status.header.map_or(0, |h| h.member_id);
-        let is_leader = status.leader != 0 && status.leader == member;
+            .with_context(|| format!("asking {url} for its status"))?;
+        let is_leader = status.leader != 0 && status.leader == status.id;
         if is_leader == (target == Target::Leader) {
             chosen.push(url.clone());
         }
@@ -50,4 +50,45 @@ pub async fn select(
         anyhow::bail!("no endpoint among {} is {role}", urls.join(","));
     }
     Ok(chosen)
+}
+
+/// What a member says of itself in Maintenance.Status.
+pub struct MemberStatus {
+    pub id: u64,
+    /// 0 when it knows no leader.
+    pub leader: u64,
+    pub term: u64,
+}
+
+pub async fn member_status(channel: &Channel) -> anyhow::Result<MemberStatus> {
+    let mut request = tonic::Request::new(StatusRequest {});
+    request.set_timeout(Duration::from_secs(2));
+    let status = MaintenanceClient::new(channel.clone())
+        .status(request)
+        .await?
+        .into_inner();
+    Ok(MemberStatus {
+        id: status.header.map_or(0, |h| h.member_id),
+        leader: status.leader,
+        term: status.raft_term,
+    })
+}
+
+/// The highest Raft term any of `urls` reports, `None` if none answers. Each
+/// election that reaches a vote raises it by one, so the rise over a run
+/// counts its elections: a run without faults should see none.
+pub async fn highest_term(
+    urls: &[String],
+    tls: &Option<tonic::transport::ClientTlsConfig>,
+) -> Option<u64> {
+    let mut highest = None;
+    for url in urls {
+        let Ok(channel) = super::connect(url, tls).await else {
+            continue;
+        };
+        if let Ok(status) = member_status(&channel).await {
+            highest = highest.max(Some(status.term));
+        }
+    }
+    highest
 }
