@@ -86,8 +86,13 @@ pub struct ServeArgs {
     /// Leader heartbeat interval, in milliseconds.
     #[arg(long, env = "RAFTKV_HEARTBEAT_INTERVAL", default_value_t = 100)]
     pub heartbeat_interval: u64,
-    /// Election timeout, in milliseconds.
-    #[arg(long, env = "RAFTKV_ELECTION_TIMEOUT", default_value_t = 1000)]
+    /// Election timeout, in milliseconds, as etcd means it: a member refuses
+    /// votes this long after it last heard from its leader, and a follower
+    /// campaigns after one to two of these without a word from it. Half of
+    /// etcd's default, so a crashed leader is replaced in under a second
+    /// (BENCHMARKS.md, failover); on links slower than a LAN raise it with
+    /// the heartbeat, keeping it at least 5 heartbeats.
+    #[arg(long, env = "RAFTKV_ELECTION_TIMEOUT", default_value_t = 500)]
     pub election_timeout: u64,
     /// Seconds between progress notifications to watchers that asked for them.
     #[arg(

@@ -296,6 +296,13 @@ impl Node {
         leader::run_on_leader(self, req).await
     }
 
+    /// Before a planned stop: if this member leads, hand leadership to the
+    /// most caught-up other voter and wait until it has taken over (see
+    /// `leader::hand_over_before_stop`).
+    pub async fn hand_over_leadership(&self) -> Option<NodeId> {
+        leader::hand_over_before_stop(self).await
+    }
+
     /// Who sent a request (see `crate::auth`): fails when auth is enabled and
     /// the request carries no valid token.
     pub async fn caller(

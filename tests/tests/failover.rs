@@ -1,16 +1,18 @@
 //! `kill -9` of the leader under a continuous write load: a new leader takes over,
 //! writes continue, and once the killed member is back every acknowledged write is
-//! readable from every member with the acknowledged value.
+//! readable from every member with the acknowledged value; and a leader cut
+//! off from its quorum stops answering linearizable reads. How fast a
+//! failover is, is measured by bench/failover.sh (BENCHMARKS.md), not here.
 
 use anyhow::{ensure, Context, Result};
 use raftkv_tests::grpc::connect_with_timeout;
-use raftkv_tests::kv::get_prefix;
+use raftkv_tests::kv::{get_prefix, get_value, get_value_serializable};
 use raftkv_tests::wait::{self, CONVERGE_TIMEOUT};
 use raftkv_tests::Cluster;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 /// Acknowledged puts: (key, value), in acknowledgement order.
@@ -181,6 +183,139 @@ async fn a_dead_follower_is_retried_at_a_bounded_rate() -> Result<()> {
     ensure!(
         per_second < 100,
         "the leader logged {per_second} connect errors per second about a dead peer"
+    );
+    Ok(())
+}
+
+/// The members' `--election-timeout` (the default).
+const ELECTION_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A leader cut off from its quorum (both followers paused, so nothing it
+/// sends is acknowledged) must not answer a linearizable read from then on:
+/// each needs a quorum round (a read index), and none can complete. Within
+/// the leader timeout (two election timeouts) it also stops naming itself
+/// leader, etcd's check-quorum step-down, so clients look elsewhere; that the
+/// same leader stops renewing leases within one election timeout is
+/// `tests/lease.rs`, `a_leader_cut_off_from_its_quorum_stops_renewing_leases`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_cut_off_from_its_quorum_stops_serving_linearizable_reads() -> Result<()> {
+    let mut cluster = Cluster::start(3).await?;
+    let leader = cluster.wait_leader().await?;
+    let endpoint = cluster.member(leader).client_endpoint();
+    let mut client = connect_with_timeout(&[endpoint], Duration::from_secs(3)).await?;
+    client.put("cut/key", "before", None).await?;
+    ensure!(
+        get_value(&mut client, "cut/key").await?.as_deref() == Some("before"),
+        "the leader did not serve a linearizable read before the cut"
+    );
+
+    let followers: Vec<u64> = cluster
+        .live_ids()
+        .into_iter()
+        .filter(|m| *m != leader)
+        .collect();
+    for f in &followers {
+        cluster.member_mut(*f).pause()?;
+    }
+    let cut_off = Instant::now();
+    let mut answered = None;
+    let mut attempts = 0;
+    while cut_off.elapsed() < 3 * ELECTION_TIMEOUT {
+        attempts += 1;
+        let started = cut_off.elapsed();
+        match tokio::time::timeout(ELECTION_TIMEOUT, client.get("cut/key", None)).await {
+            Ok(Ok(resp)) => {
+                answered = Some(format!(
+                    "{:?} after {started:?}: {resp:?}",
+                    cut_off.elapsed()
+                ));
+                break;
+            }
+            Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(_) => {}
+        }
+    }
+    let local = get_value_serializable(&mut client, "cut/key").await;
+    let status = wait::until(
+        4 * ELECTION_TIMEOUT,
+        "the cut-off leader to report no leader",
+        || {
+            let member = cluster.member(leader);
+            async move { Ok((member.status().await?.leader() == 0).then_some(())) }
+        },
+    )
+    .await;
+    for f in &followers {
+        cluster.member_mut(*f).resume()?;
+    }
+    if let Some(answered) = answered {
+        anyhow::bail!("the cut-off leader answered a linearizable read: {answered}");
+    }
+    ensure!(
+        attempts >= 3,
+        "only {attempts} read attempts in three election timeouts"
+    );
+    ensure!(
+        local?.as_deref() == Some("before"),
+        "the cut-off leader did not answer a serializable read from its own state"
+    );
+    status?;
+    Ok(())
+}
+
+/// A leader stopped with SIGTERM hands leadership to another voter before it
+/// goes, as etcd's does, so the others need not wait out an election. With a
+/// 5 s election timeout no election can even begin until the survivors have
+/// not heard from their leader for 5 s (the vote lease); the survivors
+/// acknowledge a write well before that, and the stopped member exits
+/// cleanly, saying it handed over.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_stopped_with_sigterm_hands_leadership_over_first() -> Result<()> {
+    const ELECTION_TIMEOUT: Duration = Duration::from_secs(5);
+    let mut cluster = raftkv_tests::ClusterOptions::new()
+        .arg("--election-timeout", ELECTION_TIMEOUT.as_millis())
+        .start(3)
+        .await?;
+    let leader = cluster.wait_leader().await?;
+    let survivors: Vec<String> = cluster
+        .members()
+        .iter()
+        .filter(|m| m.id != leader)
+        .map(|m| m.client_endpoint())
+        .collect();
+    let client = connect_with_timeout(&survivors, Duration::from_secs(2)).await?;
+    client.clone().put("sigterm/before", "1", None).await?;
+
+    let stopped_at = Instant::now();
+    cluster.member_mut(leader).signal_term()?;
+    wait::until(
+        2 * ELECTION_TIMEOUT,
+        "a write through a survivor after the leader's SIGTERM",
+        || {
+            let mut client = client.clone();
+            async move {
+                Ok(client
+                    .put("sigterm/after", "1", None)
+                    .await
+                    .ok()
+                    .map(|_| ()))
+            }
+        },
+    )
+    .await?;
+    let took = stopped_at.elapsed();
+    ensure!(
+        took < ELECTION_TIMEOUT,
+        "the survivors wrote again {took:?} after the leader's SIGTERM: they waited out an \
+         election instead of being handed leadership"
+    );
+    let stopped = cluster.member_mut(leader);
+    let exit = stopped.wait_exit(Duration::from_secs(15)).await?;
+    ensure!(exit.success(), "the stopped leader exited with {exit}");
+    let log = stopped.log_tail(200);
+    ensure!(
+        log.contains("handing leadership over first"),
+        "the stopped leader's log does not say it handed over:\n{log}"
     );
     Ok(())
 }

@@ -182,7 +182,7 @@ async fn a_lease_outlives_its_leader_then_expires_at_one_revision_everywhere() -
 }
 
 /// The members' `--election-timeout` (the default).
-const ELECTION_TIMEOUT: Duration = Duration::from_millis(1000);
+const ELECTION_TIMEOUT: Duration = Duration::from_millis(500);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_leader_cut_off_from_its_quorum_stops_renewing_leases() -> Result<()> {
@@ -239,7 +239,13 @@ async fn a_leader_cut_off_from_its_quorum_stops_renewing_leases() -> Result<()> 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_leader_gives_every_lease_an_election_timeout_more() -> Result<()> {
-    let mut cluster = ClusterOptions::new().start(3).await?;
+    // Whole seconds, so the margin shows in TimeToLive's whole-second answer
+    // (the default, 500 ms, would round away between promotion and asking).
+    const ELECTION_TIMEOUT_MS: u64 = 2000;
+    let mut cluster = ClusterOptions::new()
+        .arg("--election-timeout", ELECTION_TIMEOUT_MS)
+        .start(3)
+        .await?;
     let leader = cluster.wait_leader().await?;
     let mut c = cluster.client().await?;
     const TTL: i64 = 5;
@@ -251,7 +257,7 @@ async fn a_new_leader_gives_every_lease_an_election_timeout_more() -> Result<()>
     let ttl = nc.lease_time_to_live(id, None).await?;
     // TTL plus the election timeout, rounded up to seconds, less the moments
     // since the promotion: the old leader's last renewal cannot outlast it.
-    let at_least = TTL + ELECTION_TIMEOUT.as_secs() as i64;
+    let at_least = TTL + (ELECTION_TIMEOUT_MS / 1000) as i64;
     ensure!(
         ttl.ttl() == at_least && ttl.granted_ttl() == TTL,
         "the new leader gave the lease {} s (granted {}), not {at_least} s",

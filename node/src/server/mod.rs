@@ -89,6 +89,9 @@ pub async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         }
     };
     tracing::info!("shutting down");
+    if removed.is_none() {
+        opened.node.hand_over_leadership().await;
+    }
     // Clients and the metrics port first (up to 5 s for in-flight requests),
     // then Raft, then the peer port Raft no longer needs, then the WAL.
     let _ = stop_tx.send(true);

@@ -167,11 +167,13 @@ async fn bootstrap(raft: &Raft, cfg: &ServeConfig) -> anyhow::Result<()> {
 }
 
 fn raft_config(cfg: &ServeConfig) -> anyhow::Result<openraft::Config> {
+    let (election_timeout_min, election_timeout_max) =
+        election_bounds(cfg.heartbeat_interval, cfg.election_timeout);
     let config = openraft::Config {
         cluster_name: "raftkv".into(),
         heartbeat_interval: cfg.heartbeat_interval,
-        election_timeout_min: cfg.election_timeout,
-        election_timeout_max: cfg.election_timeout * 2,
+        election_timeout_min,
+        election_timeout_max,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_count),
         // Keep some log after a snapshot so a briefly lagging follower catches up
         // from the log rather than a whole snapshot.
@@ -188,4 +190,43 @@ fn raft_config(cfg: &ServeConfig) -> anyhow::Result<openraft::Config> {
         ..Default::default()
     };
     config.validate().context("invalid Raft settings")
+}
+
+/// openraft's `(election_timeout_min, election_timeout_max)` for etcd's
+/// meaning of `--election-timeout` T: a member refuses votes for T after it
+/// last heard from its leader (check-quorum), and a follower campaigns after
+/// a random wait of one to two T without a word from it. openraft campaigns
+/// after its leader lease (`election_timeout_max`) *plus* a random
+/// `min..max`, so the lease is T and the random part starts just above the
+/// heartbeat (openraft's floor): a campaign after [T + heartbeat, 2T). With
+/// (T, 2T), as before, a follower waited 3T to 4T, and a killed leader took
+/// 3.1-3.6 s to replace at the then 1 s default (BENCHMARKS.md, failover).
+fn election_bounds(heartbeat: u64, election_timeout: u64) -> (u64, u64) {
+    (heartbeat + 1, election_timeout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::election_bounds;
+
+    #[test]
+    fn a_follower_campaigns_after_one_to_two_election_timeouts_as_in_etcd() {
+        for (heartbeat, timeout) in [(100, 500), (100, 1000), (50, 250)] {
+            let (min, max) = election_bounds(heartbeat, timeout);
+            // openraft's vote lease, and its campaign window: lease + [min, max).
+            assert_eq!(max, timeout, "vote lease");
+            let (first, last) = (max + min, max + max);
+            assert!(
+                first > timeout && first <= timeout + heartbeat + 1 && last == 2 * timeout,
+                "campaign window [{first}, {last}) for {timeout}"
+            );
+            let config = openraft::Config {
+                heartbeat_interval: heartbeat,
+                election_timeout_min: min,
+                election_timeout_max: max,
+                ..Default::default()
+            };
+            assert!(config.validate().is_ok(), "openraft refuses {min}..{max}");
+        }
+    }
 }
