@@ -1,6 +1,7 @@
 //! `raftkv`: run a member (`serve`), a local cluster (`dev`), or talk to one.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use clap::Subcommand;
@@ -234,6 +235,13 @@ fn main() -> ExitCode {
         }
         None => runtime.block_on(run(command)),
     };
+    // Every task goes with the runtime, and with them the log store's last
+    // handles; then the database closes on its sync thread, which is waited
+    // for before the process exits (see `join_sync_threads`).
+    drop(runtime);
+    if !raftkv_node::store::log_store::join_sync_threads(Duration::from_secs(10)) {
+        eprintln!("raftkv: the database did not close within 10 s; exiting anyway");
+    }
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -12,6 +12,9 @@ use std::ops::Bound;
 use std::ops::RangeBounds;
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use openraft::entry::RaftEntry;
 use openraft::storage::IOFlushed;
@@ -49,10 +52,14 @@ impl LogStore {
     pub fn new(db: Arc<DB>, metrics: Arc<Metrics>) -> Self {
         let (tx, rx) = mpsc::channel::<IOFlushed<TypeConfig>>();
         let sync_db = db.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("raftkv-log-sync".into())
             .spawn(move || group_commit_loop(sync_db, rx, metrics))
             .expect("spawning the log sync thread");
+        SYNC_THREADS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(thread);
         Self { db, syncer: tx }
     }
 
@@ -109,6 +116,36 @@ pub(crate) fn persist_cluster_id(db: &DB, id: u64) -> anyhow::Result<()> {
         &opts,
     )?;
     Ok(())
+}
+
+/// Every log sync thread started. Each ends once the last `LogStore` clone
+/// is dropped, and drops its handle on the database as it goes, which closes
+/// the database if that was the last one. The process waits for them before
+/// it exits ([`join_sync_threads`]): exiting while a thread still closes (or
+/// syncs) a database tears RocksDB's static state down under it, and the
+/// process aborts ("pthread lock: Invalid argument", SIGABRT) instead of
+/// exiting with its code; a removed member once exited so in CI.
+static SYNC_THREADS: Mutex<Vec<JoinHandle<()>>> = Mutex::new(Vec::new());
+
+/// Wait, up to `timeout`, for every log sync thread to end; call once the
+/// async runtime is gone (it holds the `LogStore`s). Whether they all ended.
+pub fn join_sync_threads(timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    let threads = std::mem::take(
+        &mut *SYNC_THREADS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()),
+    );
+    for thread in threads {
+        while !thread.is_finished() {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = thread.join();
+    }
+    true
 }
 
 /// The syncer thread: wait for one pending append, take every other one queued
