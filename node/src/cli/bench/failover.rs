@@ -74,6 +74,8 @@ pub struct Trial {
     pub write_acked_ms: f64,
     /// Write attempts that failed before the first acknowledgement.
     pub failed_attempts: u64,
+    /// The distinct errors those attempts met (a few).
+    pub errors: Vec<String>,
 }
 
 struct Member {
@@ -136,6 +138,7 @@ pub async fn trial(args: &FailoverArgs) -> anyhow::Result<Trial> {
 
     let (acked_tx, mut acked_rx) = mpsc::unbounded_channel();
     let mut failed_attempts = 0u64;
+    let mut errors: Vec<String> = Vec::new();
     let mut term_bumped = None;
     let mut leader_known = None;
     let mut tick = tokio::time::interval(ATTEMPT_EVERY);
@@ -160,7 +163,12 @@ pub async fn trial(args: &FailoverArgs) -> anyhow::Result<Trial> {
             },
             Some(result) = acked_rx.recv() => match result {
                 Ok(at) => break at,
-                Err(()) => failed_attempts += 1,
+                Err(e) => {
+                    failed_attempts += 1;
+                    if errors.len() < 3 && !errors.contains(&e) {
+                        errors.push(e);
+                    }
+                }
             },
         }
     };
@@ -176,6 +184,7 @@ pub async fn trial(args: &FailoverArgs) -> anyhow::Result<Trial> {
         leader_known_ms: leader_known.map(ms),
         write_acked_ms: ms(write_acked),
         failed_attempts,
+        errors,
     })
 }
 
@@ -261,7 +270,7 @@ async fn poll_status(
 /// One put with a long deadline; reports when it was acknowledged.
 async fn put_once(
     channel: tonic::transport::Channel,
-    acked: mpsc::UnboundedSender<Result<Instant, ()>>,
+    acked: mpsc::UnboundedSender<Result<Instant, String>>,
 ) {
     let mut request = tonic::Request::new(PutRequest {
         key: b"bench-failover".to_vec(),
@@ -270,5 +279,9 @@ async fn put_once(
     });
     request.set_timeout(Duration::from_secs(10));
     let result = KvClient::new(channel).put(request).await;
-    let _ = acked.send(result.map(|_| Instant::now()).map_err(|_| ()));
+    let _ = acked.send(
+        result
+            .map(|_| Instant::now())
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message())),
+    );
 }
