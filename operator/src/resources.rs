@@ -293,12 +293,15 @@ pub fn statefulset(rc: &RaftCluster, owned: &Owned, replicas: i32) -> StatefulSe
                 match_labels: Some(owned.names.selector_labels()),
                 ..LabelSelector::default()
             },
-            // A scaled-down member's volume goes with it, so a later scale-up
+            // Volumes are never deleted by Kubernetes: an outside `kubectl
+            // scale` would otherwise take members' data with their pods. The
+            // operator deletes a volume itself once its member is out of Raft
+            // and its pod gone (the planner's rule 4), so a later scale-up
             // never resumes a removed member from stale data. Deleting the
-            // RaftCluster keeps the volumes (the data outlives an accident).
+            // RaftCluster keeps the volumes too (the data outlives an accident).
             persistent_volume_claim_retention_policy: Some(
                 StatefulSetPersistentVolumeClaimRetentionPolicy {
-                    when_scaled: Some("Delete".to_string()),
+                    when_scaled: Some("Retain".to_string()),
                     when_deleted: Some("Retain".to_string()),
                 },
             ),

@@ -392,6 +392,22 @@ fn waits_for_the_pod_and_the_leader() {
 }
 
 #[test]
+fn pods_scaled_away_from_outside_come_back_before_a_leader_is_awaited() {
+    // `kubectl scale sts --replicas=1` on three voters: pods 1 and 2 are gone
+    // and the quorum with them; their volumes stay (whenScaled: Retain).
+    let mut o = healthy(3, 3);
+    o.statefulset_replicas = Some(1);
+    o.membership = None;
+    o.reports.retain(|ordinal, _| *ordinal == 0);
+    assert_eq!(plan_next_step(&o), Plan::Act(scale(1, 2)));
+    o.statefulset_replicas = Some(2);
+    assert_eq!(plan_next_step(&o), Plan::Act(scale(2, 3)));
+    // Every volume has its pod again: now the leader is awaited.
+    o.statefulset_replicas = Some(3);
+    assert_eq!(plan_next_step(&o), Plan::Wait(Wait::NoLeader));
+}
+
+#[test]
 fn foreign_members_are_not_touched() {
     let mut o = healthy(3, 1);
     o.membership.as_mut().unwrap().push(RaftMember {

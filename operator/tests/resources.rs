@@ -146,7 +146,9 @@ fn statefulset_has_probes_volume_retention_and_replicas_from_the_planner() {
     assert_eq!(spec.service_name.as_deref(), Some("demo-peer"));
     assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
     let retention = spec.persistent_volume_claim_retention_policy.unwrap();
-    assert_eq!(retention.when_scaled.as_deref(), Some("Delete"));
+    // Kubernetes never deletes a volume: an outside scale-down would take
+    // members' data; the operator deletes a volume once its member is gone.
+    assert_eq!(retention.when_scaled.as_deref(), Some("Retain"));
     assert_eq!(retention.when_deleted.as_deref(), Some("Retain"));
 
     let claims = spec.volume_claim_templates.unwrap();

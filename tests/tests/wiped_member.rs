@@ -90,9 +90,19 @@ async fn a_wiped_voter_cannot_vote_away_an_acknowledged_write() -> Result<()> {
 
     stopped_as_replaced(&mut cluster, wiped)?;
 
-    // The old leader returns: the write is there.
+    // The old leader returns: the write is there, once `lagging` (which may
+    // still be starting: the wiped member can stop before it listens) and the
+    // old leader have a leader again.
     cluster.member_mut(leader).restart()?;
-    let got = get_value(&mut lagging_client, "acknowledged").await?;
+    let got = wait::until(
+        CONVERGE_TIMEOUT,
+        "a read through the lagging member",
+        || {
+            let mut client = lagging_client.clone();
+            async move { Ok(Some(get_value(&mut client, "acknowledged").await?)) }
+        },
+    )
+    .await?;
     ensure!(
         got.as_deref() == Some("by the leader and the wiped member"),
         "after the old leader returned, the write reads {got:?}"

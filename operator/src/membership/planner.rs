@@ -28,6 +28,11 @@
 //! 5. A voter whose pod reports no cluster lost its volume: it is removed
 //!    (under rule 3's safety checks) and its empty pod added again by growth,
 //!    since the node refuses an empty data dir under a member's old id.
+//! 6. The operator owns the StatefulSet's replicas: a member whose pod it
+//!    does not run gets its pod back, and so, while no leader answers, does
+//!    any volume beyond its pods (an outside `kubectl scale` that took the
+//!    quorum away). Volumes are deleted by rule 4 only, never by the
+//!    StatefulSet's retention policy.
 
 use super::observed::{MemberReport, Observed, RaftMember, Role};
 use crate::naming::{member_id, ordinal_of};
@@ -120,6 +125,18 @@ pub fn plan_next_step(o: &Observed) -> Plan {
         return plan_bootstrap(o, sts);
     }
     let Some(membership) = o.membership.as_deref() else {
+        // Rule 6: volumes beyond the StatefulSet's pods while no leader
+        // answers: someone scaled it down from outside and took the quorum
+        // with the pods. Give the pods back, one at a time, with their
+        // volumes (kept: whenScaled is Retain); waiting for a leader would
+        // wait for ever. A removed member's leftover volume brought back so
+        // exits as removed, and rule 4 deletes it once a leader answers.
+        if sts <= MAX_ORDINAL && o.volumes.iter().any(|&ordinal| ordinal >= sts) {
+            return Plan::Act(Step::ScaleStatefulSet {
+                from: sts,
+                to: sts + 1,
+            });
+        }
         return Plan::Wait(Wait::NoLeader);
     };
     if let Some(foreign) = membership

@@ -27,8 +27,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use user::{
-    ensure_none_lost, events, jsonpath, keys, kubectl, member_endpoints, owned, wait_settled,
-    Writer, NS,
+    ensure_none_lost, events, jsonpath, keys, kubectl, member_endpoints, owned, wait_pod_recreated,
+    wait_settled, Writer, NS,
 };
 
 const OPERATOR_NS: &str = "raftkv-system";
@@ -202,15 +202,7 @@ async fn helm_install_apply_scale_delete() -> Result<()> {
     );
     let old_uid = jsonpath(&plane, &format!("pod/{leader}"), "{.metadata.uid}").await?;
     kubectl(&plane, &["delete", "pod", "-n", NS, &leader, "--wait=true"]).await?;
-    until(
-        Duration::from_secs(120),
-        format!("pod {leader} re-created"),
-        || async {
-            let uid = jsonpath(&plane, &format!("pod/{leader}"), "{.metadata.uid}").await?;
-            Ok((!uid.is_empty() && uid != old_uid).then_some(()))
-        },
-    )
-    .await?;
+    wait_pod_recreated(&plane, &leader, &old_uid).await?;
     wait_settled(&plane, RC, 3, Duration::from_secs(300))
         .await
         .context("after deleting the leader's pod")?;
@@ -271,18 +263,40 @@ async fn helm_install_apply_scale_delete() -> Result<()> {
         },
     )
     .await?;
-    until(
-        Duration::from_secs(120),
-        format!("pod {RC}-0 re-created"),
-        || async {
-            let uid = jsonpath(&plane, &format!("pod/{RC}-0"), "{.metadata.uid}").await?;
-            Ok((!uid.is_empty() && uid != old_pod).then_some(()))
-        },
-    )
-    .await?;
+    wait_pod_recreated(&plane, &format!("{RC}-0"), &old_pod).await?;
     wait_settled(&plane, RC, 3, Duration::from_secs(300))
         .await
         .context("after deleting the StatefulSet")?;
+    *endpoints.lock().unwrap() = member_endpoints(&plane, RC).await?;
+
+    // 4c. Scale the StatefulSet to 1 from outside, taking the quorum away:
+    // the operator owns the count and gives both pods back, with the very
+    // volumes they had (whenScaled: Retain; issue 18, item 4: with Delete,
+    // Kubernetes deleted two voters' data).
+    let claim_uid = |ordinal: u32| {
+        let plane = &plane;
+        async move {
+            jsonpath(
+                plane,
+                &format!("pvc/data-{RC}-{ordinal}"),
+                "{.metadata.uid}",
+            )
+            .await
+        }
+    };
+    let claims_before = [claim_uid(1).await?, claim_uid(2).await?];
+    let old_pod = jsonpath(&plane, &format!("pod/{RC}-2"), "{.metadata.uid}").await?;
+    kubectl(&plane, &["scale", "sts", "-n", NS, RC, "--replicas=1"]).await?;
+    // Deleted by the StatefulSet controller, then back under a new uid.
+    wait_pod_recreated(&plane, &format!("{RC}-2"), &old_pod).await?;
+    wait_settled(&plane, RC, 3, Duration::from_secs(300))
+        .await
+        .context("after an outside scale of the StatefulSet to 1")?;
+    let claims_after = [claim_uid(1).await?, claim_uid(2).await?];
+    ensure!(
+        claims_after == claims_before,
+        "members 2 and 3 came back on other volumes: {claims_before:?} -> {claims_after:?}"
+    );
     *endpoints.lock().unwrap() = member_endpoints(&plane, RC).await?;
 
     let acked = writer.finish().await;

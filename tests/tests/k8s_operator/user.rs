@@ -45,6 +45,23 @@ pub async fn jsonpath(plane: &ControlPlane, object: &str, path: &str) -> Result<
         .to_string())
 }
 
+/// Waits until pod `pod` exists under another uid than `old_uid`: deleted
+/// (by the test or a controller) and re-created. A pod not found meanwhile
+/// is simply not back yet.
+pub async fn wait_pod_recreated(plane: &ControlPlane, pod: &str, old_uid: &str) -> Result<()> {
+    until(
+        Duration::from_secs(180),
+        format!("pod {pod} re-created"),
+        || async {
+            let uid = jsonpath(plane, &format!("pod/{pod}"), "{.metadata.uid}")
+                .await
+                .unwrap_or_default();
+            Ok((!uid.is_empty() && uid != old_uid).then_some(()))
+        },
+    )
+    .await
+}
+
 /// The events of RaftCluster `rc`, as `kubectl get events` prints them.
 pub async fn events(plane: &ControlPlane, rc: &str) -> Result<String> {
     kubectl(
