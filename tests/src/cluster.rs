@@ -314,6 +314,29 @@ impl Cluster {
             .collect()
     }
 
+    /// SIGSTOP every running member but `leader`: from then on nothing the
+    /// leader sends is acknowledged. Returns the paused members, for
+    /// [`Cluster::resume_each`].
+    pub fn cut_off(&mut self, leader: u64) -> Result<Vec<u64>> {
+        let others: Vec<u64> = self
+            .live_ids()
+            .into_iter()
+            .filter(|id| *id != leader)
+            .collect();
+        for id in &others {
+            self.member_mut(*id).pause()?;
+        }
+        Ok(others)
+    }
+
+    /// SIGCONT each of `ids`.
+    pub fn resume_each(&mut self, ids: &[u64]) -> Result<()> {
+        for id in ids {
+            self.member_mut(*id).resume()?;
+        }
+        Ok(())
+    }
+
     /// Client endpoints of the members that should be running.
     pub fn endpoints(&self) -> Vec<String> {
         self.members

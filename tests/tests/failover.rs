@@ -209,14 +209,7 @@ async fn a_leader_cut_off_from_its_quorum_stops_serving_linearizable_reads() -> 
         "the leader did not serve a linearizable read before the cut"
     );
 
-    let followers: Vec<u64> = cluster
-        .live_ids()
-        .into_iter()
-        .filter(|m| *m != leader)
-        .collect();
-    for f in &followers {
-        cluster.member_mut(*f).pause()?;
-    }
+    let followers = cluster.cut_off(leader)?;
     let cut_off = Instant::now();
     let mut answered = None;
     let mut attempts = 0;
@@ -245,9 +238,7 @@ async fn a_leader_cut_off_from_its_quorum_stops_serving_linearizable_reads() -> 
         },
     )
     .await;
-    for f in &followers {
-        cluster.member_mut(*f).resume()?;
-    }
+    cluster.resume_each(&followers)?;
     if let Some(answered) = answered {
         anyhow::bail!("the cut-off leader answered a linearizable read: {answered}");
     }

@@ -195,14 +195,7 @@ async fn a_leader_cut_off_from_its_quorum_stops_renewing_leases() -> Result<()> 
     let ack = acks.message().await?.context("no keep-alive answer")?;
     ensure!(ack.ttl() == 10, "keep-alive answered {ack:?}");
 
-    let followers: Vec<u64> = cluster
-        .live_ids()
-        .into_iter()
-        .filter(|m| *m != leader)
-        .collect();
-    for f in &followers {
-        cluster.member_mut(*f).pause()?;
-    }
+    let followers = cluster.cut_off(leader)?;
     // Every message the leader sent from here on goes unacknowledged.
     let cut_off = Instant::now();
     let mut last_renewal = None;
@@ -221,9 +214,7 @@ async fn a_leader_cut_off_from_its_quorum_stops_renewing_leases() -> Result<()> 
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for f in &followers {
-        cluster.member_mut(*f).resume()?;
-    }
+    cluster.resume_each(&followers)?;
     let refused = refused.context("the cut-off leader renewed the lease for 4 s")?;
     let last_renewal = last_renewal.context("no renewal after the cut-off at all")?;
     // The other members may elect a leader one election timeout after their

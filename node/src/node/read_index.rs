@@ -149,16 +149,31 @@ impl Node {
     ) -> Result<Option<u64>, ApiError> {
         let mut client = self.peers.client(url)?;
         let mut request = tonic::Request::new(self.peers.payload(leader, &())?);
+        // One attempt waits at most a leader timeout: past it this member
+        // takes its leader for gone anyway, and the caller asks again (maybe
+        // another leader) until its own deadline, instead of spending all of
+        // it on a link that was cut.
         request.set_timeout(
             deadline
                 .saturating_duration_since(Instant::now())
+                .min(self.leader_timeout())
                 .max(Duration::from_millis(100)),
         );
         let reply = match client.read_index(request).await {
             Ok(reply) => reply,
-            // Asking for a read index changes nothing: any failure may be retried
-            // until the deadline (e.g. while a new leader is elected).
-            Err(s) if s.code() == tonic::Code::Unavailable => return Ok(None),
+            // Asking for a read index changes nothing: a failure to reach the
+            // leader, or to hear back in time, may be retried until the
+            // deadline (e.g. while a new leader is elected).
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::Unavailable
+                        | tonic::Code::DeadlineExceeded
+                        | tonic::Code::Cancelled
+                ) =>
+            {
+                return Ok(None)
+            }
             Err(s) => {
                 return Err(ApiError::unavailable(format!(
                     "read index from leader {leader:x}: {}",
