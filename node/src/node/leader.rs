@@ -1,6 +1,7 @@
 //! Requests only the leader can carry out: membership changes (add as learner
 //! or voter, promote, remove) and lease keep-alives and TTLs (the leader keeps
-//! lease deadlines; see `crate::lease`).
+//! lease deadlines; see `crate::lease`); and, before a planned stop, handing
+//! leadership over (`hand_over_before_stop`).
 //!
 //! etcd's rules, checked before anything is proposed: ids and peer URLs are
 //! unique, only a learner that has caught up (90% of the leader's log, as etcd)
