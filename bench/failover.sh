@@ -61,11 +61,7 @@ etcd_base=33000
 raftkv_base=34000
 bench_start_etcd "$out/etcd" "$etcd_base"
 # shellcheck disable=SC2086 # the extra arguments are meant to split
-for i in 1 2 3; do
-  bench_start_raftkv_member "$raftkv_bin" "$out/raftkv" "$raftkv_base" "$i" $raftkv_args
-  RAFTKV_PIDS+=("$BENCH_LAST_PID")
-  RAFTKV_ENDPOINTS+="${RAFTKV_ENDPOINTS:+,}127.0.0.1:$((raftkv_base + 10 * i))"
-done
+bench_start_raftkv "$raftkv_bin" "$out/raftkv" "$raftkv_base" $raftkv_args
 for pid in "${ETCD_PIDS[@]}" "${RAFTKV_PIDS[@]}"; do disown "$pid"; done
 bench_wait_ready "$raftkv_bin" "$ETCD_ENDPOINTS"
 bench_wait_ready "$raftkv_bin" "$RAFTKV_ENDPOINTS"

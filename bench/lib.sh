@@ -92,12 +92,14 @@ bench_start_raftkv_member() {
   BENCH_PIDS+=($!)
 }
 
-# Start 3 raftkv members under DIR (see bench_start_raftkv_member). Sets
-# RAFTKV_ENDPOINTS, RAFTKV_PIDS and RAFTKV_METRICS_PORTS.
+# Start 3 raftkv members under DIR (see bench_start_raftkv_member; extra
+# arguments go to each). Sets RAFTKV_ENDPOINTS, RAFTKV_PIDS and
+# RAFTKV_METRICS_PORTS.
 bench_start_raftkv() {
   local bin="$1" dir="$2" base="$3" i
+  shift 3
   for i in 1 2 3; do
-    bench_start_raftkv_member "$bin" "$dir" "$base" "$i"
+    bench_start_raftkv_member "$bin" "$dir" "$base" "$i" "$@"
     RAFTKV_PIDS+=("$BENCH_LAST_PID")
     RAFTKV_ENDPOINTS+="${RAFTKV_ENDPOINTS:+,}127.0.0.1:$((base + 10 * i))"
     RAFTKV_METRICS_PORTS+=($((base + 10 * i + 2)))

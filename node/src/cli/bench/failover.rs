@@ -78,13 +78,6 @@ pub struct Trial {
     pub errors: Vec<String>,
 }
 
-struct Member {
-    url: String,
-    id: u64,
-    leader: u64,
-    term: u64,
-}
-
 pub async fn run(args: FailoverArgs) -> anyhow::Result<()> {
     let trial = trial(&args).await?;
     println!("{}", serde_json::to_string(&trial)?);
@@ -203,32 +196,29 @@ async fn before(
     urls: &[String],
     tls: &Option<tonic::transport::ClientTlsConfig>,
 ) -> anyhow::Result<Before> {
+    // Each member's own connection; the survivors' are kept for the trial.
     let mut members = Vec::new();
     for url in urls {
         let channel = super::connect(url, tls).await?;
         let status = member_status(&channel)
             .await
             .with_context(|| format!("asking {url} for its status"))?;
-        members.push(Member {
-            url: url.clone(),
-            id: status.id,
-            leader: status.leader,
-            term: status.term,
-        });
+        members.push((status, channel));
     }
-    let leader = members[0].leader;
-    if leader == 0 || members.iter().any(|m| m.leader != leader) {
+    let leader = members[0].0.leader;
+    if leader == 0 || members.iter().any(|(m, _)| m.leader != leader) {
         anyhow::bail!("the members do not agree on a leader yet");
     }
     let stopped = members
         .iter()
-        .position(|m| m.id == leader)
+        .position(|(m, _)| m.id == leader)
         .context("the leader is not among --endpoints")?;
-    let old_term = members.iter().map(|m| m.term).max().unwrap_or(0);
-    let mut survivors = Vec::new();
-    for m in members.iter().filter(|m| m.id != leader) {
-        survivors.push(super::connect(&m.url, tls).await?);
-    }
+    let old_term = members.iter().map(|(m, _)| m.term).max().unwrap_or(0);
+    let survivors = members
+        .into_iter()
+        .filter(|(m, _)| m.id != leader)
+        .map(|(_, channel)| channel)
+        .collect();
     Ok(Before {
         stopped,
         leader,
