@@ -59,6 +59,26 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
+impl Error {
+    /// The API server refused a write made over an older version of the
+    /// object (409 Conflict): another write came first. Not a failure to
+    /// report; the next reconcile starts from the newer version.
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            Error::Kube {
+                source: kube::Error::Api(status),
+                ..
+            } => status.code == 409,
+            Error::Finalizer(err) => match err.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(inner)
+                | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner.is_conflict(),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
 /// An API call's error as ours, saying what was being done.
 pub(crate) fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
     let what = what.into();

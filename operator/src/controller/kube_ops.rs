@@ -126,18 +126,41 @@ impl KubeOps {
         publish(&self.recorder, &self.reference, type_, reason, note).await;
     }
 
-    /// Merges `status` into the RaftCluster's status subresource.
-    pub async fn write_status<S: Serialize>(&self, status: &S) -> Result<(), Error> {
+    /// Merges `status` into the RaftCluster's status subresource, only over
+    /// `read_version` (the resourceVersion the reconcile planned from): a
+    /// newer write of anyone else's makes the API server refuse this one
+    /// (409 Conflict, see [`Error::is_conflict`]) instead of being merged
+    /// over, since status is the only record of recovery steps taken.
+    pub async fn write_status<S: Serialize>(
+        &self,
+        status: &S,
+        read_version: Option<&str>,
+    ) -> Result<(), Error> {
+        let mut patch = serde_json::json!({ "status": status });
+        if let Some(version) = read_version {
+            patch["metadata"] = serde_json::json!({ "resourceVersion": version });
+        }
         self.api::<RaftCluster>()
             .patch_status(
                 &self.names.cluster,
                 &PatchParams::default(),
-                &Patch::Merge(serde_json::json!({ "status": status })),
+                &Patch::Merge(patch),
             )
             .await
             .map_err(kube_err("writing status"))?;
         Ok(())
     }
+}
+
+/// The RaftCluster as the API server has it now (a quorum read), or None if
+/// it is gone. The controller's watch cache can lag a status this operator
+/// wrote a moment ago; a reconcile plans from this instead.
+pub async fn read_current(client: &Client, rc: &RaftCluster) -> Result<Option<RaftCluster>, Error> {
+    let ns = rc.namespace().unwrap_or_else(|| "default".to_string());
+    Api::<RaftCluster>::namespaced(client.clone(), &ns)
+        .get_opt(&rc.name_any())
+        .await
+        .map_err(kube_err("reading the RaftCluster"))
 }
 
 /// Events are for humans: failing to publish one must not fail the reconcile.

@@ -65,7 +65,9 @@ pub async fn reconcile<M: MemberApi>(
             Finalizer::Apply(rc) => {
                 let result = apply(&rc, &ctx).await;
                 if let Err(err @ Error::Kube { .. }) = &result {
-                    report::report_failure(&rc, &ctx, err).await;
+                    if !err.is_conflict() {
+                        report::report_failure(&rc, &ctx, err).await;
+                    }
                 }
                 result
             }
@@ -76,9 +78,16 @@ pub async fn reconcile<M: MemberApi>(
     .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
-/// The phases of one reconcile, in order.
-async fn apply<M: MemberApi>(rc: &RaftCluster, ctx: &Context<M>) -> Result<Action, Error> {
-    let r = Reconciler::new(rc, ctx)?;
+/// The phases of one reconcile, in order. They start from the RaftCluster
+/// as the API server has it, not as the watch cache handed it over: the cache
+/// can lag a status written a moment ago, and planning from an older status
+/// would repeat recovery steps it records (issue 18, item 7). Status is then
+/// written only over that same version.
+async fn apply<M: MemberApi>(cached: &RaftCluster, ctx: &Context<M>) -> Result<Action, Error> {
+    let Some(rc) = kube_ops::read_current(&ctx.client, cached).await? else {
+        return Ok(Action::await_change());
+    };
+    let r = Reconciler::new(&rc, ctx)?;
     let replicas = r.apply_owned_objects().await?;
     let observed = r.observe(replicas).await?;
     // Solo recovery first: while it resets members or runs RecoverSolo, it
@@ -134,12 +143,19 @@ async fn cleanup<M: MemberApi>(rc: &RaftCluster, ctx: &Context<M>) -> Result<Act
     Ok(Action::await_change())
 }
 
-/// Log, count, retry later.
+/// Requeue after a status write lost a race: at once, from the newer version.
+pub const REQUEUE_CONFLICT: Duration = Duration::from_millis(200);
+
+/// Log, count, retry later; a lost race is retried at once, not counted.
 pub fn error_policy<M: MemberApi>(
     rc: Arc<RaftCluster>,
     error: &Error,
     ctx: Arc<Context<M>>,
 ) -> Action {
+    if error.is_conflict() {
+        tracing::info!(cluster = %rc.name_any(), error = %error, "lost a race; reconciling again");
+        return Action::requeue(REQUEUE_CONFLICT);
+    }
     tracing::warn!(cluster = %rc.name_any(), error = %error, "reconcile failed");
     ctx.metrics.reconcile_errors.inc();
     Action::requeue(Duration::from_secs(10))

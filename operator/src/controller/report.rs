@@ -64,7 +64,9 @@ impl<M: MemberApi> Reconciler<'_, M> {
                 },
             ],
         });
-        self.kube.write_status(&status).await
+        self.kube
+            .write_status(&status, rc.metadata.resource_version.as_deref())
+            .await
     }
 }
 

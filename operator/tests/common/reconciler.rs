@@ -248,12 +248,27 @@ pub async fn run(
 }
 
 /// [`run`], then `check` what the fake members were asked.
+///
+/// A reconcile that gets to its phases (the finalizer is on, no deletion)
+/// first reads the RaftCluster afresh: that read is answered with `rc` and
+/// left out of what is returned, so `script` and the indices into the
+/// returned requests start at the first phase.
 pub async fn run_with(
     rc: RaftCluster,
     fake: FakeMembers,
-    script: Vec<Expect>,
+    mut script: Vec<Expect>,
     check: impl FnOnce(&FakeMembers),
 ) -> (Action, Vec<Seen>, Vec<Step>) {
+    let applies = rc.metadata.deletion_timestamp.is_none()
+        && rc
+            .metadata
+            .finalizers
+            .as_ref()
+            .is_some_and(|f| f.iter().any(|f| f == FINALIZER));
+    if applies {
+        let current = Reply::Json(serde_json::to_value(&rc).unwrap());
+        script.insert(0, expect("GET", RC, current));
+    }
     let (client, handle) = mock_client();
     let server = serve(handle, script);
     let ctx = Arc::new(Context {
@@ -272,7 +287,14 @@ pub async fn run_with(
     .await
     .expect("reconcile finished")
     .expect("reconcile succeeded");
-    let seen = server.await.expect("server task");
+    let mut seen = server.await.expect("server task");
+    if applies {
+        let read = seen.remove(0);
+        assert_eq!(
+            read.method, "GET",
+            "the reconcile first reads the RaftCluster"
+        );
+    }
     check(&ctx.members);
     let executed = ctx.members.executed.lock().unwrap().clone();
     (action, seen, executed)
