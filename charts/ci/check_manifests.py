@@ -34,6 +34,9 @@ OPERATOR_CALLS = {
     # controller.rs reconcile(): kube::runtime::finalizer adds and removes the
     # finalizer with a JSON patch.
     ("raftkv.io", "raftclusters", "patch"),
+    # controller/mod.rs apply(): kube_ops::read_current gets the RaftCluster
+    # afresh (the watch cache can lag a status write).
+    ("raftkv.io", "raftclusters", "get"),
     # controller.rs apply(): api.patch_status (merge patch of .status).
     ("raftkv.io", "raftclusters/status", "patch"),
     # controller.rs run(): .owns(Api::<StatefulSet>::all) lists and watches.
@@ -58,8 +61,13 @@ OPERATOR_CALLS = {
     ("", "persistentvolumeclaims", "list"),
     # controller.rs delete_volume(): pvcs.delete.
     ("", "persistentvolumeclaims", "delete"),
+    # controller/volumes.rs expand_volumes(): kube_ops expand_volume patches a claim's request.
+    ("", "persistentvolumeclaims", "patch"),
     # controller.rs reset_member(): pods.delete.
     ("", "pods", "delete"),
+    # controller/recovery.rs recover(): kube_ops ready_pods lists them (only
+    # while spec.recovery.solo is set).
+    ("", "pods", "list"),
     # controller.rs publish(): kube::runtime::events::Recorder::publish creates an
     # events.k8s.io/v1 Event, and patches it into a series when it repeats.
     ("events.k8s.io", "events", "create"),

@@ -9,7 +9,7 @@
 use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 pub use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::{CustomResource, CustomResourceExt};
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -168,14 +168,36 @@ pub struct RestoreSpec {
 }
 
 /// Persistent storage of each member.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+///
+/// The API server refuses what cannot be done to existing volumes (CEL rules,
+/// checked on every update): they cannot shrink, and cannot move to another
+/// class. A bigger size is done by expanding each volume (see
+/// [`crate::volumes`]).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "!isQuantity(self.size) || !isQuantity(oldSelf.size) || \
+     quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0"
+).message("storage.size cannot shrink: a volume can only grow"))]
+#[x_kube(validation = Rule::new(
+    "(has(self.storageClassName) ? self.storageClassName : '') == \
+     (has(oldSelf.storageClassName) ? oldSelf.storageClassName : '')"
+).message(
+    "storage.storageClassName cannot change: volumes cannot move to another class \
+     (create a RaftCluster in the new class and restore a backup into it)"
+))]
 pub struct StorageSpec {
-    /// Size of each member's volume, e.g. `10Gi`. Default `1Gi`.
+    /// Size of each member's volume, e.g. `10Gi`. Default `1Gi`. May grow
+    /// (the volumes are expanded where their StorageClass allows it), never shrink.
     #[serde(default = "default_storage_size")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("isQuantity(self)")
+        .message("storage.size must be a quantity, e.g. 10Gi"))]
     pub size: String,
     /// StorageClass of the volumes; the cluster's default class when unset.
+    /// Cannot change once set (or unset) at creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub storage_class_name: Option<String>,
 }
 

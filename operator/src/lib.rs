@@ -13,7 +13,8 @@
 //!   what was observed, the next step) and an executor (the member calls that
 //!   carry a step out).
 //! - [`status`]: what the controller writes back; [`resources`]: the owned
-//!   Kubernetes objects, pure functions of the resource.
+//!   Kubernetes objects, pure functions of the resource; [`volumes`]: which
+//!   member volumes to expand when `spec.storage.size` grows.
 //! - [`crd`]: the resource's spec and status (the CRD YAML is generated from it);
 //!   [`naming`]: names, DNS names and member ids shared by everything else;
 //!   [`metrics`].
@@ -28,6 +29,7 @@ pub mod recovery;
 pub mod resources;
 pub mod snapshots;
 pub mod status;
+pub mod volumes;
 
 use membership::executor::ExecError;
 use membership::Step;

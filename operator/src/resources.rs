@@ -4,9 +4,11 @@
 //! these return. Keeping them pure is what lets tests check every flag, probe,
 //! volume, label and owner reference without a cluster.
 //!
-//! The one input that is not in the RaftCluster is the StatefulSet's replica
-//! count: the membership planner owns it (it moves one pod at a time, and only
-//! after the Raft membership allows), so the controller passes it in.
+//! Two inputs are not in the RaftCluster, so the controller passes them in: the
+//! StatefulSet's replica count (the membership planner owns it: it moves one
+//! pod at a time, and only after the Raft membership allows), and its volume
+//! claim template once it exists ([`ClaimTemplate`]: Kubernetes refuses any
+//! change to it).
 
 use crate::crd::RaftCluster;
 use crate::naming::{
@@ -249,7 +251,51 @@ fn member_container(rc: &RaftCluster, names: &ClusterNames) -> Container {
     }
 }
 
-fn data_claim(rc: &RaftCluster, owned: &Owned) -> PersistentVolumeClaim {
+/// The size and class of the StatefulSet's data volume claim template. The
+/// API server refuses to change a StatefulSet's claim templates, so once the
+/// StatefulSet exists this stays what it was created with; a bigger
+/// `spec.storage.size` reaches the volumes by expanding each claim instead
+/// (see [`crate::volumes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimTemplate {
+    pub size: String,
+    pub storage_class_name: Option<String>,
+}
+
+impl ClaimTemplate {
+    /// For a StatefulSet about to be created: what the spec asks for.
+    pub fn of_spec(rc: &RaftCluster) -> ClaimTemplate {
+        ClaimTemplate {
+            size: rc.spec.storage.size.clone(),
+            storage_class_name: rc.spec.storage.storage_class_name.clone(),
+        }
+    }
+
+    /// What an existing StatefulSet's data claim template holds, if it has one.
+    pub fn of_statefulset(sts: &StatefulSet) -> Option<ClaimTemplate> {
+        let claim = sts
+            .spec
+            .as_ref()?
+            .volume_claim_templates
+            .as_ref()?
+            .iter()
+            .find(|c| c.metadata.name.as_deref() == Some(DATA_VOLUME))?;
+        let spec = claim.spec.as_ref()?;
+        Some(ClaimTemplate {
+            size: spec
+                .resources
+                .as_ref()?
+                .requests
+                .as_ref()?
+                .get("storage")?
+                .0
+                .clone(),
+            storage_class_name: spec.storage_class_name.clone(),
+        })
+    }
+}
+
+fn data_claim(owned: &Owned, template: &ClaimTemplate) -> PersistentVolumeClaim {
     PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some(DATA_VOLUME.to_string()),
@@ -258,11 +304,11 @@ fn data_claim(rc: &RaftCluster, owned: &Owned) -> PersistentVolumeClaim {
         },
         spec: Some(PersistentVolumeClaimSpec {
             access_modes: Some(vec!["ReadWriteOnce".to_string()]),
-            storage_class_name: rc.spec.storage.storage_class_name.clone(),
+            storage_class_name: template.storage_class_name.clone(),
             resources: Some(VolumeResourceRequirements {
                 requests: Some(BTreeMap::from([(
                     "storage".to_string(),
-                    Quantity(rc.spec.storage.size.clone()),
+                    Quantity(template.size.clone()),
                 )])),
                 ..VolumeResourceRequirements::default()
             }),
@@ -273,8 +319,14 @@ fn data_claim(rc: &RaftCluster, owned: &Owned) -> PersistentVolumeClaim {
 }
 
 /// The StatefulSet running one member per pod, with `replicas` pods (decided by
-/// the membership planner, never directly by the spec).
-pub fn statefulset(rc: &RaftCluster, owned: &Owned, replicas: i32) -> StatefulSet {
+/// the membership planner, never directly by the spec) and `claims` as its
+/// volume claim template.
+pub fn statefulset(
+    rc: &RaftCluster,
+    owned: &Owned,
+    replicas: i32,
+    claims: &ClaimTemplate,
+) -> StatefulSet {
     let overrides = rc.spec.pod_template.clone().unwrap_or_default();
     // The user's labels first, so the operator's (which the selector needs) win.
     let mut pod_labels = overrides.labels.clone();
@@ -344,7 +396,7 @@ pub fn statefulset(rc: &RaftCluster, owned: &Owned, replicas: i32) -> StatefulSe
                     ..PodSpec::default()
                 }),
             },
-            volume_claim_templates: Some(vec![data_claim(rc, owned)]),
+            volume_claim_templates: Some(vec![data_claim(owned, claims)]),
             ..StatefulSetSpec::default()
         }),
         ..StatefulSet::default()

@@ -152,18 +152,19 @@ async fn an_invalid_schedule_is_a_condition_and_a_warning_not_a_crash_loop() {
 async fn solo_recovery_on_a_healthy_quorum_is_refused_once_per_generation() {
     let rc = with_recovery(initialized(raft_cluster("demo", 3)), 2);
     let mut script = preamble(Some(3), &[0, 1, 2]);
+    script.push(pods_list(&[0, 1, 2]));
     script.extend([expect("POST", EVENTS, Reply::Echo), status_patch(&rc)]);
     let (_, seen, executed) = run_with(rc.clone(), members(&[1, 2, 3], &[]), script, |fake| {
         assert!(fake.solo.lock().unwrap().is_empty());
     })
     .await;
     assert!(executed.is_empty(), "nothing changes: {executed:?}");
-    assert_eq!(seen[6].body["reason"], "SoloRecovery");
-    assert_eq!(seen[6].body["type"], "Warning");
-    let status = status_of(&seen[7].body);
+    assert_eq!(seen[7].body["reason"], "SoloRecovery");
+    assert_eq!(seen[7].body["type"], "Warning");
+    let status = status_of(&seen[8].body);
     assert_eq!(status["recovery"]["phase"], "Refused");
     assert_eq!(status["recovery"]["generation"], 2);
-    let cond = condition(&seen[7].body, "SoloRecovery");
+    let cond = condition(&seen[8].body, "SoloRecovery");
     assert_eq!(cond["status"], "False");
     assert_eq!(cond["reason"], "QuorumNotLost");
     assert!(cond["message"]
@@ -176,25 +177,27 @@ async fn solo_recovery_on_a_healthy_quorum_is_refused_once_per_generation() {
     let mut again = rc;
     again.status = serde_json::from_value(status.clone()).unwrap();
     let mut script = preamble(Some(3), &[0, 1, 2]);
+    script.push(pods_list(&[0, 1, 2]));
     script.push(status_patch(&again));
     let (_, seen, _) = run_with(again, members(&[1, 2, 3], &[]), script, |_| {}).await;
-    let cond = condition(&seen[6].body, "SoloRecovery");
+    let cond = condition(&seen[7].body, "SoloRecovery");
     assert_eq!(cond["reason"], "QuorumNotLost");
-    assert_eq!(status_of(&seen[6].body)["recovery"]["phase"], "Refused");
+    assert_eq!(status_of(&seen[7].body)["recovery"]["phase"], "Refused");
 }
 
 #[tokio::test]
 async fn lost_quorum_is_recorded_before_anything_is_deleted() {
     let rc = with_recovery(initialized(raft_cluster("demo", 3)), 2);
     let mut script = preamble(Some(3), &[0, 1, 2]);
+    script.push(pods_list(&[]));
     script.extend([expect("POST", EVENTS, Reply::Echo), status_patch(&rc)]);
     let (_, seen, executed) = run_with(rc, survivor_only(), script, |_| {}).await;
     assert!(executed.is_empty());
-    let status = status_of(&seen[7].body);
+    let status = status_of(&seen[8].body);
     assert_eq!(status["recovery"]["phase"], "ResettingOthers");
     assert_eq!(status["recovery"]["member"], 0);
     assert_eq!(status["phase"], "Recovering");
-    assert_eq!(condition(&seen[7].body, "SoloRecovery")["status"], "True");
+    assert_eq!(condition(&seen[8].body, "SoloRecovery")["status"], "True");
 }
 
 #[tokio::test]
@@ -204,6 +207,7 @@ async fn a_restarted_operator_resumes_resetting_where_status_says() {
         Some(recovery_status(RecoveryPhase::ResettingOthers, vec![1]));
     let ok = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"});
     let mut script = preamble(Some(3), &[0, 1, 2]);
+    script.push(pods_list(&[]));
     script.extend([
         expect(
             "DELETE",
@@ -219,7 +223,7 @@ async fn a_restarted_operator_resumes_resetting_where_status_says() {
         executed.is_empty(),
         "the membership planner waits: {executed:?}"
     );
-    let status = status_of(&seen[9].body);
+    let status = status_of(&seen[10].body);
     assert_eq!(status["recovery"]["reset"], json!([1, 2]));
     assert_eq!(status["recovery"]["phase"], "ResettingOthers");
 }
@@ -232,12 +236,13 @@ async fn recover_solo_is_sent_once_then_the_cluster_grows_back() {
     let mut fake = survivor_only();
     fake.observation.reports.insert(1, ready(2, Role::Other, 0));
     let mut script = preamble(Some(3), &[0, 1, 2]);
+    script.push(pods_list(&[]));
     script.extend([expect("POST", EVENTS, Reply::Echo), status_patch(&rc)]);
     let (_, seen, _) = run_with(rc.clone(), fake, script, |fake| {
         assert_eq!(*fake.solo.lock().unwrap(), vec![0]);
     })
     .await;
-    let status = status_of(&seen[7].body).clone();
+    let status = status_of(&seen[8].body).clone();
     assert_eq!(status["recovery"]["phase"], "Growing");
     assert!(status["recovery"]["message"]
         .as_str()
@@ -250,13 +255,14 @@ async fn recover_solo_is_sent_once_then_the_cluster_grows_back() {
     let mut fake = members(&[1], &[2, 3]);
     fake.observation.reports.get_mut(&0).unwrap().epoch = 1;
     let mut script = preamble(Some(3), &[0, 1, 2]);
+    script.push(pods_list(&[]));
     script.extend([expect("POST", EVENTS, Reply::Echo), status_patch(&growing)]);
     let (_, seen, executed) = run_with(growing.clone(), fake, script, |fake| {
         assert!(fake.solo.lock().unwrap().is_empty(), "not sent again");
     })
     .await;
     assert_eq!(executed, vec![Step::AddLearner { id: 2, ordinal: 1 }]);
-    assert_eq!(status_of(&seen[7].body)["recovery"]["phase"], "Growing");
+    assert_eq!(status_of(&seen[8].body)["recovery"]["phase"], "Growing");
 
     // Converged: Completed.
     let mut fake = members(&[1, 2, 3], &[]);
@@ -270,13 +276,14 @@ async fn recover_solo_is_sent_once_then_the_cluster_grows_back() {
             .collect(),
     );
     let mut script = preamble(Some(3), &[0, 1, 2]);
+    script.push(pods_list(&[]));
     script.extend([expect("POST", EVENTS, Reply::Echo), status_patch(&growing)]);
     let (_, seen, _) = run_with(growing, fake, script, |_| {}).await;
-    let status = status_of(&seen[7].body);
+    let status = status_of(&seen[8].body);
     assert_eq!(status["recovery"]["phase"], "Completed");
     assert_eq!(status["phase"], "Running");
     assert_eq!(
-        condition(&seen[7].body, "SoloRecovery")["reason"],
+        condition(&seen[8].body, "SoloRecovery")["reason"],
         "Completed"
     );
 }

@@ -9,6 +9,7 @@ use raftkv_operator::recovery::{
     plan_recovery, record, RecoveryInput, RecoveryPlan, RecoveryRefusal, RecoveryStep, RecoveryWait,
 };
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 const CLUSTER: u64 = 0xc1;
@@ -79,6 +80,7 @@ fn plan(
         observed: o,
         known_voters: &[1, 2, 3],
         leaderless_threshold: THRESHOLD,
+        ready_pods: &BTreeSet::new(),
     })
 }
 
@@ -133,6 +135,41 @@ fn a_healthy_quorum_refuses_once_per_generation() {
     // An edited spec (new generation) is evaluated afresh.
     assert!(matches!(
         plan(&lost, Some(&request), Some(&status), 5),
+        RecoveryPlan::Act(RecoveryStep::Begin { member: 0, .. })
+    ));
+}
+
+#[test]
+fn a_member_kubernetes_sees_ready_is_not_lost_however_unreachable() {
+    // The operator reaches only pod 0, leaderless for long: on its own that
+    // proves quorum lost. But Kubernetes reports pods 1 and 2 Ready: the
+    // operator and pod 0 may be the minority side of a partition, with the
+    // majority serving on the other. Resetting 1 and 2 would lose its data.
+    let request = auto();
+    let o = observed(3, vec![(0, member(1, Role::Candidate, 10, LONG))]);
+    let with_ready = |ready: &[u32]| {
+        let ready: BTreeSet<u32> = ready.iter().copied().collect();
+        plan_recovery(&RecoveryInput {
+            request: Some(&request),
+            generation: 1,
+            status: None,
+            observed: &o,
+            known_voters: &[1, 2, 3],
+            leaderless_threshold: THRESHOLD,
+            ready_pods: &ready,
+        })
+    };
+    assert_eq!(
+        with_ready(&[1, 2]),
+        RecoveryPlan::Wait(RecoveryWait::UnreachableButReady { ordinal: 1 })
+    );
+    assert_eq!(
+        with_ready(&[0, 2]),
+        RecoveryPlan::Wait(RecoveryWait::UnreachableButReady { ordinal: 2 })
+    );
+    // Pod 0 Ready changes nothing (it answers); 1 and 2 not Ready: lost.
+    assert!(matches!(
+        with_ready(&[0]),
         RecoveryPlan::Act(RecoveryStep::Begin { member: 0, .. })
     ));
 }
@@ -219,6 +256,7 @@ fn auto_picks_the_highest_applied_index_and_an_ordinal_is_checked() {
                 observed: &o,
                 known_voters: &[1, 2, 3, 4, 5],
                 leaderless_threshold: THRESHOLD,
+                ready_pods: &BTreeSet::new(),
             })
         }
     };

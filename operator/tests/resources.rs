@@ -6,7 +6,8 @@ use common::{raft_cluster, UID};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use raftkv_operator::crd::PodTemplateOverrides;
 use raftkv_operator::resources::{
-    client_service, member_command, peer_service, pod_disruption_budget, statefulset, Owned,
+    client_service, member_command, peer_service, pod_disruption_budget, statefulset,
+    ClaimTemplate, Owned,
 };
 use std::collections::BTreeMap;
 
@@ -22,7 +23,7 @@ fn every_object_is_owned_by_the_raftcluster_and_labelled() {
         peer_service(&owned).metadata,
         client_service(&owned).metadata,
         pod_disruption_budget(&owned, 3).metadata,
-        statefulset(&rc, &owned, 1).metadata,
+        statefulset(&rc, &owned, 1, &ClaimTemplate::of_spec(&rc)).metadata,
     ];
     for meta in metas {
         let refs = meta.owner_references.expect("owner references");
@@ -132,11 +133,34 @@ fn the_member_command_computes_the_id_from_the_pod_name() {
 }
 
 #[test]
+fn an_existing_statefulset_keeps_the_claim_template_it_was_created_with() {
+    let mut rc = raft_cluster("demo", 3);
+    rc.spec.storage.size = "2Gi".to_string();
+    let owned = Owned::of(&rc).unwrap();
+    let created = statefulset(&rc, &owned, 3, &ClaimTemplate::of_spec(&rc));
+    let kept = ClaimTemplate::of_statefulset(&created).expect("a data claim template");
+    assert_eq!(kept, ClaimTemplate::of_spec(&rc));
+    // The user asks for more: the template stays (the API server would
+    // refuse the whole StatefulSet otherwise); the claims are expanded.
+    rc.spec.storage.size = "3Gi".to_string();
+    let reapplied = statefulset(&rc, &owned, 3, &kept);
+    assert_eq!(
+        reapplied.spec.unwrap().volume_claim_templates,
+        created.spec.unwrap().volume_claim_templates
+    );
+}
+
+#[test]
 fn statefulset_has_probes_volume_retention_and_replicas_from_the_planner() {
     let mut rc = raft_cluster("demo", 5);
     rc.spec.storage.size = "10Gi".to_string();
     rc.spec.storage.storage_class_name = Some("fast".to_string());
-    let sts = statefulset(&rc, &Owned::of(&rc).unwrap(), 2);
+    let sts = statefulset(
+        &rc,
+        &Owned::of(&rc).unwrap(),
+        2,
+        &ClaimTemplate::of_spec(&rc),
+    );
     let spec = sts.spec.unwrap();
     assert_eq!(
         spec.replicas,
@@ -208,7 +232,12 @@ fn pod_template_overrides_are_applied_but_cannot_break_the_selector() {
         node_selector: BTreeMap::from([("disk".to_string(), "ssd".to_string())]),
         ..PodTemplateOverrides::default()
     });
-    let sts = statefulset(&rc, &Owned::of(&rc).unwrap(), 3);
+    let sts = statefulset(
+        &rc,
+        &Owned::of(&rc).unwrap(),
+        3,
+        &ClaimTemplate::of_spec(&rc),
+    );
     let template = sts.spec.unwrap().template;
     let meta = template.metadata.unwrap();
     let labels = meta.labels.unwrap();
@@ -221,7 +250,12 @@ fn pod_template_overrides_are_applied_but_cannot_break_the_selector() {
 #[test]
 fn member_pods_run_as_the_image_user_and_own_their_volume() {
     let rc = raft_cluster("demo", 3);
-    let sts = raftkv_operator::resources::statefulset(&rc, &owned("demo"), 3);
+    let sts = raftkv_operator::resources::statefulset(
+        &rc,
+        &owned("demo"),
+        3,
+        &ClaimTemplate::of_spec(&rc),
+    );
     let pod = sts.spec.unwrap().template.spec.unwrap();
     let ctx = pod.security_context.expect("a pod security context");
     assert_eq!(ctx.run_as_non_root, Some(true));
@@ -239,7 +273,7 @@ fn member_pods_run_as_the_image_user_and_own_their_volume() {
 #[test]
 fn a_shared_backup_claim_is_mounted_and_passed_as_the_backup_dir() {
     let mut rc = raft_cluster("demo", 3);
-    let plain = statefulset(&rc, &owned("demo"), 3);
+    let plain = statefulset(&rc, &owned("demo"), 3, &ClaimTemplate::of_spec(&rc));
     let plain_pod = plain.spec.unwrap().template.spec.unwrap();
     assert!(
         plain_pod.volumes.is_none(),
@@ -254,7 +288,7 @@ fn a_shared_backup_claim_is_mounted_and_passed_as_the_backup_dir() {
         }))
         .unwrap(),
     );
-    let pod = statefulset(&rc, &owned("demo"), 3)
+    let pod = statefulset(&rc, &owned("demo"), 3, &ClaimTemplate::of_spec(&rc))
         .spec
         .unwrap()
         .template

@@ -5,16 +5,18 @@
 
 use crate::crd::RaftCluster;
 use crate::naming::{ClusterNames, DATA_VOLUME, MANAGER};
+use crate::volumes::ClaimSize;
 use crate::{kube_err, Error};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim, Pod};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 
 /// One RaftCluster's objects, as the API server has them.
@@ -63,34 +65,80 @@ impl KubeOps {
         Ok(())
     }
 
-    /// The StatefulSet's replica count, if the StatefulSet exists.
-    pub async fn statefulset_replicas(&self) -> Result<Option<u32>, Error> {
-        let current = self
-            .api::<StatefulSet>()
+    /// The StatefulSet, if it exists.
+    pub async fn statefulset(&self) -> Result<Option<StatefulSet>, Error> {
+        self.api::<StatefulSet>()
             .get_opt(&self.names.statefulset())
             .await
-            .map_err(kube_err("reading the StatefulSet"))?;
-        Ok(current
-            .as_ref()
-            .and_then(|s| s.spec.as_ref())
-            .and_then(|s| s.replicas)
-            .map(|r| r.max(0) as u32))
+            .map_err(kube_err("reading the StatefulSet"))
     }
 
-    /// Ordinals whose data volume exists and is not being deleted.
-    pub async fn live_volumes(&self) -> Result<BTreeSet<u32>, Error> {
+    /// The member volumes that exist and are not being deleted, by ordinal,
+    /// with what each asks for and has.
+    pub async fn data_claims(&self) -> Result<BTreeMap<u32, ClaimSize>, Error> {
         let claims = self
             .api::<PersistentVolumeClaim>()
             .list(&ListParams::default().labels(&self.names.selector_string()))
             .await
             .map_err(kube_err("listing volumes"))?;
         let prefix = format!("{DATA_VOLUME}-{}-", self.names.statefulset());
+        let storage = |list: Option<&BTreeMap<String, Quantity>>| {
+            list.and_then(|l| l.get("storage")).map(|q| q.0.clone())
+        };
         Ok(claims
             .items
             .iter()
             .filter(|c| c.metadata.deletion_timestamp.is_none())
-            .filter_map(|c| c.name_any().strip_prefix(&prefix)?.parse::<u32>().ok())
+            .filter_map(|c| {
+                let ordinal = c.name_any().strip_prefix(&prefix)?.parse::<u32>().ok()?;
+                let size = ClaimSize {
+                    requested: storage(
+                        c.spec
+                            .as_ref()
+                            .and_then(|s| s.resources.as_ref())
+                            .and_then(|r| r.requests.as_ref()),
+                    ),
+                    capacity: storage(c.status.as_ref().and_then(|s| s.capacity.as_ref())),
+                };
+                Some((ordinal, size))
+            })
             .collect())
+    }
+
+    /// Ordinals whose pod Kubernetes reports Ready (and is not being deleted).
+    pub async fn ready_pods(&self) -> Result<BTreeSet<u32>, Error> {
+        let pods = self
+            .api::<Pod>()
+            .list(&ListParams::default().labels(&self.names.selector_string()))
+            .await
+            .map_err(kube_err("listing pods"))?;
+        let prefix = format!("{}-", self.names.statefulset());
+        let ready = |pod: &Pod| {
+            pod.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        };
+        Ok(pods
+            .items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none() && ready(p))
+            .filter_map(|p| p.name_any().strip_prefix(&prefix)?.parse::<u32>().ok())
+            .collect())
+    }
+
+    /// Raises the data volume claim of `ordinal` to `size`; Kubernetes
+    /// expands the volume where its StorageClass allows (else refuses).
+    pub async fn expand_volume(&self, ordinal: u32, size: &str) -> Result<(), Error> {
+        let name = self.names.pvc(ordinal);
+        let patch = serde_json::json!({
+            "spec": { "resources": { "requests": { "storage": size } } }
+        });
+        self.api::<PersistentVolumeClaim>()
+            .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map_err(kube_err(format!("expanding volume {name} to {size}")))?;
+        Ok(())
     }
 
     /// Deletes the data volume of `ordinal` (gone already is fine).

@@ -4,11 +4,12 @@
 //! [`Reconciler`](reconciler::Reconciler) that holds what they share: make
 //! sure the owned objects exist (server-side apply), observe the StatefulSet,
 //! the volumes and the members, let solo recovery act if it was asked for,
-//! carry out at most one membership step, take a backup that is due, write
-//! status, and requeue soon while a change is in flight.
+//! carry out at most one membership step, expand volumes that ask for less
+//! than the spec, take a backup that is due, write status, and requeue soon
+//! while a change is in flight.
 //!
 //! Deciding is never done here: the planners of [`crate::membership`],
-//! [`crate::recovery`] and [`crate::snapshots`] are pure functions of what
+//! [`crate::recovery`], [`crate::snapshots`] and [`crate::volumes`] are pure functions of what
 //! was observed; this module calls them and carries their steps out.
 
 mod backups;
@@ -17,6 +18,7 @@ mod kube_ops;
 mod reconciler;
 mod recovery;
 mod report;
+mod volumes;
 
 pub use crate::members::{LiveMembers, MemberApi};
 pub use crate::Error;
@@ -88,8 +90,8 @@ async fn apply<M: MemberApi>(cached: &RaftCluster, ctx: &Context<M>) -> Result<A
         return Ok(Action::await_change());
     };
     let r = Reconciler::new(&rc, ctx)?;
-    let replicas = r.apply_owned_objects().await?;
-    let observed = r.observe(replicas).await?;
+    let sts = r.apply_owned_objects().await?;
+    let (observed, claims) = r.observe(sts.replicas).await?;
     // Solo recovery first: while it resets members or runs RecoverSolo, it
     // owns them and the membership planner waits.
     let mut recovery = r.recover(&observed).await;
@@ -97,10 +99,11 @@ async fn apply<M: MemberApi>(cached: &RaftCluster, ctx: &Context<M>) -> Result<A
     tracing::info!(cluster = %r.owned.names.cluster, plan = ?plan, "planned");
     r.finish_recovery(&plan, &mut recovery).await;
     let step = r
-        .step_membership(&plan, &observed, recovery.holds_members())
+        .step_membership(&plan, &observed, recovery.holds_members(), &sts)
         .await;
+    let expansion = r.expand_volumes(&claims).await;
     let backups = r.back_up(&observed, recovery.holds_members()).await;
-    r.write_status(&observed, &plan, &step, &recovery, &backups)
+    r.write_status(&observed, &plan, &step, &recovery, &backups, &expansion)
         .await?;
     if let Some(err) = step.failure.or(recovery.error) {
         return Err(err);

@@ -10,14 +10,16 @@ use crate::crd::{RaftCluster, RaftClusterStatus};
 use crate::members::MemberApi;
 use crate::membership::executor::Outcome;
 use crate::membership::{Observed, Plan, Step};
-use crate::resources::{self, Owned};
+use crate::resources::{self, ClaimTemplate, Owned};
 use crate::status::step_reason;
+use crate::volumes::ClaimSize;
 use crate::Error;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::events::EventType;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// One reconcile's state; each phase is a method.
@@ -29,6 +31,14 @@ pub struct Reconciler<'a, M: MemberApi> {
     /// The RaftCluster's uid: members refuse membership calls without it.
     pub token: String,
     pub now: Timestamp,
+}
+
+/// The StatefulSet as this reconcile keeps it.
+pub struct StatefulSetNow {
+    /// Its replica count (the planner's, or re-created from status).
+    pub replicas: u32,
+    /// Its volume claim template: fixed once it exists.
+    pub claims: ClaimTemplate,
 }
 
 /// What the membership step of one reconcile did.
@@ -60,9 +70,9 @@ impl<'a, M: MemberApi> Reconciler<'a, M> {
     }
 
     /// Makes sure the owned objects exist and match the spec (server-side
-    /// apply); the StatefulSet keeps the replica count the planner gave it.
-    /// Returns that count.
-    pub async fn apply_owned_objects(&self) -> Result<u32, Error> {
+    /// apply); the StatefulSet keeps the replica count the planner gave it
+    /// and the claim template it was created with. Returns both.
+    pub async fn apply_owned_objects(&self) -> Result<StatefulSetNow, Error> {
         let names = &self.owned.names;
         self.kube
             .apply::<Service>(&names.peer_service(), &resources::peer_service(&self.owned))
@@ -73,10 +83,16 @@ impl<'a, M: MemberApi> Reconciler<'a, M> {
                 &resources::client_service(&self.owned),
             )
             .await?;
-        let replicas = match self.kube.statefulset_replicas().await? {
-            Some(replicas) => replicas,
+        let found = self.kube.statefulset().await?;
+        let replicas = match found.as_ref().and_then(|s| s.spec.as_ref()?.replicas) {
+            Some(replicas) => replicas.max(0) as u32,
             None => replicas_to_recreate(self.rc.status.as_ref()),
         };
+        let claims = found
+            .as_ref()
+            .and_then(ClaimTemplate::of_statefulset)
+            .unwrap_or_else(|| ClaimTemplate::of_spec(self.rc));
+        let sts = StatefulSetNow { replicas, claims };
         let members = replicas.max(self.rc.spec.replicas.max(0) as u32);
         self.kube
             .apply::<PodDisruptionBudget>(
@@ -84,32 +100,37 @@ impl<'a, M: MemberApi> Reconciler<'a, M> {
                 &resources::pod_disruption_budget(&self.owned, members),
             )
             .await?;
-        self.scale_statefulset(replicas).await?;
-        Ok(replicas)
+        self.scale_statefulset(&sts, replicas).await?;
+        Ok(sts)
     }
 
-    async fn scale_statefulset(&self, replicas: u32) -> Result<(), Error> {
+    async fn scale_statefulset(&self, sts: &StatefulSetNow, replicas: u32) -> Result<(), Error> {
         self.kube
             .apply::<StatefulSet>(
                 &self.owned.names.statefulset(),
-                &resources::statefulset(self.rc, &self.owned, replicas as i32),
+                &resources::statefulset(self.rc, &self.owned, replicas as i32, &sts.claims),
             )
             .await
     }
 
     /// What the planners decide from: the spec, the StatefulSet's `replicas`
-    /// pods, their volumes and what the members report.
-    pub async fn observe(&self, replicas: u32) -> Result<Observed, Error> {
+    /// pods, their volumes and what the members report; and the volumes'
+    /// sizes, which only the expansion phase needs.
+    pub async fn observe(
+        &self,
+        replicas: u32,
+    ) -> Result<(Observed, BTreeMap<u32, ClaimSize>), Error> {
         let status = self.rc.status.clone().unwrap_or_default();
         let learner_waiting_for = status
             .pending_learner
             .as_ref()
             .and_then(|p| p.since.parse::<Timestamp>().ok())
             .and_then(|since| Duration::try_from(self.now.duration_since(since)).ok());
+        let claims = self.kube.data_claims().await?;
         let mut observed = Observed {
             desired_replicas: self.rc.spec.replicas.max(1) as u32,
             statefulset_replicas: Some(replicas),
-            volumes: self.kube.live_volumes().await?,
+            volumes: claims.keys().copied().collect(),
             initialized: status.initialized.is_some(),
             learner_waiting_for,
             restore_from_backup: self.rc.spec.restore.as_ref().map(|r| r.from_backup.clone()),
@@ -120,7 +141,7 @@ impl<'a, M: MemberApi> Reconciler<'a, M> {
             .observe(&self.owned.names, &self.token, 0..replicas)
             .await
             .fill(&mut observed);
-        Ok(observed)
+        Ok((observed, claims))
     }
 
     /// Carries out the membership planner's step, unless solo recovery holds
@@ -130,6 +151,7 @@ impl<'a, M: MemberApi> Reconciler<'a, M> {
         plan: &Plan,
         observed: &Observed,
         recovery_holds_members: bool,
+        sts: &StatefulSetNow,
     ) -> StepRound {
         let Plan::Act(step) = plan else {
             return StepRound::default();
@@ -138,7 +160,9 @@ impl<'a, M: MemberApi> Reconciler<'a, M> {
             return StepRound::default();
         }
         let result = match step {
-            Step::ScaleStatefulSet { to, .. } => self.scale_statefulset(*to).await.map(|()| None),
+            Step::ScaleStatefulSet { to, .. } => {
+                self.scale_statefulset(sts, *to).await.map(|()| None)
+            }
             Step::DeleteVolume { ordinal } => {
                 self.kube.delete_volume(*ordinal).await.map(|()| None)
             }

@@ -7,6 +7,7 @@ use super::context::Context;
 use super::kube_ops::publish;
 use super::reconciler::{Reconciler, StepRound};
 use super::recovery::RecoveryRound;
+use super::volumes::ExpansionRound;
 use crate::crd::RaftCluster;
 use crate::members::MemberApi;
 use crate::membership::{Observed, Plan};
@@ -28,6 +29,7 @@ impl<M: MemberApi> Reconciler<'_, M> {
         step: &StepRound,
         recovery: &RecoveryRound,
         backups: &BackupRound,
+        expansion: &ExpansionRound,
     ) -> Result<(), Error> {
         let rc = self.rc;
         let step_error = step
@@ -61,6 +63,14 @@ impl<M: MemberApi> Reconciler<'_, M> {
                     type_: crate::recovery::CONDITION,
                     configured: recovery_condition.is_some(),
                     set: recovery_condition,
+                },
+                ExtraCondition {
+                    type_: crate::volumes::CONDITION,
+                    configured: true,
+                    set: Some({
+                        let (ok, reason, message) = &expansion.condition;
+                        (*ok, reason.to_string(), message.clone())
+                    }),
                 },
             ],
         });

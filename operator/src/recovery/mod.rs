@@ -160,6 +160,13 @@ pub fn describe_wait(wait: &RecoveryWait) -> (&'static str, String) {
             "WaitingForPod",
             format!("pod ordinal {ordinal} is not answering yet"),
         ),
+        RecoveryWait::UnreachableButReady { ordinal } => (
+            "UnreachableButReady",
+            format!(
+                "the operator cannot reach pod ordinal {ordinal}, but Kubernetes reports it \
+                 Ready: the operator may be the one cut off, so it is not counted lost"
+            ),
+        ),
     }
 }
 

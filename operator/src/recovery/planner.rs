@@ -10,7 +10,10 @@
 //!    being (or hearing from) a leader, every reachable member with data has
 //!    heard from no leader for at least the threshold (`millis_since_leader`),
 //!    and the reachable
-//!    members with data are fewer than a majority of the voters last seen. A
+//!    members with data are fewer than a majority of the voters last seen, and
+//!    Kubernetes, too, sees every other voter's pod not Ready or gone (the
+//!    operator not reaching a member proves nothing alone: the operator may be
+//!    the one cut off, with the majority healthy on the other side). A
 //!    leader present makes the request *refused* (final for this generation);
 //!    anything short of proof makes it *wait* (it may become proof later).
 //! 2. **Reset every other member first** (volume, then pod): the chosen member
@@ -46,6 +49,9 @@ pub struct RecoveryInput<'a> {
     pub known_voters: &'a [u64],
     /// No leader heard for at least this long counts as quorum lost.
     pub leaderless_threshold: Duration,
+    /// Ordinals whose pod Kubernetes reports Ready (its readiness probe,
+    /// run by its node's kubelet, passes).
+    pub ready_pods: &'a BTreeSet<u32>,
 }
 
 /// One recovery step.
@@ -91,6 +97,9 @@ pub enum RecoveryWait {
     MemberUnreachable { ordinal: u32 },
     /// The chosen member's pod is not answering (restarting).
     PodStarting { ordinal: u32 },
+    /// The operator cannot reach this voter, but Kubernetes reports its pod
+    /// Ready: the operator may be the one partitioned away.
+    UnreachableButReady { ordinal: u32 },
 }
 
 /// The recovery planner's answer.
@@ -186,6 +195,15 @@ fn plan_start(input: &RecoveryInput<'_>, request: &SoloRecoverySpec) -> Recovery
             reachable,
             voters: voters.len(),
         });
+    }
+    let answered: BTreeSet<u64> = survivors.iter().map(|(_, r)| r.id).collect();
+    if let Some(ordinal) = voters
+        .iter()
+        .filter(|id| !answered.contains(id))
+        .filter_map(|&id| crate::naming::ordinal_of(id))
+        .find(|ordinal| input.ready_pods.contains(ordinal))
+    {
+        return RecoveryPlan::Wait(RecoveryWait::UnreachableButReady { ordinal });
     }
     let member = match chosen {
         Some(ordinal) => match o.reports.get(&ordinal) {

@@ -230,6 +230,23 @@ pub fn preamble(sts: Option<i32>, volumes: &[u32]) -> Vec<Expect> {
     ]
 }
 
+/// The pods list a reconcile makes while solo recovery is requested (their
+/// readiness), answered with pods 0..3 of which `ready` are Ready.
+pub fn pods_list(ready: &[u32]) -> Expect {
+    let items: Vec<Value> = (0..3)
+        .map(|o| {
+            let status = if ready.contains(&o) { "True" } else { "False" };
+            json!({"metadata": {"name": format!("demo-{o}"), "namespace": "prod"},
+                   "status": {"conditions": [{"type": "Ready", "status": status}]}})
+        })
+        .collect();
+    expect(
+        "GET",
+        format!("{NS}/pods"),
+        Reply::Json(json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items})),
+    )
+}
+
 /// The status patch, answered with the object (as the API server does).
 pub fn status_patch(rc: &RaftCluster) -> Expect {
     expect(

@@ -26,7 +26,8 @@
 //!   [`env`]: the environment; [`volumes`]: volumes as host directories;
 //! - [`probes`]: startup, readiness and liveness probes;
 //! - [`hosts`]: cluster DNS and Service addresses as per-pod /etc/hosts;
-//! - [`provisioner`]: PersistentVolumes for claims of our StorageClass.
+//! - [`provisioner`]: PersistentVolumes for claims of our StorageClass;
+//!   [`resizer`]: their expansion when a claim asks for more.
 //!
 //! The kubeconfig is cluster-admin, which the stand-in itself uses; pods never
 //! see it: they authenticate with their own ServiceAccount's tokens. The
@@ -44,6 +45,7 @@ pub mod node;
 pub mod pods;
 pub mod probes;
 pub mod provisioner;
+pub mod resizer;
 pub mod sandbox;
 pub mod status;
 pub mod volumes;
@@ -281,6 +283,7 @@ pub async fn run(args: Args) -> Result<()> {
             args.provisioner.clone(),
             state_dir.join("volumes"),
         )),
+        tokio::spawn(resizer::run(client.clone(), args.provisioner.clone())),
     ];
     for store in [ctx.pods.wait_until_ready()] {
         store.await.context("pod watch")?;

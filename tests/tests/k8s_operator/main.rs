@@ -1,6 +1,6 @@
 //! The user's journey on a real control plane: `helm install` the chart,
 //! `kubectl apply` a RaftCluster, `kubectl scale rkc` it while a client writes,
-//! take members, pods and the StatefulSet away, recover from a lost quorum, take RBAC away,
+//! take members, pods and the StatefulSet away, grow its volumes, recover from a lost quorum, take RBAC away,
 //! `kubectl delete` it, and back up one cluster into a new one.
 //!
 //! The API server, controller-manager and scheduler are real (see
@@ -15,6 +15,7 @@
 
 mod backup;
 mod recovery;
+mod storage;
 mod user;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -299,6 +300,13 @@ async fn helm_install_apply_scale_delete() -> Result<()> {
     );
     *endpoints.lock().unwrap() = member_endpoints(&plane, RC).await?;
 
+    // 4d. Grow every member's volume under the writer, in place (issue 18,
+    // item 3: the StatefulSet's claim template is immutable, and applying
+    // the new size failed every reconcile from then on).
+    storage::grow_volumes_then_refuse_what_cannot_be_done(&plane, RC, 3, "3Gi")
+        .await
+        .context("growing the volumes")?;
+
     let acked = writer.finish().await;
     ensure!(
         !acked.is_empty(),
@@ -320,8 +328,14 @@ async fn helm_install_apply_scale_delete() -> Result<()> {
         );
     }
 
-    // 5. Solo recovery: lose two of three members with their volumes, ask for
-    // it in the spec, get every acknowledged write back on three members.
+    // 5. Solo recovery. First asked for on the minority side of a partition
+    // (the operator and member 0 cut off from members 1 and 2, which keep a
+    // quorum): nobody is reset. Then for real: lose two of three members
+    // with their volumes, ask for it in the spec, get every acknowledged
+    // write back on three members.
+    recovery::a_partitioned_operator_resets_nobody(&plane, RC, OPERATOR_NS)
+        .await
+        .context("solo recovery asked for on the minority side of a partition")?;
     recovery::lose_two_of_three_and_recover(&plane, RC, &acked).await?;
 
     // 6. RBAC is real: take `patch` on StatefulSets away from the chart's

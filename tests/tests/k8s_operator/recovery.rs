@@ -124,3 +124,145 @@ pub async fn lose_two_of_three_and_recover(
     .await?;
     Ok(())
 }
+
+/// The operator and member 0 end up on the minority side of a partition;
+/// members 1 and 2 keep a quorum on the other side and stay Ready. A solo
+/// recovery request then (a user reading member 0's "no leader") must reset
+/// nobody: the operator cannot reach 1 and 2, but Kubernetes sees their pods
+/// Ready, so they are not counted lost (issue 18, item 8; the operator used
+/// to take "cannot reach" for "lost" and delete the majority's volumes).
+pub async fn a_partitioned_operator_resets_nobody(
+    plane: &ControlPlane,
+    rc: &str,
+    operator_ns: &str,
+) -> Result<()> {
+    let endpoints = member_endpoints(plane, rc).await?;
+    ensure!(endpoints.len() == 3, "members: {endpoints:?}");
+    let majority_ips: Vec<&str> = endpoints[1..]
+        .iter()
+        .map(|e| e.trim_end_matches(":2379"))
+        .collect();
+    let claim_uids = || async {
+        let mut uids = Vec::new();
+        for ordinal in [1, 2] {
+            let claim = format!("pvc/data-{rc}-{ordinal}");
+            uids.push(jsonpath(plane, &claim, "{.metadata.uid}").await?);
+        }
+        anyhow::Ok(uids)
+    };
+    let claims_before = claim_uids().await?;
+    let operator_pod = kubectl(
+        plane,
+        &[
+            "get",
+            "pods",
+            "-n",
+            operator_ns,
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ],
+    )
+    .await?;
+    let cut_off = [
+        container_pid(plane, NS, &format!("{rc}-0")).await?,
+        container_pid(plane, operator_ns, operator_pod.trim()).await?,
+    ];
+    for pid in cut_off {
+        routes(pid, &majority_ips, "add")?;
+    }
+    let checked = async {
+        patch_cluster(
+            plane,
+            rc,
+            "merge",
+            r#"{"spec":{"recovery":{"leaderlessSeconds":5,"solo":{"fromMember":"auto"}}}}"#,
+        )
+        .await?;
+        // Member 0 goes leaderless for longer than leaderlessSeconds: all the
+        // proof the operator can get from the members it reaches.
+        let reason = "{.status.conditions[?(@.type==\"SoloRecovery\")].reason}";
+        until(
+            Duration::from_secs(120),
+            "the operator to hold solo recovery back (UnreachableButReady)",
+            || async {
+                let now = jsonpath(plane, &format!("rkc/{rc}"), reason).await?;
+                let phase =
+                    jsonpath(plane, &format!("rkc/{rc}"), "{.status.recovery.phase}").await?;
+                ensure!(
+                    phase.is_empty(),
+                    "solo recovery started on the minority side (phase {phase}, reason {now})"
+                );
+                Ok((now == "UnreachableButReady").then_some(()))
+            },
+        )
+        .await?;
+        ensure!(
+            claim_uids().await? == claims_before,
+            "the majority's volumes were replaced"
+        );
+        // The majority served all along.
+        Etcdctl::new(&endpoints[1..])?
+            .run(&["put", "partition-majority", "served"])
+            .await?
+            .ok()
+            .context("a write through the majority side")?;
+        anyhow::Ok(())
+    }
+    .await;
+    for pid in cut_off {
+        routes(pid, &majority_ips, "del")?;
+    }
+    checked?;
+    patch_cluster(
+        plane,
+        rc,
+        "json",
+        r#"[{"op":"remove","path":"/spec/recovery"}]"#,
+    )
+    .await?;
+    wait_settled(plane, rc, 3, Duration::from_secs(300))
+        .await
+        .context("after the partition healed")
+}
+
+/// The pid of the first container of `pod` (the kubelet stand-in runs it as a
+/// process and reports `process://PID` as its container id).
+async fn container_pid(plane: &ControlPlane, ns: &str, pod: &str) -> Result<u32> {
+    let id = kubectl(
+        plane,
+        &[
+            "get",
+            "pod",
+            "-n",
+            ns,
+            pod,
+            "-o",
+            "jsonpath={.status.containerStatuses[0].containerID}",
+        ],
+    )
+    .await?;
+    id.trim()
+        .strip_prefix("process://")
+        .and_then(|p| p.parse().ok())
+        .with_context(|| format!("pod {ns}/{pod} has container id {id:?}"))
+}
+
+/// `ip route add|del blackhole IP/32` for each of `ips`, in the network
+/// namespace of process `pid`: that process can no longer reach them (and
+/// they cannot hold a connection to it), while everything else still can.
+fn routes(pid: u32, ips: &[&str], op: &str) -> Result<()> {
+    for ip in ips {
+        let host = format!("{ip}/32");
+        let out = std::process::Command::new("nsenter")
+            .args(["--net", &format!("--target={pid}"), "ip", "route", op])
+            .args(["blackhole", &host])
+            .output()
+            .context("running nsenter")?;
+        ensure!(
+            out.status.success(),
+            "ip route {op} blackhole {host} in the netns of {pid}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
