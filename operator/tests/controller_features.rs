@@ -46,6 +46,7 @@ fn survivor_only() -> FakeMembers {
         0,
         MemberReport {
             role: Role::Candidate,
+            term: 1,
             leader: 0,
             not_ready_reason: "no leader".into(),
             millis_since_leader: 120_000,

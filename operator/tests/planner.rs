@@ -135,6 +135,7 @@ fn report(id: u64, role: Role, ready: bool) -> MemberReport {
     MemberReport {
         id,
         role,
+        term: 1,
         leader: 1,
         committed_index: 100,
         applied_index: 100,
@@ -243,6 +244,7 @@ fn a_pod_with_old_data_is_reset_instead_of_added() {
         3,
         MemberReport {
             role: Role::Other,
+            term: 1,
             leader: 0,
             ..report(4, Role::Other, false)
         },

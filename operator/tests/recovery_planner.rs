@@ -19,6 +19,7 @@ fn member(id: u64, role: Role, applied: u64, millis_since_leader: u64) -> Member
     MemberReport {
         id,
         role,
+        term: 1,
         leader: if role == Role::Leader || role == Role::Follower && millis_since_leader == 0 {
             1
         } else {

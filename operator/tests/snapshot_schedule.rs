@@ -169,6 +169,7 @@ fn report(id: u64, role: Role, ready: bool) -> MemberReport {
     MemberReport {
         id,
         role,
+        term: 1,
         leader: 1,
         committed_index: 10,
         applied_index: 10,

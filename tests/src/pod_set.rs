@@ -81,6 +81,24 @@ impl PodSet {
         Ok(())
     }
 
+    /// The pod of `ordinal` freezes (SIGSTOP): it answers nothing and holds
+    /// its connections, like a machine cut off, until [`PodSet::resume`].
+    pub fn pause(&mut self, ordinal: u32) -> Result<()> {
+        self.running(ordinal)?.pause()
+    }
+
+    /// SIGCONT after [`PodSet::pause`].
+    pub fn resume(&mut self, ordinal: u32) -> Result<()> {
+        self.running(ordinal)?.resume()
+    }
+
+    fn running(&mut self, ordinal: u32) -> Result<&mut Member> {
+        let name = self.pod_name(ordinal);
+        self.pods
+            .get_mut(&ordinal)
+            .with_context(|| format!("{name} does not run"))
+    }
+
     /// Start the pod of `ordinal` again on whatever its volume holds.
     pub fn restart(&mut self, ordinal: u32) -> Result<()> {
         anyhow::ensure!(

@@ -8,7 +8,7 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use raftkv_operator::membership::executor::{Executor, MemberAddresses, Outcome};
-use raftkv_operator::membership::{plan_next_step, Observed, Plan, Step};
+use raftkv_operator::membership::{plan_next_step, Observed, Plan, Role, Step};
 use raftkv_tests::kv::get_value;
 use raftkv_tests::pod_set::PodSet;
 use raftkv_tests::Ports;
@@ -200,6 +200,49 @@ async fn pods_client(pods: &PodSet) -> Result<etcd_client::Client> {
 /// (issue 17, finding 5). The node refuses that pod as the member, so the
 /// planner removes the member and adds the empty pod again; the data it
 /// missed reaches it from the others.
+/// A leader cut off from its quorum still says it leads for a few election
+/// timeouts. The member list is not taken from it then (issue 18, item 5: it
+/// was, from whichever pod said "leader", and a stale list can make the
+/// planner reset a member added since): it is read linearizably, which such a
+/// leader cannot answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_cut_off_from_its_quorum_gives_no_member_list() -> Result<()> {
+    let mut pods = PodSet::new("cutoff", 3)?;
+    let executor = Executor::new(Loopback(pods.ports().to_vec()), "rc-uid-cut-off-leader")
+        .with_timeout(Duration::from_secs(2));
+    let mut initialized = false;
+    converge(&mut pods, &executor, 3, &mut initialized).await?;
+    membership_is(&executor, &[1, 2, 3]).await?;
+    let before = executor.observe(0..3).await;
+    let leader = before
+        .reports
+        .iter()
+        .find(|(_, r)| r.role == Role::Leader)
+        .map(|(&ordinal, _)| ordinal)
+        .context("no leader before the cut")?;
+    let followers: Vec<u32> = (0..3).filter(|&o| o != leader).collect();
+    for &ordinal in &followers {
+        pods.pause(ordinal)?;
+    }
+    let during = executor.observe(0..3).await;
+    for &ordinal in &followers {
+        pods.resume(ordinal)?;
+    }
+    let claim = &during.reports[&leader];
+    ensure!(
+        claim.role == Role::Leader,
+        "inconclusive: the cut-off leader stepped down before it was asked ({claim:?})"
+    );
+    ensure!(
+        during.membership.is_none(),
+        "the member list was taken from a leader cut off from its quorum: {:?}",
+        during.membership
+    );
+    // Healed: the list is read again.
+    converge(&mut pods, &executor, 3, &mut initialized).await?;
+    membership_is(&executor, &[1, 2, 3]).await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_member_whose_volume_was_lost_is_removed_and_added_again() -> Result<()> {
     let mut pods = PodSet::new("lost", 3)?;

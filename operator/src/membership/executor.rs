@@ -15,6 +15,8 @@ use super::admin::{AddMemberRequest, InitializeRequest, MemberStatusRequest};
 use super::observed::{MemberReport, Observed, RaftMember, Role};
 use super::planner::Step;
 use crate::naming::{ordinal_of, ClusterNames};
+use raftkv_proto::etcdserverpb::cluster_client::ClusterClient;
+use raftkv_proto::etcdserverpb::MemberListRequest;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
@@ -75,6 +77,18 @@ pub enum Outcome {
     NotYet(String),
 }
 
+/// The ordinal of the member to take the membership from: of the members
+/// that say they lead (at their own ordinal), the one in the highest term
+/// (the lowest ordinal among equals, which Raft never elects twice in a term).
+/// Whether it still leads is then proven by its linearizable member list.
+pub fn current_leader(reports: &BTreeMap<u32, MemberReport>) -> Option<u32> {
+    reports
+        .iter()
+        .filter(|(&ord, r)| r.role == Role::Leader && ordinal_of(r.id) == Some(ord))
+        .max_by_key(|(&ord, r)| (r.term, std::cmp::Reverse(ord)))
+        .map(|(&ord, _)| ord)
+}
+
 /// What the members reported in one pass.
 #[derive(Debug, Clone, Default)]
 pub struct MemberObservation {
@@ -125,6 +139,13 @@ impl<A: MemberAddresses> Executor<A> {
         &self,
         ordinal: u32,
     ) -> Result<(AdminClient<Channel>, String), ExecError> {
+        let (channel, endpoint) = self.channel(ordinal).await?;
+        Ok((AdminClient::new(channel), endpoint))
+    }
+
+    /// A gRPC channel to the member's client listener (Admin and etcd's
+    /// services), bounded by the per-call timeout.
+    async fn channel(&self, ordinal: u32) -> Result<(Channel, String), ExecError> {
         let endpoint = self.addresses.client_endpoint(ordinal);
         let connect_err = |source| ExecError::Connect {
             endpoint: endpoint.clone(),
@@ -137,7 +158,7 @@ impl<A: MemberAddresses> Executor<A> {
             .connect()
             .await
             .map_err(connect_err)?;
-        Ok((AdminClient::new(channel), endpoint))
+        Ok((channel, endpoint))
     }
 
     async fn etcd(&self, ordinal: u32) -> Result<(etcd_client::Client, String), ExecError> {
@@ -170,6 +191,7 @@ impl<A: MemberAddresses> Executor<A> {
         Ok(MemberReport {
             id: r.id,
             role: Role::parse(&r.role),
+            term: r.term,
             leader: r.leader,
             committed_index: r.committed_index,
             applied_index: r.applied_index,
@@ -200,13 +222,12 @@ impl<A: MemberAddresses> Executor<A> {
                 Err(err) => tracing::debug!(ordinal, error = %err, "member did not answer"),
             }
         }
-        // Only the leader's view counts: a removed member keeps running (until its
-        // pod goes) with a membership that still lists itself.
-        let leader_ordinal = reports
-            .iter()
-            .find(|(&ord, r)| r.role == Role::Leader && ordinal_of(r.id) == Some(ord))
-            .map(|(&ord, _)| ord);
-        let membership = match leader_ordinal {
+        // Only the current leader's view counts: a removed member keeps running
+        // (until its pod goes) with a membership that still lists itself, and a
+        // leader cut off from its quorum keeps its old view (and its claim) for
+        // a few election timeouts. Its list is read linearizably, which only a
+        // leader a quorum still follows can answer.
+        let membership = match current_leader(&reports) {
             Some(ord) => match self.member_list(ord).await {
                 Ok(list) => Some(list),
                 Err(err) => {
@@ -222,24 +243,27 @@ impl<A: MemberAddresses> Executor<A> {
         }
     }
 
-    /// etcd MemberList as the member at `ordinal` sees it.
+    /// etcd MemberList through the member at `ordinal`, linearizable: the
+    /// member first confirms with a quorum that its view is current (a leader
+    /// cut off from its quorum cannot, and the call fails).
     pub async fn member_list(&self, ordinal: u32) -> Result<Vec<RaftMember>, ExecError> {
-        let (mut client, endpoint) = self.etcd(ordinal).await?;
-        let list = client
-            .member_list()
+        let (channel, endpoint) = self.channel(ordinal).await?;
+        let list = ClusterClient::new(channel)
+            .member_list(MemberListRequest { linearizable: true })
             .await
-            .map_err(|source| ExecError::Etcd {
+            .map_err(|status| ExecError::Admin {
                 call: "MemberList",
                 endpoint,
-                source,
-            })?;
+                status,
+            })?
+            .into_inner();
         Ok(list
-            .members()
+            .members
             .iter()
             .map(|m| RaftMember {
-                id: m.id(),
-                is_learner: m.is_learner(),
-                name: m.name().to_string(),
+                id: m.id,
+                is_learner: m.is_learner,
+                name: m.name.clone(),
             })
             .collect())
     }
@@ -366,5 +390,44 @@ impl<A: MemberAddresses> Executor<A> {
                 source,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::current_leader;
+    use crate::membership::{MemberReport, Role};
+    use std::collections::BTreeMap;
+
+    fn report(id: u64, role: Role, term: u64) -> MemberReport {
+        MemberReport {
+            id,
+            role,
+            term,
+            leader: 0,
+            committed_index: 0,
+            applied_index: 0,
+            last_log_index: 0,
+            cluster_id: 1,
+            not_ready_reason: String::new(),
+            epoch: 0,
+            millis_since_leader: 0,
+        }
+    }
+
+    #[test]
+    fn of_two_leader_claims_the_higher_term_is_asked() {
+        // Pod 0 led in term 3 and was cut off; pod 2 leads in term 4.
+        let reports = BTreeMap::from([
+            (0, report(1, Role::Leader, 3)),
+            (1, report(2, Role::Follower, 4)),
+            (2, report(3, Role::Leader, 4)),
+        ]);
+        assert_eq!(current_leader(&reports), Some(2));
+        // A member claiming to lead at another pod's ordinal is not asked.
+        let moved = BTreeMap::from([(0, report(2, Role::Leader, 5))]);
+        assert_eq!(current_leader(&moved), None);
+        let none = BTreeMap::from([(0, report(1, Role::Follower, 5))]);
+        assert_eq!(current_leader(&none), None);
     }
 }

@@ -43,6 +43,9 @@ impl Role {
 pub struct MemberReport {
     pub id: u64,
     pub role: Role,
+    /// The Raft term it is in (of two members claiming to lead, the one in
+    /// the higher term does).
+    pub term: u64,
     /// 0 when no leader is known.
     pub leader: u64,
     pub committed_index: u64,

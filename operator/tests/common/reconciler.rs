@@ -113,6 +113,7 @@ pub fn ready(id: u64, role: Role, cluster_id: u64) -> MemberReport {
     MemberReport {
         id,
         role,
+        term: 1,
         leader: if cluster_id == 0 { 0 } else { 1 },
         committed_index: 50,
         applied_index: if cluster_id == 0 { 0 } else { 50 },

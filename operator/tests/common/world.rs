@@ -88,6 +88,7 @@ impl World {
                 MemberReport {
                     id,
                     role,
+                    term: 1,
                     leader: if in_cluster { self.leader } else { 0 },
                     committed_index: pod.applied,
                     applied_index: pod.applied,
