@@ -87,6 +87,15 @@ fn growing() -> serde_json::Value {
     })
 }
 
+/// A RaftCluster of three whose status says it grows back after RecoverSolo.
+async fn create_growing(plane: &ControlPlane, name: &str) -> Result<()> {
+    plane
+        .kubectl_with_stdin(&["apply", "-f", "-"], Some(&cluster(name)), T)
+        .await?
+        .ok()?;
+    write_status(plane, name, growing()).await
+}
+
 /// The write that landed after it: the recovery completed.
 fn completed() -> serde_json::Value {
     serde_json::json!({
@@ -210,11 +219,7 @@ async fn a_reconcile_never_plans_from_or_writes_over_a_newer_status() -> Result<
     // was before the recovery completed. It must plan from the API server's
     // current status, and leave Completed in place.
     let name = "stale";
-    plane
-        .kubectl_with_stdin(&["apply", "-f", "-"], Some(&cluster(name)), T)
-        .await?
-        .ok()?;
-    write_status(&plane, name, growing()).await?;
+    create_growing(&plane, name).await?;
     let stale = api.get(name).await?;
     write_status(&plane, name, completed()).await?;
     let result = reconcile(Arc::new(stale), context(client.clone(), LiveMembers)).await;
@@ -228,11 +233,7 @@ async fn a_reconcile_never_plans_from_or_writes_over_a_newer_status() -> Result<
     // 2. The recovery completes while the reconcile runs: its status write,
     // computed from what it read before, is refused (409), not merged over.
     let name = "raced";
-    plane
-        .kubectl_with_stdin(&["apply", "-f", "-"], Some(&cluster(name)), T)
-        .await?
-        .ok()?;
-    write_status(&plane, name, growing()).await?;
+    create_growing(&plane, name).await?;
     let current = api.get(name).await?;
     let members = CompletedWhileObserving {
         api: api.clone(),
