@@ -9,7 +9,9 @@
 //!
 //! When the pod gets a deletionTimestamp: every container is stopped (preStop,
 //! SIGTERM, SIGKILL after the pod's grace period), the namespace and the pod's
-//! directory (emptyDirs, logs) are removed, and the Pod object is deleted with
+//! directory (emptyDirs) are removed, its container logs moved to
+//! `STATE/pod-logs/NS_NAME_UID/` (`cluster down` keeps them in `logs/pods/`,
+//! where a failed test's operator log can be read), and the Pod object is deleted with
 //! grace period 0, as the kubelet does last. A Pod removed from the API outright
 //! is torn down the same way. On the stand-in's own shutdown, pods are stopped
 //! and torn down but their API objects are left alone (grace capped at
@@ -403,6 +405,7 @@ async fn run(
     {
         ctx.network.remove_sandbox(&sandbox);
     }
+    keep_logs(&shared.dir, &ctx.state_dir, &pod);
     if let Err(e) = std::fs::remove_dir_all(&shared.dir) {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!("pod {}: removing {}: {e}", key(&pod), shared.dir.display());
@@ -433,5 +436,30 @@ pub async fn delete_now(ctx: &Ctx, pod: &Pod) {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
         Err(e) => tracing::warn!("pod {}: deleting: {e}", key(pod)),
+    }
+}
+
+/// Moves a torn-down pod's container logs to `STATE/pod-logs/NS_NAME_UID/`
+/// (the pod's directory goes, its logs stay for reading a failed test;
+/// `tests/k8s/cluster down` keeps them with the other logs).
+fn keep_logs(pod_dir: &std::path::Path, state_dir: &std::path::Path, pod: &Pod) {
+    let uid = pod.metadata.uid.as_deref().unwrap_or("no-uid");
+    let Some(name) = pod_dir.file_name() else {
+        return;
+    };
+    let kept = state_dir.join("pod-logs").join(format!(
+        "{}_{}",
+        name.to_string_lossy(),
+        &uid[..uid.len().min(8)]
+    ));
+    let Ok(entries) = std::fs::read_dir(pod_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        if file.to_string_lossy().contains(".log") {
+            let _ = std::fs::create_dir_all(&kept);
+            let _ = std::fs::rename(entry.path(), kept.join(file));
+        }
     }
 }
