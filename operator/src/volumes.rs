@@ -61,13 +61,16 @@ fn below(size: Option<&String>, target: f64) -> bool {
 }
 
 /// Ordinals whose claim asks for less than `size`: their request is raised.
+/// Only bound claims (with a capacity): Kubernetes refuses to change a claim's
+/// request before it is bound, and binds it at the size it asked for.
 pub fn claims_to_expand(size: &str, claims: &BTreeMap<u32, ClaimSize>) -> Vec<u32> {
     let Some(target) = quantity_bytes(size) else {
         return Vec::new();
     };
     claims
         .iter()
-        .filter(|(_, c)| c.requested.is_some() && below(c.requested.as_ref(), target))
+        .filter(|(_, c)| c.requested.is_some() && c.capacity.is_some())
+        .filter(|(_, c)| below(c.requested.as_ref(), target))
         .map(|(&ordinal, _)| ordinal)
         .collect()
 }
@@ -154,8 +157,13 @@ mod tests {
             (1, claim("3Gi", Some("2Gi"))),
             (2, claim("3072Mi", Some("3Gi"))),
             (3, claim("4Gi", Some("4Gi"))),
+            (4, claim("2Gi", None)),
         ]);
-        assert_eq!(claims_to_expand("3Gi", &claims), vec![0]);
+        assert_eq!(
+            claims_to_expand("3Gi", &claims),
+            vec![0],
+            "4 is not bound yet"
+        );
         assert_eq!(claims_to_expand("not a size", &claims), Vec::<u32>::new());
     }
 
