@@ -17,10 +17,11 @@
 //!   member volumes to expand when `spec.storage.size` grows.
 //! - [`crd`]: the resource's spec and status (the CRD YAML is generated from it);
 //!   [`naming`]: names, DNS names and member ids shared by everything else;
-//!   [`metrics`].
+//!   [`metrics`]; [`leader_election`]: which replica of the operator reconciles.
 
 pub mod controller;
 pub mod crd;
+pub mod leader_election;
 pub mod members;
 pub mod membership;
 pub mod metrics;

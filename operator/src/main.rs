@@ -1,8 +1,10 @@
-//! `raftkv-operator`: `run` starts the controller (with /metrics and /healthz),
+//! `raftkv-operator`: `run` starts the controller (with /metrics and /healthz)
+//! once this replica leads (see `leader_election`),
 //! `crd` prints the RaftCluster CRD YAML (what `crds/` holds).
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use raftkv_operator::leader_election::LeaderElection;
 use raftkv_operator::metrics::Metrics;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -89,6 +91,29 @@ async fn run(metrics_addr: SocketAddr, log_format: LogFormat) -> anyhow::Result<
         }
     });
     tracing::info!(%metrics_addr, "raftkv-operator starting");
-    raftkv_operator::controller::run(client, metrics).await;
-    Ok(())
+    // One replica reconciles (see leader_election): wait to hold the Lease.
+    // The pod's name and this process's start: a container restarted in the
+    // same pod is another candidate, not the holder it replaced.
+    let pod = std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        host.trim().to_string()
+    });
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let identity = format!("{pod}_{started:x}");
+    let namespace = client.default_namespace().to_string();
+    let election = LeaderElection::new(client.clone(), &namespace, identity);
+    election.acquire().await;
+    tokio::select! {
+        () = raftkv_operator::controller::run(client, metrics) => {
+            election.release().await;
+            Ok(())
+        }
+        () = election.renew_until_lost() => {
+            // Another replica may be reconciling already: stop at once.
+            anyhow::bail!("lost the leader Lease; exiting so a standby leads")
+        }
+    }
 }

@@ -86,7 +86,9 @@ fn port(name: &str, number: i32) -> ServicePort {
 
 /// The headless Service that gives each pod its DNS name. It publishes pods that
 /// are not ready, because a member is not ready until it has been added to the
-/// cluster, and the operator and peers must reach it before that.
+/// cluster, and the operator and peers must reach it before that. It also
+/// names each member's metrics port: a ServiceMonitor on it (the chart's
+/// `members.serviceMonitor`) scrapes every member, ready or not.
 pub fn peer_service(owned: &Owned) -> Service {
     Service {
         metadata: owned.meta(owned.names.peer_service()),
@@ -94,7 +96,11 @@ pub fn peer_service(owned: &Owned) -> Service {
             cluster_ip: Some("None".to_string()),
             publish_not_ready_addresses: Some(true),
             selector: Some(owned.names.selector_labels()),
-            ports: Some(vec![port("peer", PEER_PORT), port("client", CLIENT_PORT)]),
+            ports: Some(vec![
+                port("peer", PEER_PORT),
+                port("client", CLIENT_PORT),
+                port("metrics", METRICS_PORT),
+            ]),
             ..ServiceSpec::default()
         }),
         ..Service::default()

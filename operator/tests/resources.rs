@@ -56,7 +56,7 @@ fn peer_service_is_headless_and_publishes_not_ready_pods() {
     assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
     assert_eq!(spec.publish_not_ready_addresses, Some(true));
     let ports: Vec<i32> = spec.ports.unwrap().iter().map(|p| p.port).collect();
-    assert_eq!(ports, vec![2380, 2379]);
+    assert_eq!(ports, vec![2380, 2379, 2381], "peer, client, metrics");
     assert_eq!(spec.selector.unwrap()["app.kubernetes.io/instance"], "demo");
 }
 

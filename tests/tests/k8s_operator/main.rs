@@ -1,5 +1,6 @@
 //! The user's journey on a real control plane: `helm install` the chart,
-//! `kubectl apply` a RaftCluster, `kubectl scale rkc` it while a client writes,
+//! `kubectl apply` a RaftCluster, `kubectl scale rkc` it while a client writes
+//! (killing the leading operator replica mid-scale),
 //! take members, pods and the StatefulSet away, grow its volumes, recover from a lost quorum, take RBAC away,
 //! `kubectl delete` it, and back up one cluster into a new one.
 //!
@@ -14,6 +15,7 @@
 //! planes cannot share the API server's port and the pods' bridge).
 
 mod backup;
+mod ha;
 mod recovery;
 mod storage;
 mod user;
@@ -184,10 +186,35 @@ async fn helm_install_apply_scale_delete() -> Result<()> {
     );
     let printed = kubectl(&plane, &["get", "rkc", "-n", NS]).await?;
     ensure!(printed.contains(RC), "kubectl get rc printed:\n{printed}");
+    // Member metrics: the headless Service names each member's metrics port
+    // (what the chart's members ServiceMonitor scrapes), and it serves.
+    let port = jsonpath(
+        &plane,
+        &format!("svc/{RC}-peer"),
+        "{.spec.ports[?(@.name==\"metrics\")].port}",
+    )
+    .await?;
+    ensure!(
+        port == "2381",
+        "the peer Service's metrics port is {port:?}"
+    );
+    let ip = endpoints.lock().unwrap()[0].replace(":2379", "");
+    let scraped = raftkv_tests::http::get(&format!("{ip}:{port}"), "/metrics").await?;
+    ensure!(
+        scraped.status == 200 && scraped.body.contains("raftkv_"),
+        "member metrics at {ip}:{port}: {} {}",
+        scraped.status,
+        scraped.body.chars().take(200).collect::<String>()
+    );
 
     // 3. scale 5, 3, 1, 3 while a client writes (on through step 4): every
-    // acknowledged write is readable at the end; events tell the story.
+    // acknowledged write is readable at the end; events tell the story. The
+    // operator runs as two replicas (the chart's default): the one leading
+    // is killed in the middle of the scale to 5, and the standby finishes it.
     let writer = Writer::start(endpoints.clone());
+    ha::kill_the_leading_operator_mid_scale(&plane, RC, OPERATOR_NS, 5)
+        .await
+        .context("killing the leading operator mid-scale")?;
     for replicas in [5, 3, 1, 3] {
         scale(&plane, replicas, &endpoints)
             .await

@@ -10,8 +10,8 @@
 //! be added as new ones.
 
 use crate::user::{
-    ensure_none_lost, events, jsonpath, keys, kubectl, member_endpoints, owned, patch_cluster,
-    wait_settled, NS,
+    ensure_none_lost, events, jsonpath, keys, kubectl, lease_holder, member_endpoints, owned,
+    patch_cluster, wait_settled, NS,
 };
 use anyhow::{bail, ensure, Context, Result};
 use raftkv_tests::control_plane::ControlPlane;
@@ -151,21 +151,11 @@ pub async fn a_partitioned_operator_resets_nobody(
         anyhow::Ok(uids)
     };
     let claims_before = claim_uids().await?;
-    let operator_pod = kubectl(
-        plane,
-        &[
-            "get",
-            "pods",
-            "-n",
-            operator_ns,
-            "-o",
-            "jsonpath={.items[0].metadata.name}",
-        ],
-    )
-    .await?;
+    // The replica that reconciles: the one holding the leader Lease.
+    let operator_pod = lease_holder(plane, operator_ns).await?;
     let cut_off = [
         container_pid(plane, NS, &format!("{rc}-0")).await?,
-        container_pid(plane, operator_ns, operator_pod.trim()).await?,
+        container_pid(plane, operator_ns, &operator_pod).await?,
     ];
     for pid in cut_off {
         routes(pid, &majority_ips, "add")?;

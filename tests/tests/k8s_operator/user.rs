@@ -2,7 +2,7 @@
 //! control plane, a RaftCluster's status and events, its members' addresses,
 //! and a client that keeps writing and remembers what was acknowledged.
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 use raftkv_tests::control_plane::ControlPlane;
 use raftkv_tests::wait::until;
 use raftkv_tests::Etcdctl;
@@ -43,6 +43,36 @@ pub async fn jsonpath(plane: &ControlPlane, object: &str, path: &str) -> Result<
         .await?
         .trim()
         .to_string())
+}
+
+/// `kubectl get OBJECT -n NS -o jsonpath=PATH`, trimmed.
+pub async fn jsonpath_in(
+    plane: &ControlPlane,
+    ns: &str,
+    object: &str,
+    path: &str,
+) -> Result<String> {
+    let path = format!("jsonpath={path}");
+    Ok(kubectl(plane, &["get", "-n", ns, object, "-o", &path])
+        .await?
+        .trim()
+        .to_string())
+}
+
+/// The pod of the operator replica holding the leader Lease (its identity is
+/// `POD_START`: the pod's name and the process's start).
+pub async fn lease_holder(plane: &ControlPlane, operator_ns: &str) -> Result<String> {
+    let identity = jsonpath_in(
+        plane,
+        operator_ns,
+        "lease/raftkv-operator",
+        "{.spec.holderIdentity}",
+    )
+    .await?;
+    identity
+        .rsplit_once('_')
+        .map(|(pod, _)| pod.to_string())
+        .with_context(|| format!("the Lease holder {identity:?} names no pod"))
 }
 
 /// Waits until pod `pod` exists under another uid than `old_uid`: deleted
