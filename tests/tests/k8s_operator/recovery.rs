@@ -151,6 +151,8 @@ pub async fn a_partitioned_operator_resets_nobody(
         anyhow::Ok(uids)
     };
     let claims_before = claim_uids().await?;
+    // What an earlier recovery left on record (Completed), or nothing.
+    let recorded = jsonpath(plane, &format!("rkc/{rc}"), "{.status.recovery.phase}").await?;
     // The replica that reconciles: the one holding the leader Lease.
     let operator_pod = lease_holder(plane, operator_ns).await?;
     let cut_off = [
@@ -179,8 +181,9 @@ pub async fn a_partitioned_operator_resets_nobody(
                 let phase =
                     jsonpath(plane, &format!("rkc/{rc}"), "{.status.recovery.phase}").await?;
                 ensure!(
-                    phase.is_empty(),
-                    "solo recovery started on the minority side (phase {phase}, reason {now})"
+                    phase == recorded,
+                    "solo recovery started on the minority side (phase {phase:?} after \
+                     {recorded:?}, reason {now})"
                 );
                 Ok((now == "UnreachableButReady").then_some(()))
             },
