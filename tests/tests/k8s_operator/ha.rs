@@ -3,7 +3,7 @@
 //! which reconciled nothing until then, takes over and finishes the same
 //! scale; no membership step is carried out twice.
 
-use crate::user::{jsonpath, jsonpath_in, kubectl, lease_holder, wait_settled, NS};
+use crate::user::{container_pid, jsonpath, jsonpath_in, kubectl, lease_holder, wait_settled, NS};
 use anyhow::{bail, ensure, Context, Result};
 use raftkv_tests::control_plane::ControlPlane;
 use raftkv_tests::wait::until;
@@ -72,17 +72,7 @@ pub async fn kill_the_leading_operator_mid_scale(
         },
     )
     .await?;
-    let container = jsonpath_in(
-        plane,
-        operator_ns,
-        &format!("pod/{leader}"),
-        "{.status.containerStatuses[0].containerID}",
-    )
-    .await?;
-    let pid: i32 = container
-        .strip_prefix("process://")
-        .and_then(|p| p.parse().ok())
-        .with_context(|| format!("operator pod {leader} has container id {container:?}"))?;
+    let pid = container_pid(plane, operator_ns, &leader).await?;
     // SAFETY: kill(2) on the pid of an operator process this test's node runs.
     unsafe { libc::kill(pid, libc::SIGKILL) };
 

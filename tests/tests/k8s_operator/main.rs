@@ -30,8 +30,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use user::{
-    ensure_none_lost, events, jsonpath, keys, kubectl, member_endpoints, owned, wait_pod_recreated,
-    wait_settled, Writer, NS,
+    container_pid, ensure_none_lost, events, jsonpath, keys, kubectl, member_endpoints, owned,
+    wait_pod_recreated, wait_settled, Writer, NS,
 };
 
 const OPERATOR_NS: &str = "raftkv-system";
@@ -236,16 +236,7 @@ async fn helm_install_apply_scale_delete() -> Result<()> {
         .context("after deleting the leader's pod")?;
     *endpoints.lock().unwrap() = member_endpoints(&plane, RC).await?;
     let victim = format!("{RC}-1");
-    let container_id = jsonpath(
-        &plane,
-        &format!("pod/{victim}"),
-        "{.status.containerStatuses[0].containerID}",
-    )
-    .await?;
-    let pid: i32 = container_id
-        .strip_prefix("process://")
-        .and_then(|p| p.parse().ok())
-        .with_context(|| format!("pod {victim} has container id {container_id:?}"))?;
+    let pid = container_pid(&plane, NS, &victim).await?;
     // SAFETY: kill(2) on the pid of a member process this test's node runs.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     until(

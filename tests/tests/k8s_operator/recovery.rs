@@ -10,8 +10,8 @@
 //! be added as new ones.
 
 use crate::user::{
-    ensure_none_lost, events, jsonpath, keys, kubectl, lease_holder, member_endpoints, owned,
-    patch_cluster, wait_settled, NS,
+    container_pid, ensure_none_lost, events, jsonpath, keys, kubectl, lease_holder,
+    member_endpoints, owned, patch_cluster, wait_settled, NS,
 };
 use anyhow::{bail, ensure, Context, Result};
 use raftkv_tests::control_plane::ControlPlane;
@@ -218,32 +218,10 @@ pub async fn a_partitioned_operator_resets_nobody(
         .context("after the partition healed")
 }
 
-/// The pid of the first container of `pod` (the kubelet stand-in runs it as a
-/// process and reports `process://PID` as its container id).
-async fn container_pid(plane: &ControlPlane, ns: &str, pod: &str) -> Result<u32> {
-    let id = kubectl(
-        plane,
-        &[
-            "get",
-            "pod",
-            "-n",
-            ns,
-            pod,
-            "-o",
-            "jsonpath={.status.containerStatuses[0].containerID}",
-        ],
-    )
-    .await?;
-    id.trim()
-        .strip_prefix("process://")
-        .and_then(|p| p.parse().ok())
-        .with_context(|| format!("pod {ns}/{pod} has container id {id:?}"))
-}
-
 /// `ip route add|del blackhole IP/32` for each of `ips`, in the network
 /// namespace of process `pid`: that process can no longer reach them (and
 /// they cannot hold a connection to it), while everything else still can.
-fn routes(pid: u32, ips: &[&str], op: &str) -> Result<()> {
+fn routes(pid: i32, ips: &[&str], op: &str) -> Result<()> {
     for ip in ips {
         let host = format!("{ip}/32");
         let out = std::process::Command::new("nsenter")

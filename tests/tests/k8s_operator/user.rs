@@ -75,6 +75,21 @@ pub async fn lease_holder(plane: &ControlPlane, operator_ns: &str) -> Result<Str
         .with_context(|| format!("the Lease holder {identity:?} names no pod"))
 }
 
+/// The pid of the first container of `pod` in namespace `ns` (the kubelet
+/// stand-in runs it as a process and reports `process://PID` as its id).
+pub async fn container_pid(plane: &ControlPlane, ns: &str, pod: &str) -> Result<i32> {
+    let id = jsonpath_in(
+        plane,
+        ns,
+        &format!("pod/{pod}"),
+        "{.status.containerStatuses[0].containerID}",
+    )
+    .await?;
+    id.strip_prefix("process://")
+        .and_then(|p| p.parse().ok())
+        .with_context(|| format!("pod {ns}/{pod} has container id {id:?}"))
+}
+
 /// Waits until pod `pod` exists under another uid than `old_uid`: deleted
 /// (by the test or a controller) and re-created. A pod not found meanwhile
 /// is simply not back yet.
