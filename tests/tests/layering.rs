@@ -27,8 +27,8 @@ fn the_operator_imports_point_down_the_layers() {
     assert_down(
         "operator",
         &[
-            &["crd", "naming", "metrics"],
-            &["resources", "membership"],
+            &["crd", "naming", "metrics", "leader_election"],
+            &["resources", "membership", "volumes"],
             &["recovery", "snapshots"],
             &["status", "members"],
             &["controller"],
