@@ -11,6 +11,8 @@
 //! - `read_index`: linearizable reads wait for a read index, obtained in
 //!   rounds that concurrent reads share.
 //! - `quota`: the space quota and its NOSPACE alarm.
+//! - `liveness`: whether the leader this member names is alive (etcd's "no
+//!   leader" when it is not).
 //! - `lease_expiry`: the leader's loop that revokes expired leases.
 //! - `epoch_claim`: a peer's claim of a newer epoch is checked with the member
 //!   it names before it may fence this one.
@@ -42,6 +44,7 @@ mod applied;
 mod epoch_claim;
 mod leader;
 mod lease_expiry;
+mod liveness;
 mod membership_probe;
 mod ops;
 mod propose;
@@ -53,6 +56,7 @@ pub mod validate;
 pub use applied::AppliedFollowers;
 pub use leader::ForwardReply;
 pub use leader::Forwarded;
+pub use liveness::LeaderContact;
 pub use propose::LocalError;
 use quota::DiskUsage;
 
@@ -67,35 +71,6 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
 pub struct Limits {
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
-}
-
-/// When this member last heard from a leader, for followers to notice a leader
-/// that is gone even when no new one can be elected (etcd reports "no leader"
-/// then, and so do we: in Status, `/readyz`, and by refusing to forward).
-pub struct LeaderContact {
-    started: Instant,
-    last_ms: AtomicU64,
-}
-
-impl Default for LeaderContact {
-    fn default() -> Self {
-        Self {
-            started: Instant::now(),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-}
-
-impl LeaderContact {
-    pub fn touch(&self) {
-        let ms = self.started.elapsed().as_millis() as u64;
-        self.last_ms.fetch_max(ms, Ordering::Relaxed);
-    }
-
-    pub fn since(&self) -> Duration {
-        let now = self.started.elapsed().as_millis() as u64;
-        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
-    }
 }
 
 /// A running member. Its state is its own: handlers ask it (see `reads` and
@@ -135,6 +110,8 @@ pub struct Node {
     /// When a live leader (this member or another) was last known; what
     /// RecoverSolo judges quorum loss by.
     leader_seen: LeaderContact,
+    /// The term this member last led in, and since when (see `liveness`).
+    leading_since: liveness::LeadingSince,
     /// Where SaveBackup writes (`--backup-dir`).
     backup_dir: PathBuf,
     /// Linearizable reads waiting for a read index.
@@ -198,6 +175,7 @@ impl Node {
             removal: parts.removal,
             incarnation: parts.incarnation,
             leader_seen: LeaderContact::default(),
+            leading_since: Default::default(),
             backup_dir: parts.backup_dir,
             reads,
             epoch_claims: Default::default(),
@@ -425,17 +403,23 @@ impl Node {
         &self,
         m: &openraft::RaftMetrics<crate::raft::TypeConfig>,
     ) -> Option<(NodeId, String)> {
+        use liveness::LeaderEvidence;
         let leader = m.current_leader?;
-        let stale = if leader == self.id {
-            // A lone voter is its own quorum; otherwise the followers must
-            // have acknowledged the leader recently.
-            !self.is_lone_voter(m)
-                && m.last_quorum_acked
-                    .is_some_and(|at| openraft::Instant::elapsed(&*at) > self.leader_timeout)
+        let evidence = if leader == self.id {
+            LeaderEvidence::Itself {
+                lone_voter: self.is_lone_voter(m),
+                quorum_acked_ago: m
+                    .last_quorum_acked
+                    .as_ref()
+                    .map(|at| openraft::Instant::elapsed(&**at)),
+                leading_for: self.leading_since.leading_for(m.current_term),
+            }
         } else {
-            self.leader_contact.since() > self.leader_timeout
+            LeaderEvidence::Other {
+                heard_ago: self.leader_contact.since(),
+            }
         };
-        if stale {
+        if !liveness::is_alive(evidence, self.leader_timeout) {
             return None;
         }
         let url = m
