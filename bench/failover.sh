@@ -57,8 +57,11 @@ results="$out/trials.jsonl"
 trap 'bench_stop_all' EXIT
 trap 'exit 130' INT TERM
 
-etcd_base=33000
-raftkv_base=34000
+# Below the kernel's ephemeral range (32768-60999 by default): a port in it
+# can be taken by any outgoing connection a moment before a member binds it
+# (a CI run failed so: "cannot listen for clients on 127.0.0.1:34010").
+etcd_base=27000
+raftkv_base=28000
 bench_start_etcd "$out/etcd" "$etcd_base"
 # shellcheck disable=SC2086 # the extra arguments are meant to split
 bench_start_raftkv "$raftkv_bin" "$out/raftkv" "$raftkv_base" $raftkv_args
