@@ -4,8 +4,10 @@
       Every object in FILEs must validate (strict: unknown fields are errors)
       against the Kubernetes K8S_VERSION schemas shipped with kubernetes-validate.
 
-  check_manifests.py rbac FILE
-      The ClusterRole in FILE must grant exactly OPERATOR_CALLS below.
+  check_manifests.py rbac FILE [NAMESPACE]
+      The operator's rules in FILE must grant exactly OPERATOR_CALLS below: a
+      ClusterRole, or with NAMESPACE (a namespace-scoped install) a Role in that
+      namespace and no ClusterRole at all.
 
 Runs with the Python of the kubernetes-validate virtualenv (it has PyYAML).
 """
@@ -63,10 +65,10 @@ OPERATOR_CALLS = {
     ("", "persistentvolumeclaims", "delete"),
     # controller/volumes.rs expand_volumes(): kube_ops expand_volume patches a claim's request.
     ("", "persistentvolumeclaims", "patch"),
-    # controller.rs reset_member(): pods.delete.
+    # kube_ops reset_member() and delete_pod() (a rollout's restart): pods.delete.
     ("", "pods", "delete"),
-    # controller/recovery.rs recover(): kube_ops ready_pods lists them (only
-    # while spec.recovery.solo is set).
+    # controller/rollout.rs roll_out() and controller/recovery.rs recover():
+    # kube_ops member_pods lists them (template revision, readiness).
     ("", "pods", "list"),
     # leader_election.rs: the Lease is read, created once, and replaced on
     # every take and renewal (a Role in the release's namespace).
@@ -110,14 +112,26 @@ def validate(version, paths):
     return 1 if failed else 0
 
 
-def rbac(path):
+def rbac(path, watched=None):
     docs = list(documents(path))
-    roles = [d for d in docs if d.get("kind") == "ClusterRole"]
-    if len(roles) != 1:
-        print(f"  FAIL expected one ClusterRole in {path}, found {len(roles)}")
+    cluster_roles = [d for d in docs if d.get("kind") == "ClusterRole"]
+    roles = [d for d in docs if d.get("kind") == "Role"]
+    if watched is None and len(cluster_roles) != 1:
+        print(f"  FAIL expected one ClusterRole in {path}, found {len(cluster_roles)}")
         return 1
+    if watched is not None:
+        if cluster_roles:
+            print(f"  FAIL a namespace-scoped install renders a ClusterRole: {cluster_roles[0]['metadata']['name']}")
+            return 1
+        if not any(r["metadata"].get("namespace") == watched for r in roles):
+            print(f"  FAIL no Role in the watched namespace {watched}")
+            return 1
+        bindings = [d for d in docs if d.get("kind") == "ClusterRoleBinding"]
+        if bindings:
+            print(f"  FAIL a namespace-scoped install renders a ClusterRoleBinding")
+            return 1
     # The leader-election Role (leases, in the release's namespace) counts too.
-    roles += [d for d in docs if d.get("kind") == "Role"]
+    roles = cluster_roles + roles
     granted = set()
     for rule in [r for role in roles for r in role.get("rules", [])]:
         for key in ("resourceNames", "nonResourceURLs"):
@@ -143,8 +157,8 @@ def rbac(path):
 def main(argv):
     if len(argv) >= 3 and argv[0] == "validate":
         return validate(argv[1], argv[2:])
-    if len(argv) == 2 and argv[0] == "rbac":
-        return rbac(argv[1])
+    if len(argv) in (2, 3) and argv[0] == "rbac":
+        return rbac(argv[1], argv[2] if len(argv) == 3 else None)
     print(__doc__, file=sys.stderr)
     return 2
 

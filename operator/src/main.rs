@@ -35,6 +35,10 @@ enum Command {
         metrics_addr: SocketAddr,
         #[arg(long, env = "RAFTKV_OPERATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
+        /// Run only this namespace's RaftClusters (a namespace-scoped install,
+        /// whose rules are a Role there); every namespace's when unset.
+        #[arg(long, env = "RAFTKV_OPERATOR_WATCH_NAMESPACE")]
+        watch_namespace: Option<String>,
     },
 }
 
@@ -57,11 +61,23 @@ async fn main() -> anyhow::Result<()> {
         Command::Run {
             metrics_addr,
             log_format,
-        } => run(metrics_addr, log_format).await,
+            watch_namespace,
+        } => {
+            run(
+                metrics_addr,
+                log_format,
+                watch_namespace.filter(|n| !n.is_empty()),
+            )
+            .await
+        }
     }
 }
 
-async fn run(metrics_addr: SocketAddr, log_format: LogFormat) -> anyhow::Result<()> {
+async fn run(
+    metrics_addr: SocketAddr,
+    log_format: LogFormat,
+    watch_namespace: Option<String>,
+) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
@@ -90,7 +106,11 @@ async fn run(metrics_addr: SocketAddr, log_format: LogFormat) -> anyhow::Result<
             tracing::error!(error = %err, "metrics server stopped");
         }
     });
-    tracing::info!(%metrics_addr, "raftkv-operator starting");
+    tracing::info!(
+        %metrics_addr,
+        watching = watch_namespace.as_deref().unwrap_or("every namespace"),
+        "raftkv-operator starting"
+    );
     // One replica reconciles (see leader_election): wait to hold the Lease.
     // The pod's name and this process's start: a container restarted in the
     // same pod is another candidate, not the holder it replaced.
@@ -107,7 +127,7 @@ async fn run(metrics_addr: SocketAddr, log_format: LogFormat) -> anyhow::Result<
     let election = LeaderElection::new(client.clone(), &namespace, identity);
     election.acquire().await;
     tokio::select! {
-        () = raftkv_operator::controller::run(client, metrics) => {
+        () = raftkv_operator::controller::run(client, metrics, watch_namespace) => {
             election.release().await;
             Ok(())
         }

@@ -164,9 +164,21 @@ pub fn error_policy<M: MemberApi>(
     Action::requeue(Duration::from_secs(10))
 }
 
-/// Run the controller until the process is told to stop.
-pub async fn run(client: Client, metrics: Arc<Metrics>) {
-    let clusters: Api<RaftCluster> = Api::all(client.clone());
+/// Run the controller until the process is told to stop: over the
+/// RaftClusters (and what they own) of `namespace`, or of every namespace.
+pub async fn run(client: Client, metrics: Arc<Metrics>, namespace: Option<String>) {
+    fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let ns = namespace.as_deref();
+    let clusters: Api<RaftCluster> = scoped(&client, ns);
     let ctx = Arc::new(Context {
         client: client.clone(),
         members: LiveMembers,
@@ -178,10 +190,10 @@ pub async fn run(client: Client, metrics: Arc<Metrics>) {
     });
     Controller::new(clusters, watcher::Config::default())
         .owns(
-            Api::<StatefulSet>::all(client.clone()),
+            scoped::<StatefulSet>(&client, ns),
             watcher::Config::default(),
         )
-        .owns(Api::<Service>::all(client), watcher::Config::default())
+        .owns(scoped::<Service>(&client, ns), watcher::Config::default())
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
