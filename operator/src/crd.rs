@@ -199,6 +199,11 @@ pub struct StorageSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub storage_class_name: Option<String>,
+    /// What happens to the member volumes when the RaftCluster is deleted:
+    /// `Retain` (the default) keeps them, so an accidental delete loses no
+    /// data; `Delete` deletes them with the cluster.
+    #[serde(default)]
+    pub when_deleted: VolumeRetention,
 }
 
 impl Default for StorageSpec {
@@ -206,8 +211,21 @@ impl Default for StorageSpec {
         StorageSpec {
             size: default_storage_size(),
             storage_class_name: None,
+            when_deleted: VolumeRetention::default(),
         }
     }
+}
+
+/// `spec.storage.whenDeleted`.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum VolumeRetention {
+    /// Keep the volumes: a RaftCluster created again under the same name
+    /// finds them, and its pod 0 refuses the old cluster's data (delete the
+    /// `data-NAME-*` claims to start over, or restore a backup).
+    #[default]
+    Retain,
+    /// Delete the volumes once the RaftCluster is deleted.
+    Delete,
 }
 
 fn default_storage_size() -> String {

@@ -225,3 +225,39 @@ async fn deletion_publishes_an_event_and_removes_the_finalizer() {
         "{patch}"
     );
 }
+
+#[tokio::test]
+async fn with_when_deleted_delete_the_volumes_go_with_the_cluster() {
+    let mut rc = initialized(raft_cluster("demo", 3));
+    rc.spec.storage.when_deleted = raftkv_operator::crd::VolumeRetention::Delete;
+    rc.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now(),
+    ));
+    let echo = serde_json::to_value(&rc).unwrap();
+    let mut script = vec![expect(
+        "GET",
+        format!("{NS}/persistentvolumeclaims"),
+        Reply::Json(pvc_list(&[0, 1, 2])),
+    )];
+    for o in 0..3 {
+        script.push(expect(
+            "DELETE",
+            format!("{NS}/persistentvolumeclaims/data-demo-{o}"),
+            Reply::Json(json!({})),
+        ));
+    }
+    script.extend([
+        expect("POST", EVENTS, Reply::Echo),
+        expect("PATCH", RC, Reply::Json(echo)),
+    ]);
+    let (action, seen, _) = run(rc, FakeMembers::default(), script).await;
+    assert_eq!(action, Action::await_change());
+    assert_eq!(seen[4].body["reason"], "Deleting");
+    assert!(
+        seen[4].body["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("3 member volumes deleted")),
+        "{}",
+        seen[4].body
+    );
+}

@@ -24,20 +24,20 @@ pub use crate::members::{LiveMembers, MemberApi};
 pub use crate::Error;
 pub use context::Context;
 
-use crate::crd::RaftCluster;
+use crate::crd::{RaftCluster, VolumeRetention};
 use crate::membership::{plan_next_step, Plan};
 use crate::metrics::Metrics;
-use crate::naming::MANAGER;
+use crate::naming::{ClusterNames, MANAGER};
 use crate::recovery::RecoveryPlan;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{EventType, Recorder, Reporter};
+use kube::runtime::events::{EventType, Reporter};
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::runtime::watcher;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use reconciler::Reconciler;
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,18 +131,40 @@ fn next_wake(plan: &Plan, recovery: &RecoveryPlan, next_backup_in: Option<Durati
 }
 
 /// The RaftCluster is being deleted. Owned objects go with it through owner
-/// references; the volumes stay (the StatefulSet's retention policy keeps them
-/// on deletion), so an accidental delete loses no data. Nothing to undo in Raft.
+/// references. The volumes stay unless `spec.storage.whenDeleted` is
+/// `Delete` (the StatefulSet's retention policy keeps them on deletion), so
+/// an accidental delete loses no data. Nothing to undo in Raft.
 async fn cleanup<M: MemberApi>(rc: &RaftCluster, ctx: &Context<M>) -> Result<Action, Error> {
-    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
-    kube_ops::publish(
-        &recorder,
-        &rc.object_ref(&()),
-        EventType::Normal,
-        "Deleting",
-        "owned objects are garbage-collected; member volumes are kept".to_string(),
-    )
-    .await;
+    let names = ClusterNames::new(
+        rc.name_any(),
+        rc.namespace().unwrap_or_else(|| "default".to_string()),
+    );
+    let kube = kube_ops::KubeOps::new(ctx.client.clone(), ctx.reporter.clone(), rc, names);
+    match rc.spec.storage.when_deleted {
+        VolumeRetention::Retain => {
+            kube.publish(
+                EventType::Normal,
+                "Deleting",
+                "owned objects are garbage-collected; member volumes are kept".to_string(),
+            )
+            .await;
+        }
+        VolumeRetention::Delete => {
+            let claims = kube.data_claims().await?;
+            for &ordinal in claims.keys() {
+                kube.delete_volume(ordinal).await?;
+            }
+            kube.publish(
+                EventType::Normal,
+                "Deleting",
+                format!(
+                    "owned objects are garbage-collected; {} member volumes deleted (whenDeleted: Delete)",
+                    claims.len()
+                ),
+            )
+            .await;
+        }
+    }
     Ok(Action::await_change())
 }
 

@@ -2,7 +2,7 @@
 //! every minute into a shared ReadWriteMany claim, and a new RaftCluster
 //! started from one of those files holds the same keys, values and revision.
 
-use crate::user::{apply, events, jsonpath, kubectl, member_endpoints, wait_settled};
+use crate::user::{apply, events, jsonpath, kubectl, member_endpoints, owned, wait_settled, NS};
 use anyhow::{bail, ensure, Context, Result};
 use raftkv_tests::control_plane::ControlPlane;
 use raftkv_tests::wait::until;
@@ -129,7 +129,7 @@ pub async fn scheduled_backup_and_restore(plane: &ControlPlane) -> Result<()> {
             RESTORED,
             &format!(
                 "  restore:\n    fromBackup: {file}\n  snapshot:\n    schedule: \"0 3 * * *\"\n    \
-                 volume:\n      claimName: {CLAIM}\n"
+                 volume:\n      claimName: {CLAIM}\n  storage:\n    whenDeleted: Delete\n"
             ),
         ),
     )
@@ -165,5 +165,21 @@ pub async fn scheduled_backup_and_restore(plane: &ControlPlane) -> Result<()> {
             "member {member} of rkc/{RESTORED} holds:\n{local}"
         );
     }
+
+    // That cluster asked for its volumes to go with it (whenDeleted: Delete).
+    kubectl(plane, &["delete", "rkc", "-n", NS, RESTORED, "--wait=true"]).await?;
+    until(
+        Duration::from_secs(120),
+        format!("the volumes of rkc/{RESTORED} deleted with it"),
+        || async {
+            let left = owned(plane, RESTORED, "pvc").await?;
+            if left.is_empty() {
+                Ok(Some(()))
+            } else {
+                bail!("still there: {left:?}")
+            }
+        },
+    )
+    .await?;
     Ok(())
 }
