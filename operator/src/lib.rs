@@ -6,12 +6,14 @@
 //!
 //! - [`controller`]: the kube-runtime controller. One reconcile is a list of
 //!   phases (owned objects, observation, solo recovery, one membership step,
-//!   backups, status); each phase is a method of its `Reconciler`.
+//!   one rollout step, volume expansion, backups, status); each phase is a
+//!   method of its `Reconciler`.
 //! - [`members`]: how the controller reaches a cluster's members (injectable, so
 //!   reconciler tests stand in for them).
 //! - [`membership`], [`recovery`], [`snapshots`]: each a pure planner (given
 //!   what was observed, the next step) and an executor (the member calls that
-//!   carry a step out).
+//!   carry a step out). [`rollout`]: which member pod to restart next after
+//!   the pod template changed (pure; the controller deletes the pod).
 //! - [`status`]: what the controller writes back; [`resources`]: the owned
 //!   Kubernetes objects, pure functions of the resource; [`volumes`]: which
 //!   member volumes to expand when `spec.storage.size` grows.
@@ -28,6 +30,7 @@ pub mod metrics;
 pub mod naming;
 pub mod recovery;
 pub mod resources;
+pub mod rollout;
 pub mod snapshots;
 pub mod status;
 pub mod volumes;
@@ -50,6 +53,13 @@ pub enum Error {
     #[error("{step:?} failed: {source}")]
     Step {
         step: Step,
+        #[source]
+        source: ExecError,
+    },
+    #[error("moving leadership from pod ordinal {from} to member {to}: {source}")]
+    MoveLeader {
+        from: u32,
+        to: u64,
         #[source]
         source: ExecError,
     },

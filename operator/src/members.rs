@@ -39,6 +39,14 @@ pub trait MemberApi: Send + Sync + 'static {
         ordinals: Vec<u32>,
     ) -> impl Future<Output = Result<BackupDone, ExecError>> + Send;
 
+    /// etcd MoveLeader on the leader at `from`: hand leadership to member `to`.
+    fn move_leader(
+        &self,
+        names: &ClusterNames,
+        from: u32,
+        to: u64,
+    ) -> impl Future<Output = Result<(), ExecError>> + Send;
+
     /// Admin.RecoverSolo on the member at `ordinal`.
     fn recover_solo(
         &self,
@@ -84,6 +92,14 @@ impl MemberApi for LiveMembers {
         Executor::new(names.clone(), "")
             .with_timeout(Duration::from_secs(120))
             .take_backup(take, &names.cluster, retain, ordinals)
+            .await
+    }
+
+    async fn move_leader(&self, names: &ClusterNames, from: u32, to: u64) -> Result<(), ExecError> {
+        // The node waits up to its request timeout (7 s) for the transfer.
+        Executor::new(names.clone(), "")
+            .with_timeout(Duration::from_secs(15))
+            .move_leader(from, to)
             .await
     }
 

@@ -17,6 +17,7 @@ use crate::naming::{
 };
 use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
@@ -347,6 +348,13 @@ pub fn statefulset(
             // Raft allows); OrderedReady would also block restarting pod N while
             // pod N-1 is not ready, which a recovering cluster cannot afford.
             pod_management_policy: Some("Parallel".to_string()),
+            // Restarts for a new template are the operator's (see
+            // crate::rollout): Kubernetes' rolling update would restart a
+            // healthy member while another is down and take the quorum.
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".to_string()),
+                rolling_update: None,
+            }),
             selector: LabelSelector {
                 match_labels: Some(owned.names.selector_labels()),
                 ..LabelSelector::default()

@@ -68,7 +68,7 @@ pub fn build_status(input: &StatusInput<'_>) -> RaftClusterStatus {
             .leader
             .and_then(ordinal_of)
             .map(|ord| input.names.pod(ord)),
-        members: members(input),
+        members: members(input, &previous),
         conditions: conditions(input, &previous, &census, degraded, progressing),
         observed_generation: input.rc.metadata.generation,
         selector: Some(input.names.selector_string()),
@@ -121,12 +121,15 @@ impl Census {
     }
 }
 
-/// One summary per member of the membership, named by its pod.
-fn members(input: &StatusInput<'_>) -> Vec<MemberSummary> {
+/// One summary per member of the membership, named by its pod. While no
+/// leader answers, the members as last seen through one: solo recovery
+/// counts the voters of that list (`recovery::known_voters`).
+fn members(input: &StatusInput<'_>, previous: &RaftClusterStatus) -> Vec<MemberSummary> {
     let o = input.observed;
-    o.membership
-        .as_deref()
-        .unwrap_or_default()
+    let Some(membership) = o.membership.as_deref() else {
+        return previous.members.clone();
+    };
+    membership
         .iter()
         .map(|m| {
             let report = o.report_of(m.id);

@@ -188,7 +188,16 @@ async fn solo_recovery_on_a_healthy_quorum_is_refused_once_per_generation() {
 
 #[tokio::test]
 async fn lost_quorum_is_recorded_before_anything_is_deleted() {
-    let rc = with_recovery(initialized(raft_cluster("demo", 3)), 2);
+    let mut rc = with_recovery(initialized(raft_cluster("demo", 3)), 2);
+    // The members as last seen through a leader: kept while none answers.
+    rc.status.as_mut().unwrap().members = (1..=3)
+        .map(|id| raftkv_operator::crd::MemberSummary {
+            id,
+            name: format!("demo-{}", id - 1),
+            role: "follower".into(),
+            caught_up: true,
+        })
+        .collect();
     let mut script = preamble(Some(3), &[0, 1, 2]);
     script.push(pods_list(&[]));
     script.extend([expect("POST", EVENTS, Reply::Echo), status_patch(&rc)]);
@@ -199,6 +208,39 @@ async fn lost_quorum_is_recorded_before_anything_is_deleted() {
     assert_eq!(status["recovery"]["member"], 0);
     assert_eq!(status["phase"], "Recovering");
     assert_eq!(condition(&seen[8].body, "SoloRecovery")["status"], "True");
+    let kept: Vec<u64> = status["members"]
+        .as_array()
+        .map(|m| m.iter().filter_map(|m| m["id"].as_u64()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        kept,
+        vec![1, 2, 3],
+        "members last seen: {}",
+        status["members"]
+    );
+}
+
+#[tokio::test]
+async fn a_new_recovery_starts_with_no_member_reset_whatever_the_last_one_reset() {
+    // The last recovery (generation 1) reset pods 1 and 2 and completed; a
+    // new request (generation 2) must reset them again. Status is written as
+    // a merge patch: an empty `reset` left out of it kept [1, 2] on the API
+    // server, and the new recovery skipped both resets (seen in a journey).
+    let mut rc = with_recovery(initialized(raft_cluster("demo", 3)), 2);
+    rc.status.as_mut().unwrap().recovery = Some(RecoveryStatus {
+        generation: 1,
+        ..recovery_status(RecoveryPhase::Completed, vec![1, 2])
+    });
+    let mut script = preamble(Some(3), &[0, 1, 2]);
+    script.push(pods_list(&[]));
+    script.extend([expect("POST", EVENTS, Reply::Echo), status_patch(&rc)]);
+    let (_, seen, _) = run_with(rc, survivor_only(), script, |_| {}).await;
+    let recovery = &status_of(&seen[8].body)["recovery"];
+    assert_eq!(recovery["phase"], "ResettingOthers");
+    assert!(
+        matches!(recovery.get("reset"), Some(v) if v.is_null() || *v == json!([])),
+        "the patch leaves the last recovery's resets in place: {recovery}"
+    );
 }
 
 #[tokio::test]

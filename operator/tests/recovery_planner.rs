@@ -4,12 +4,12 @@
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use raftkv_operator::crd::{RecoveryPhase, RecoveryStatus, SoloRecoverySpec};
-use raftkv_operator::membership::{MemberReport, Observed, RaftMember, Role};
+use raftkv_operator::membership::{MemberReport, Observed, PodState, RaftMember, Role};
 use raftkv_operator::recovery::{
-    plan_recovery, record, RecoveryInput, RecoveryPlan, RecoveryRefusal, RecoveryStep, RecoveryWait,
+    plan_recovery, record, RecoveryInput, RecoveryPlan, RecoveryRefusal, RecoveryStep,
+    RecoveryWait, KUBERNETES_DOWN_AFTER,
 };
 use std::collections::BTreeMap;
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 const CLUSTER: u64 = 0xc1;
@@ -81,7 +81,7 @@ fn plan(
         observed: o,
         known_voters: &[1, 2, 3],
         leaderless_threshold: THRESHOLD,
-        ready_pods: &BTreeSet::new(),
+        pods: &BTreeMap::new(),
     })
 }
 
@@ -140,6 +140,26 @@ fn a_healthy_quorum_refuses_once_per_generation() {
     ));
 }
 
+/// Pods 0..3 as Kubernetes reports them: Ready for long, except `not_ready`
+/// (not Ready for `for_`).
+fn pods(not_ready: &[u32], for_: Duration) -> BTreeMap<u32, PodState> {
+    (0..3)
+        .map(|o| {
+            let down = not_ready.contains(&o);
+            let pod = PodState {
+                ready: !down,
+                ready_for: if down {
+                    for_
+                } else {
+                    Duration::from_secs(3600)
+                },
+                ..PodState::default()
+            };
+            (o, pod)
+        })
+        .collect()
+}
+
 #[test]
 fn a_member_kubernetes_sees_ready_is_not_lost_however_unreachable() {
     // The operator reaches only pod 0, leaderless for long: on its own that
@@ -148,8 +168,7 @@ fn a_member_kubernetes_sees_ready_is_not_lost_however_unreachable() {
     // majority serving on the other. Resetting 1 and 2 would lose its data.
     let request = auto();
     let o = observed(3, vec![(0, member(1, Role::Candidate, 10, LONG))]);
-    let with_ready = |ready: &[u32]| {
-        let ready: BTreeSet<u32> = ready.iter().copied().collect();
+    let with_pods = |pods: &BTreeMap<u32, PodState>| {
         plan_recovery(&RecoveryInput {
             request: Some(&request),
             generation: 1,
@@ -157,20 +176,65 @@ fn a_member_kubernetes_sees_ready_is_not_lost_however_unreachable() {
             observed: &o,
             known_voters: &[1, 2, 3],
             leaderless_threshold: THRESHOLD,
-            ready_pods: &ready,
+            pods,
         })
     };
+    let long = Duration::from_secs(600);
     assert_eq!(
-        with_ready(&[1, 2]),
+        with_pods(&pods(&[0], long)),
         RecoveryPlan::Wait(RecoveryWait::UnreachableButReady { ordinal: 1 })
     );
     assert_eq!(
-        with_ready(&[0, 2]),
+        with_pods(&pods(&[1], long)),
         RecoveryPlan::Wait(RecoveryWait::UnreachableButReady { ordinal: 2 })
     );
-    // Pod 0 Ready changes nothing (it answers); 1 and 2 not Ready: lost.
+    // 1 and 2 not Ready for long, or without pods: lost.
     assert!(matches!(
-        with_ready(&[0]),
+        with_pods(&pods(&[1, 2], long)),
+        RecoveryPlan::Act(RecoveryStep::Begin { member: 0, .. })
+    ));
+    let mut gone = pods(&[], long);
+    gone.retain(|&o, _| o == 0);
+    assert!(matches!(
+        with_pods(&gone),
+        RecoveryPlan::Act(RecoveryStep::Begin { member: 0, .. })
+    ));
+}
+
+#[test]
+fn a_voter_whose_pod_turned_not_ready_moments_ago_is_not_lost() {
+    // Cutting the operator and pod 0 off (pod 0 leading) sends 1 and 2
+    // through an election: their readiness probes fail for a few seconds,
+    // then pass again under their new leader. Seen in a CI journey: that
+    // blip, taken for "not Ready", let the operator recover pod 0 alone
+    // next to a healthy majority. Not Ready counts only once it has lasted
+    // the leaderless threshold, and at least KUBERNETES_DOWN_AFTER.
+    let request = auto();
+    let o = observed(3, vec![(0, member(1, Role::Candidate, 10, LONG))]);
+    let with_pods = |pods: &BTreeMap<u32, PodState>| {
+        plan_recovery(&RecoveryInput {
+            request: Some(&request),
+            generation: 1,
+            status: None,
+            observed: &o,
+            known_voters: &[1, 2, 3],
+            leaderless_threshold: Duration::from_secs(5),
+            pods,
+        })
+    };
+    assert_eq!(
+        with_pods(&pods(&[1, 2], Duration::from_secs(6))),
+        RecoveryPlan::Wait(RecoveryWait::UnreachableButReady { ordinal: 1 })
+    );
+    assert_eq!(
+        with_pods(&pods(
+            &[1, 2],
+            KUBERNETES_DOWN_AFTER - Duration::from_secs(1)
+        )),
+        RecoveryPlan::Wait(RecoveryWait::UnreachableButReady { ordinal: 1 })
+    );
+    assert!(matches!(
+        with_pods(&pods(&[1, 2], KUBERNETES_DOWN_AFTER)),
         RecoveryPlan::Act(RecoveryStep::Begin { member: 0, .. })
     ));
 }
@@ -257,7 +321,7 @@ fn auto_picks_the_highest_applied_index_and_an_ordinal_is_checked() {
                 observed: &o,
                 known_voters: &[1, 2, 3, 4, 5],
                 leaderless_threshold: THRESHOLD,
-                ready_pods: &BTreeSet::new(),
+                pods: &BTreeMap::new(),
             })
         }
     };

@@ -157,6 +157,33 @@ impl ControlPlane {
         self.state.join("logs").join(format!("{component}.log"))
     }
 
+    /// `kubectl ARGS` as cluster-admin within a minute; its stdout, or an
+    /// error with its stderr.
+    pub async fn kubectl_stdout(&self, args: &[&str]) -> Result<String> {
+        Ok(self
+            .kubectl(args, Duration::from_secs(60))
+            .await?
+            .ok()?
+            .stdout)
+    }
+
+    /// Waits until the CustomResourceDefinition `name` is Established (its
+    /// resources can be created).
+    pub async fn wait_established(&self, name: &str) -> Result<()> {
+        self.kubectl(
+            &[
+                "wait",
+                "--for=condition=Established",
+                &format!("crd/{name}"),
+                "--timeout=60s",
+            ],
+            Duration::from_secs(90),
+        )
+        .await?
+        .ok()?;
+        Ok(())
+    }
+
     /// `kubectl ARGS` as cluster-admin, with a deadline; the output whatever
     /// the exit code (call `.ok()` to require success).
     pub async fn kubectl(&self, args: &[&str], timeout: Duration) -> Result<CmdOutput> {

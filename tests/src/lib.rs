@@ -27,6 +27,14 @@
 //! # }
 //! ```
 
+/// The repository's root (the parent of `tests/`), for the charts, CRDs and
+/// scripts the tests use as they are checked in.
+pub fn repo_root() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+}
+
 pub mod admin;
 pub mod auth;
 pub mod binaries;

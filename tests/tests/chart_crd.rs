@@ -7,17 +7,8 @@
 //! checked by .ci/chart-checks; the example RaftCluster is validated against the
 //! CRD schema by operator/tests/crd_schema.rs.
 
-use std::path::{Path, PathBuf};
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
-
 fn read(relative: &str) -> String {
-    let path = repo_root().join(relative);
+    let path = raftkv_tests::repo_root().join(relative);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 

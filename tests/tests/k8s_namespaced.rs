@@ -14,7 +14,6 @@ use raftkv_tests::binaries::helm_bin;
 use raftkv_tests::command::run;
 use raftkv_tests::control_plane::{ControlPlane, ControlPlaneOptions, Store};
 use raftkv_tests::wait::until;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,16 +21,6 @@ const T: Duration = Duration::from_secs(60);
 const OPERATOR_NS: &str = "raftkv-system";
 const WATCHED: &str = "team-a";
 const OTHER: &str = "team-b";
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-}
-
-async fn kubectl(plane: &ControlPlane, args: &[&str]) -> Result<String> {
-    Ok(plane.kubectl(args, T).await?.ok()?.stdout)
-}
 
 fn cluster(name: &str, ns: &str) -> String {
     format!(
@@ -46,11 +35,9 @@ spec: {{replicas: 3, image: raftkv:0.1.0}}
 /// A client that authenticates as the chart's ServiceAccount, with a token
 /// the API server issues for it (`kubectl create token`).
 async fn service_account_client(plane: &ControlPlane) -> Result<kube::Client> {
-    let token = kubectl(
-        plane,
-        &["create", "token", "raftkv-operator", "-n", OPERATOR_NS],
-    )
-    .await?;
+    let token = plane
+        .kubectl_stdout(&["create", "token", "raftkv-operator", "-n", OPERATOR_NS])
+        .await?;
     let admin = kube::config::Kubeconfig::read_from(plane.kubeconfig())?;
     let mut as_json = serde_json::to_value(&admin)?;
     for user in as_json["users"]
@@ -73,11 +60,14 @@ async fn a_namespace_scoped_operator_runs_its_namespace_only() -> Result<()> {
         ..ControlPlaneOptions::default()
     })?;
     for ns in [OPERATOR_NS, WATCHED, OTHER] {
-        kubectl(&plane, &["create", "namespace", ns]).await?;
+        plane.kubectl_stdout(&["create", "namespace", ns]).await?;
     }
     // The chart as `helm install --set watchNamespace=team-a` renders it
     // (its Deployment stays Pending: no node; this process runs the controller).
-    let chart = repo().join("charts/raftkv-operator").display().to_string();
+    let chart = raftkv_tests::repo_root()
+        .join("charts/raftkv-operator")
+        .display()
+        .to_string();
     let rendered = run(
         &helm,
         &[
@@ -108,16 +98,7 @@ async fn a_namespace_scoped_operator_runs_its_namespace_only() -> Result<()> {
         .kubectl_with_stdin(&["apply", "-f", "-"], Some(&rendered), T)
         .await?
         .ok()?;
-    kubectl(
-        &plane,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "crd/raftclusters.raftkv.io",
-            "--timeout=60s",
-        ],
-    )
-    .await?;
+    plane.wait_established("raftclusters.raftkv.io").await?;
     for (name, ns) in [("a", WATCHED), ("b", OTHER)] {
         plane
             .kubectl_with_stdin(&["apply", "-f", "-"], Some(&cluster(name, ns)), T)
@@ -152,9 +133,8 @@ async fn a_namespace_scoped_operator_runs_its_namespace_only() -> Result<()> {
         },
     )
     .await?;
-    let finalizers = kubectl(
-        &plane,
-        &[
+    let finalizers = plane
+        .kubectl_stdout(&[
             "get",
             "rkc",
             "a",
@@ -162,18 +142,16 @@ async fn a_namespace_scoped_operator_runs_its_namespace_only() -> Result<()> {
             WATCHED,
             "-o",
             "jsonpath={.metadata.finalizers}",
-        ],
-    )
-    .await?;
+        ])
+        .await?;
     ensure!(
         finalizers.contains("raftkv.io/cleanup"),
         "rkc/a has finalizers {finalizers:?}"
     );
     // The other namespace's is left alone (given the same time again).
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let untouched = kubectl(
-        &plane,
-        &[
+    let untouched = plane
+        .kubectl_stdout(&[
             "get",
             "rkc",
             "b",
@@ -181,14 +159,15 @@ async fn a_namespace_scoped_operator_runs_its_namespace_only() -> Result<()> {
             OTHER,
             "-o",
             "jsonpath={.metadata.finalizers}{.status}",
-        ],
-    )
-    .await?;
+        ])
+        .await?;
     ensure!(
         untouched.is_empty(),
         "rkc/b in {OTHER} was acted on: {untouched:?}"
     );
-    let owned = kubectl(&plane, &["get", "sts,svc", "-n", OTHER, "-o", "name"]).await?;
+    let owned = plane
+        .kubectl_stdout(&["get", "sts,svc", "-n", OTHER, "-o", "name"])
+        .await?;
     ensure!(owned.trim().is_empty(), "objects made in {OTHER}: {owned}");
     controller.abort();
     Ok(())

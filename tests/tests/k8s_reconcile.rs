@@ -23,22 +23,11 @@ use raftkv_operator::recovery::executor::SoloRecovered;
 use raftkv_operator::snapshots::{BackupDone, TakeBackup};
 use raftkv_tests::control_plane::{ControlPlane, ControlPlaneOptions, Store};
 use std::ops::Range;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 const NS: &str = "races";
 const T: Duration = Duration::from_secs(60);
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-}
-
-async fn kubectl(plane: &ControlPlane, args: &[&str]) -> Result<String> {
-    Ok(plane.kubectl(args, T).await?.ok()?.stdout)
-}
 
 /// A RaftCluster of three, with the finalizer the operator puts on first
 /// (so a reconcile goes straight to its phases).
@@ -55,9 +44,8 @@ spec: {{replicas: 3, image: raftkv:0.1.0}}
 /// Merges `status` into the RaftCluster's status, as the operator does.
 async fn write_status(plane: &ControlPlane, name: &str, status: serde_json::Value) -> Result<()> {
     let patch = serde_json::json!({ "status": status }).to_string();
-    kubectl(
-        plane,
-        &[
+    plane
+        .kubectl_stdout(&[
             "patch",
             "rkc",
             name,
@@ -67,9 +55,8 @@ async fn write_status(plane: &ControlPlane, name: &str, status: serde_json::Valu
             "--type=merge",
             "-p",
             &patch,
-        ],
-    )
-    .await?;
+        ])
+        .await?;
     Ok(())
 }
 
@@ -104,9 +91,8 @@ fn completed() -> serde_json::Value {
 }
 
 async fn recovery_phase(plane: &ControlPlane, name: &str) -> Result<String> {
-    kubectl(
-        plane,
-        &[
+    plane
+        .kubectl_stdout(&[
             "get",
             "rkc",
             name,
@@ -114,9 +100,8 @@ async fn recovery_phase(plane: &ControlPlane, name: &str) -> Result<String> {
             NS,
             "-o",
             "jsonpath={.status.recovery.phase}",
-        ],
-    )
-    .await
+        ])
+        .await
 }
 
 async fn client(plane: &ControlPlane) -> Result<kube::Client> {
@@ -180,6 +165,10 @@ impl MemberApi for CompletedWhileObserving {
         LiveMembers.take_backup(names, take, retain, ordinals).await
     }
 
+    async fn move_leader(&self, names: &ClusterNames, from: u32, to: u64) -> Result<(), ExecError> {
+        LiveMembers.move_leader(names, from, to).await
+    }
+
     async fn recover_solo(
         &self,
         names: &ClusterNames,
@@ -199,19 +188,13 @@ async fn a_reconcile_never_plans_from_or_writes_over_a_newer_status() -> Result<
         node: false,
         ..ControlPlaneOptions::default()
     })?;
-    let crd = repo().join("crds/raftcluster.yaml").display().to_string();
-    kubectl(&plane, &["apply", "-f", &crd]).await?;
-    kubectl(
-        &plane,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "crd/raftclusters.raftkv.io",
-            "--timeout=60s",
-        ],
-    )
-    .await?;
-    kubectl(&plane, &["create", "namespace", NS]).await?;
+    let crd = raftkv_tests::repo_root()
+        .join("crds/raftcluster.yaml")
+        .display()
+        .to_string();
+    plane.kubectl_stdout(&["apply", "-f", &crd]).await?;
+    plane.wait_established("raftclusters.raftkv.io").await?;
+    plane.kubectl_stdout(&["create", "namespace", NS]).await?;
     let client = client(&plane).await?;
     let api: kube::Api<RaftCluster> = kube::Api::namespaced(client.clone(), NS);
 
@@ -251,9 +234,8 @@ async fn a_reconcile_never_plans_from_or_writes_over_a_newer_status() -> Result<
         other => bail!("the reconcile should have been refused with a conflict: {other:?}"),
     }
     // A lost race is retried, not reported as a failure.
-    let failed = kubectl(
-        &plane,
-        &[
+    let failed = plane
+        .kubectl_stdout(&[
             "get",
             "rkc",
             name,
@@ -261,10 +243,9 @@ async fn a_reconcile_never_plans_from_or_writes_over_a_newer_status() -> Result<
             NS,
             "-o",
             "jsonpath={.status.conditions[?(@.type==\"ReconcileFailed\")].status}",
-        ],
-    )
-    .await
-    .context("reading conditions")?;
+        ])
+        .await
+        .context("reading conditions")?;
     ensure!(
         failed != "True",
         "a lost race was reported as ReconcileFailed"

@@ -29,7 +29,7 @@ fn the_operator_imports_point_down_the_layers() {
         &[
             &["crd", "naming", "metrics", "leader_election"],
             &["resources", "membership", "volumes"],
-            &["recovery", "snapshots"],
+            &["recovery", "snapshots", "rollout"],
             &["status", "members"],
             &["controller"],
         ],

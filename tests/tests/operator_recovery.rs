@@ -19,7 +19,7 @@ use raftkv_tests::files::copy_dir;
 use raftkv_tests::kv::{get_value, get_value_serializable};
 use raftkv_tests::pod_set::{PodAddresses, PodSet};
 use raftkv_tests::Ports;
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// What the reconciler keeps in status between rounds.
@@ -79,10 +79,10 @@ impl Operator {
             observed: &observed,
             known_voters: &self.known_voters,
             leaderless_threshold: self.threshold,
-            // No kubelet here: no pod is reported Ready, so an unreachable
-            // member counts as lost as soon as the members prove it (the
-            // readiness gate is tested on the real control plane).
-            ready_pods: &BTreeSet::new(),
+            // No kubelet here: no pod exists for Kubernetes, so an
+            // unreachable member counts as lost as soon as the members prove
+            // it (the readiness gate is tested on the real control plane).
+            pods: &BTreeMap::new(),
         });
         let mut detail = None;
         if let RecoveryPlan::Act(step) = &plan {
@@ -327,7 +327,7 @@ async fn solo_recovery_on_a_healthy_quorum_is_refused_and_changes_nothing() -> R
             observed: &op.observe(&pods, 3).await,
             known_voters: &[1, 2, 3],
             leaderless_threshold: op.threshold,
-            ready_pods: &BTreeSet::new(),
+            pods: &BTreeMap::new(),
         }),
         RecoveryPlan::Refuse(RecoveryRefusal::QuorumNotLost { .. })
     ));

@@ -4,20 +4,27 @@
 //! Every failure names the call that failed (see [`crate::Error::Kube`]).
 
 use crate::crd::RaftCluster;
+use crate::membership::PodState;
 use crate::naming::{ClusterNames, DATA_VOLUME, MANAGER};
 use crate::volumes::ClaimSize;
 use crate::{kube_err, Error};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Debug;
+use std::time::Duration;
+
+/// The label the StatefulSet controller puts on each pod: the revision of
+/// the template it was made from.
+const REVISION_LABEL: &str = "controller-revision-hash";
 
 /// One RaftCluster's objects, as the API server has them.
 pub struct KubeOps {
@@ -105,26 +112,48 @@ impl KubeOps {
             .collect())
     }
 
-    /// Ordinals whose pod Kubernetes reports Ready (and is not being deleted).
-    pub async fn ready_pods(&self) -> Result<BTreeSet<u32>, Error> {
+    /// The member pods by ordinal: their template revision, readiness (and
+    /// since when, as of `now`), and whether they are being deleted.
+    pub async fn member_pods(&self, now: Timestamp) -> Result<BTreeMap<u32, PodState>, Error> {
         let pods = self
             .api::<Pod>()
             .list(&ListParams::default().labels(&self.names.selector_string()))
             .await
             .map_err(kube_err("listing pods"))?;
         let prefix = format!("{}-", self.names.statefulset());
-        let ready = |pod: &Pod| {
-            pod.status
+        let state = |pod: &Pod| {
+            let ready = pod
+                .status
                 .as_ref()
                 .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                .and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
+            let since = ready
+                .and_then(|c| c.last_transition_time.as_ref())
+                .or(pod.metadata.creation_timestamp.as_ref())
+                .map(|t| t.0);
+            PodState {
+                revision: pod.labels().get(REVISION_LABEL).cloned(),
+                ready: ready.is_some_and(|c| c.status == "True"),
+                ready_for: since
+                    .and_then(|since| Duration::try_from(now.duration_since(since)).ok())
+                    .unwrap_or_default(),
+                terminating: pod.metadata.deletion_timestamp.is_some(),
+            }
         };
         Ok(pods
             .items
             .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none() && ready(p))
-            .filter_map(|p| p.name_any().strip_prefix(&prefix)?.parse::<u32>().ok())
+            .filter_map(|p| {
+                let ordinal = p.name_any().strip_prefix(&prefix)?.parse::<u32>().ok()?;
+                Some((ordinal, state(p)))
+            })
             .collect())
+    }
+
+    /// Deletes the pod of `ordinal` (gone already is fine); the StatefulSet
+    /// re-creates it from its current template.
+    pub async fn delete_pod(&self, ordinal: u32) -> Result<(), Error> {
+        self.delete::<Pod>(&self.names.pod(ordinal), "pod").await
     }
 
     /// Raises the data volume claim of `ordinal` to `size`; Kubernetes
@@ -151,7 +180,7 @@ impl KubeOps {
     /// the pod with a fresh, empty volume.
     pub async fn reset_member(&self, ordinal: u32) -> Result<(), Error> {
         self.delete_volume(ordinal).await?;
-        self.delete::<Pod>(&self.names.pod(ordinal), "pod").await
+        self.delete_pod(ordinal).await
     }
 
     async fn delete<K>(&self, name: &str, what: &str) -> Result<(), Error>
@@ -174,16 +203,24 @@ impl KubeOps {
         publish(&self.recorder, &self.reference, type_, reason, note).await;
     }
 
-    /// Merges `status` into the RaftCluster's status subresource, only over
-    /// `read_version` (the resourceVersion the reconcile planned from): a
-    /// newer write of anyone else's makes the API server refuse this one
-    /// (409 Conflict, see [`Error::is_conflict`]) instead of being merged
-    /// over, since status is the only record of recovery steps taken.
+    /// Writes `status` as the RaftCluster's status, only over `read_version`
+    /// (the resourceVersion the reconcile planned from): a newer write of
+    /// anyone else's makes the API server refuse this one (409 Conflict, see
+    /// [`Error::is_conflict`]) instead of being merged over, since status is
+    /// the only record of recovery steps taken. It is a merge patch over
+    /// `previous` (the status as read) that also removes what `status` no
+    /// longer has (see [`replacing`]).
     pub async fn write_status<S: Serialize>(
         &self,
+        previous: Option<&S>,
         status: &S,
         read_version: Option<&str>,
     ) -> Result<(), Error> {
+        let to_json = |s: &S| serde_json::to_value(s).unwrap_or(serde_json::Value::Null);
+        let status = match previous {
+            Some(previous) => replacing(&to_json(previous), &to_json(status)),
+            None => to_json(status),
+        };
         let mut patch = serde_json::json!({ "status": status });
         if let Some(version) = read_version {
             patch["metadata"] = serde_json::json!({ "resourceVersion": version });
@@ -197,6 +234,30 @@ impl KubeOps {
             .await
             .map_err(kube_err("writing status"))?;
         Ok(())
+    }
+}
+
+/// A JSON merge patch (RFC 7386) that turns `old` into `new`: `new` itself,
+/// plus a `null` for every field of `old` that `new` lacks, at every depth
+/// of objects both have. Status fields are left out when empty or unset
+/// (`skip_serializing_if`), and a merge patch without them would keep the
+/// old values: a pending learner long promoted, or the members an earlier
+/// recovery reset, which made a new recovery skip resetting them.
+pub fn replacing(old: &serde_json::Value, new: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match (old, new) {
+        (Value::Object(old), Value::Object(new)) => {
+            let mut patch = new.clone();
+            for (key, was) in old {
+                let value = match new.get(key) {
+                    None => Value::Null,
+                    Some(now) => replacing(was, now),
+                };
+                patch.insert(key.clone(), value);
+            }
+            Value::Object(patch)
+        }
+        _ => new.clone(),
     }
 }
 
@@ -228,5 +289,33 @@ pub async fn publish(
     };
     if let Err(err) = recorder.publish(&event, reference).await {
         tracing::warn!(error = %err, reason, "publishing event failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replacing;
+    use serde_json::json;
+
+    #[test]
+    fn a_merge_patch_removes_what_the_new_status_left_out() {
+        let old = json!({
+            "pendingLearner": {"id": 3},
+            "recovery": {"phase": "Completed", "reset": [1, 2], "member": 0},
+            "members": [{"id": 1}],
+        });
+        let new = json!({
+            "recovery": {"phase": "ResettingOthers", "member": 0},
+            "members": [{"id": 1}, {"id": 2}],
+        });
+        assert_eq!(
+            replacing(&old, &new),
+            json!({
+                "pendingLearner": null,
+                "recovery": {"phase": "ResettingOthers", "reset": null, "member": 0},
+                "members": [{"id": 1}, {"id": 2}],
+            })
+        );
+        assert_eq!(replacing(&json!(null), &new), new);
     }
 }

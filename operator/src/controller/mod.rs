@@ -4,12 +4,13 @@
 //! [`Reconciler`](reconciler::Reconciler) that holds what they share: make
 //! sure the owned objects exist (server-side apply), observe the StatefulSet,
 //! the volumes and the members, let solo recovery act if it was asked for,
-//! carry out at most one membership step, expand volumes that ask for less
-//! than the spec, take a backup that is due, write status, and requeue soon
-//! while a change is in flight.
+//! carry out at most one membership step, restart at most one pod on an old
+//! template, expand volumes that ask for less than the spec, take a backup
+//! that is due, write status, and requeue soon while a change is in flight.
 //!
 //! Deciding is never done here: the planners of [`crate::membership`],
-//! [`crate::recovery`], [`crate::snapshots`] and [`crate::volumes`] are pure functions of what
+//! [`crate::recovery`], [`crate::rollout`], [`crate::snapshots`] and
+//! [`crate::volumes`] are pure functions of what
 //! was observed; this module calls them and carries their steps out.
 
 mod backups;
@@ -18,6 +19,7 @@ mod kube_ops;
 mod reconciler;
 mod recovery;
 mod report;
+mod rollout;
 mod volumes;
 
 pub use crate::members::{LiveMembers, MemberApi};
@@ -29,6 +31,7 @@ use crate::membership::{plan_next_step, Plan};
 use crate::metrics::Metrics;
 use crate::naming::{ClusterNames, MANAGER};
 use crate::recovery::RecoveryPlan;
+use crate::rollout::RolloutPlan;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Service;
@@ -101,18 +104,27 @@ async fn apply<M: MemberApi>(cached: &RaftCluster, ctx: &Context<M>) -> Result<A
     let step = r
         .step_membership(&plan, &observed, recovery.holds_members(), &sts)
         .await;
+    let rollout = r
+        .roll_out(&sts, &observed, &plan, recovery.holds_members())
+        .await;
     let expansion = r.expand_volumes(&claims).await;
     let backups = r.back_up(&observed, recovery.holds_members()).await;
-    r.write_status(&observed, &plan, &step, &recovery, &backups, &expansion)
-        .await?;
-    if let Some(err) = step.failure.or(recovery.error) {
+    let rounds = report::Rounds {
+        step: &step,
+        recovery: &recovery,
+        rollout: &rollout,
+        expansion: &expansion,
+        backups: &backups,
+    };
+    r.write_status(&observed, &plan, &rounds).await?;
+    if let Some(err) = step.failure.or(recovery.error).or(rollout.error) {
         return Err(err);
     }
-    Ok(Action::requeue(next_wake(
-        &plan,
-        &recovery.plan,
-        backups.next_in,
-    )))
+    let wake = next_wake(&plan, &recovery.plan, backups.next_in);
+    Ok(Action::requeue(match rollout.plan {
+        Some(RolloutPlan::UpToDate) => wake,
+        _ => wake.min(REQUEUE_BUSY),
+    }))
 }
 
 /// When to look again: soon while something is in flight, and a little after

@@ -39,6 +39,9 @@ pub struct StatefulSetNow {
     pub replicas: u32,
     /// Its volume claim template: fixed once it exists.
     pub claims: ClaimTemplate,
+    /// The revision of its current pod template, once the StatefulSet
+    /// controller has caught up with the last change (for the rollout).
+    pub update_revision: Option<String>,
 }
 
 /// What the membership step of one reconcile did.
@@ -92,7 +95,17 @@ impl<'a, M: MemberApi> Reconciler<'a, M> {
             .as_ref()
             .and_then(ClaimTemplate::of_statefulset)
             .unwrap_or_else(|| ClaimTemplate::of_spec(self.rc));
-        let sts = StatefulSetNow { replicas, claims };
+        let update_revision = found.as_ref().and_then(|s| {
+            let status = s.status.as_ref()?;
+            let caught_up = status.observed_generation.is_some()
+                && status.observed_generation == s.metadata.generation;
+            caught_up.then(|| status.update_revision.clone()).flatten()
+        });
+        let sts = StatefulSetNow {
+            replicas,
+            claims,
+            update_revision,
+        };
         let members = replicas.max(self.rc.spec.replicas.max(0) as u32);
         self.kube
             .apply::<PodDisruptionBudget>(

@@ -13,7 +13,7 @@ use crate::membership::{Observed, Plan};
 use crate::recovery::{plan_recovery, record, RecoveryInput, RecoveryPlan, RecoveryStep};
 use crate::Error;
 use kube::runtime::events::EventType;
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// What one reconcile did about recovery.
@@ -82,9 +82,9 @@ impl<M: MemberApi> Reconciler<'_, M> {
         // Kubernetes' view of the pods matters only to a request's proof of
         // loss: listed only while one is in the spec.
         let requested = rc.spec.recovery.as_ref().is_some_and(|r| r.solo.is_some());
-        let ready_pods = if requested {
-            match self.kube.ready_pods().await {
-                Ok(ready) => ready,
+        let pods = if requested {
+            match self.kube.member_pods(self.now).await {
+                Ok(pods) => pods,
                 Err(err) => {
                     return RecoveryRound {
                         plan: RecoveryPlan::Idle,
@@ -94,7 +94,7 @@ impl<M: MemberApi> Reconciler<'_, M> {
                 }
             }
         } else {
-            BTreeSet::new()
+            BTreeMap::new()
         };
         let plan = plan_recovery(&RecoveryInput {
             request: rc.spec.recovery.as_ref().and_then(|r| r.solo.as_ref()),
@@ -103,7 +103,7 @@ impl<M: MemberApi> Reconciler<'_, M> {
             observed,
             known_voters: &voters,
             leaderless_threshold: threshold,
-            ready_pods: &ready_pods,
+            pods: &pods,
         });
         tracing::info!(cluster = %self.owned.names.cluster, plan = ?plan, "recovery planned");
         match self.take_recovery_step(&plan, threshold).await {

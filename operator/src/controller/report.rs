@@ -7,6 +7,7 @@ use super::context::Context;
 use super::kube_ops::publish;
 use super::reconciler::{Reconciler, StepRound};
 use super::recovery::RecoveryRound;
+use super::rollout::RolloutRound;
 use super::volumes::ExpansionRound;
 use crate::crd::RaftCluster;
 use crate::members::MemberApi;
@@ -20,22 +21,36 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{EventType, Recorder};
 use kube::{Resource, ResourceExt};
 
+/// What the phases of one reconcile did, for status.
+pub struct Rounds<'r> {
+    pub step: &'r StepRound,
+    pub recovery: &'r RecoveryRound,
+    pub rollout: &'r RolloutRound,
+    pub expansion: &'r ExpansionRound,
+    pub backups: &'r BackupRound,
+}
+
 impl<M: MemberApi> Reconciler<'_, M> {
     /// Writes what this reconcile observed and did into status.
     pub async fn write_status(
         &self,
         observed: &Observed,
         plan: &Plan,
-        step: &StepRound,
-        recovery: &RecoveryRound,
-        backups: &BackupRound,
-        expansion: &ExpansionRound,
+        rounds: &Rounds<'_>,
     ) -> Result<(), Error> {
         let rc = self.rc;
+        let Rounds {
+            step,
+            recovery,
+            rollout,
+            expansion,
+            backups,
+        } = *rounds;
         let step_error = step
             .failure
             .as_ref()
             .or(recovery.error.as_ref())
+            .or(rollout.error.as_ref())
             .map(|e| e.to_string());
         let recovery_condition = crate::recovery::condition(
             rc.spec.recovery.as_ref().is_some_and(|r| r.solo.is_some()),
@@ -65,6 +80,15 @@ impl<M: MemberApi> Reconciler<'_, M> {
                     set: recovery_condition,
                 },
                 ExtraCondition {
+                    type_: crate::rollout::CONDITION,
+                    configured: true,
+                    // Unknown when the pods could not be listed: kept as it was.
+                    set: rollout.plan.as_ref().map(|plan| {
+                        let (ok, reason, message) = crate::rollout::condition(plan);
+                        (ok, reason.to_string(), message)
+                    }),
+                },
+                ExtraCondition {
                     type_: crate::volumes::CONDITION,
                     configured: true,
                     set: Some({
@@ -75,7 +99,11 @@ impl<M: MemberApi> Reconciler<'_, M> {
             ],
         });
         self.kube
-            .write_status(&status, rc.metadata.resource_version.as_deref())
+            .write_status(
+                rc.status.as_ref(),
+                &status,
+                rc.metadata.resource_version.as_deref(),
+            )
             .await
     }
 }

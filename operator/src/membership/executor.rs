@@ -176,6 +176,21 @@ impl<A: MemberAddresses> Executor<A> {
         Ok((client, endpoint))
     }
 
+    /// etcd MoveLeader on the member at `from` (which must lead): it hands
+    /// leadership to member `to` and answers once `to` leads.
+    pub async fn move_leader(&self, from: u32, to: u64) -> Result<(), ExecError> {
+        let (mut client, endpoint) = self.etcd(from).await?;
+        client
+            .move_leader(to)
+            .await
+            .map_err(|source| ExecError::Etcd {
+                call: "MoveLeader",
+                endpoint,
+                source,
+            })?;
+        Ok(())
+    }
+
     /// Admin.MemberStatus of the member at `ordinal`.
     pub async fn member_status(&self, ordinal: u32) -> Result<MemberReport, ExecError> {
         let (mut admin, endpoint) = self.admin(ordinal).await?;

@@ -8,5 +8,5 @@ pub mod executor;
 pub mod observed;
 pub mod planner;
 
-pub use observed::{MemberReport, Observed, RaftMember, Role};
+pub use observed::{MemberReport, Observed, PodState, RaftMember, Role};
 pub use planner::{plan_next_step, Plan, Refusal, Step, Wait};

@@ -73,6 +73,20 @@ impl MemberReport {
     }
 }
 
+/// One member pod as Kubernetes reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodState {
+    /// The StatefulSet revision its template came from (the
+    /// `controller-revision-hash` label).
+    pub revision: Option<String>,
+    /// Its Ready condition is True.
+    pub ready: bool,
+    /// How long its Ready condition has had its current value.
+    pub ready_for: Duration,
+    /// It is being deleted.
+    pub terminating: bool,
+}
+
 /// One entry of the Raft membership (etcd MemberList).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RaftMember {

@@ -8,6 +8,7 @@ pub mod planner;
 
 pub use planner::{
     plan_recovery, RecoveryInput, RecoveryPlan, RecoveryRefusal, RecoveryStep, RecoveryWait,
+    KUBERNETES_DOWN_AFTER,
 };
 
 use crate::crd::{RecoveryPhase, RecoveryStatus};

@@ -11,9 +11,11 @@
 //!    heard from no leader for at least the threshold (`millis_since_leader`),
 //!    and the reachable
 //!    members with data are fewer than a majority of the voters last seen, and
-//!    Kubernetes, too, sees every other voter's pod not Ready or gone (the
+//!    Kubernetes, too, sees every other voter's pod gone, or not Ready for as
+//!    long as the threshold and at least [`KUBERNETES_DOWN_AFTER`] (the
 //!    operator not reaching a member proves nothing alone: the operator may be
-//!    the one cut off, with the majority healthy on the other side). A
+//!    the one cut off, with the majority healthy on the other side, and a
+//!    majority that just lost its leader fails readiness for a few seconds). A
 //!    leader present makes the request *refused* (final for this generation);
 //!    anything short of proof makes it *wait* (it may become proof later).
 //! 2. **Reset every other member first** (volume, then pod): the chosen member
@@ -29,9 +31,9 @@
 
 use crate::crd::{RecoveryPhase, RecoveryStatus, SoloRecoverySpec};
 use crate::membership::planner::quorum;
-use crate::membership::{MemberReport, Observed};
+use crate::membership::{MemberReport, Observed, PodState};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// What the recovery planner decides from.
@@ -49,9 +51,10 @@ pub struct RecoveryInput<'a> {
     pub known_voters: &'a [u64],
     /// No leader heard for at least this long counts as quorum lost.
     pub leaderless_threshold: Duration,
-    /// Ordinals whose pod Kubernetes reports Ready (its readiness probe,
-    /// run by its node's kubelet, passes).
-    pub ready_pods: &'a BTreeSet<u32>,
+    /// The member pods as Kubernetes reports them, by ordinal (readiness
+    /// from each node's kubelet, which the operator's network does not
+    /// affect); a missing ordinal has no pod.
+    pub pods: &'a BTreeMap<u32, PodState>,
 }
 
 /// One recovery step.
@@ -135,6 +138,20 @@ pub fn plan_recovery(input: &RecoveryInput<'_>) -> RecoveryPlan {
     }
 }
 
+/// How long Kubernetes must have reported a pod not Ready before solo
+/// recovery counts its member lost (or the leaderless threshold, if longer):
+/// a majority cut off from a leading member goes through an election, and
+/// its pods fail readiness probes for a few seconds until it has a leader
+/// again; that blip must never pass for a loss.
+pub const KUBERNETES_DOWN_AFTER: Duration = Duration::from_secs(30);
+
+/// Whether Kubernetes vouches that a pod is down: it has no pod, or its pod
+/// has not been Ready for the leaderless threshold and at least
+/// [`KUBERNETES_DOWN_AFTER`].
+fn down_per_kubernetes(pod: Option<&PodState>, threshold: Duration) -> bool {
+    pod.is_none_or(|pod| !pod.ready && pod.ready_for >= threshold.max(KUBERNETES_DOWN_AFTER))
+}
+
 /// Has data from some cluster (a `--join` member waiting to be added has none).
 fn has_data(r: &MemberReport) -> bool {
     r.cluster_id != 0
@@ -201,7 +218,7 @@ fn plan_start(input: &RecoveryInput<'_>, request: &SoloRecoverySpec) -> Recovery
         .iter()
         .filter(|id| !answered.contains(id))
         .filter_map(|&id| crate::naming::ordinal_of(id))
-        .find(|ordinal| input.ready_pods.contains(ordinal))
+        .find(|ordinal| !down_per_kubernetes(input.pods.get(ordinal), input.leaderless_threshold))
     {
         return RecoveryPlan::Wait(RecoveryWait::UnreachableButReady { ordinal });
     }

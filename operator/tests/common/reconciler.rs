@@ -28,6 +28,8 @@ pub struct FakeMembers {
     pub backups: Mutex<Vec<TakeBackup>>,
     /// Members RecoverSolo was sent to.
     pub solo: Mutex<Vec<u32>>,
+    /// MoveLeader calls: (from ordinal, to member id).
+    pub moves: Mutex<Vec<(u32, u64)>>,
     /// SaveBackup fails with this message.
     pub backup_error: Option<String>,
 }
@@ -83,6 +85,11 @@ impl MemberApi for FakeMembers {
             pruned: Vec::new(),
             prune_errors: Vec::new(),
         })
+    }
+
+    async fn move_leader(&self, _: &ClusterNames, from: u32, to: u64) -> Result<(), ExecError> {
+        self.moves.lock().unwrap().push((from, to));
+        Ok(())
     }
 
     async fn recover_solo(
@@ -232,13 +239,15 @@ pub fn preamble(sts: Option<i32>, volumes: &[u32]) -> Vec<Expect> {
 }
 
 /// The pods list a reconcile makes while solo recovery is requested (their
-/// readiness), answered with pods 0..3 of which `ready` are Ready.
+/// readiness), answered with pods 0..3 of which `ready` are Ready (and the
+/// others not, both since long ago).
 pub fn pods_list(ready: &[u32]) -> Expect {
     let items: Vec<Value> = (0..3)
         .map(|o| {
             let status = if ready.contains(&o) { "True" } else { "False" };
             json!({"metadata": {"name": format!("demo-{o}"), "namespace": "prod"},
-                   "status": {"conditions": [{"type": "Ready", "status": status}]}})
+                   "status": {"conditions": [{"type": "Ready", "status": status,
+                                              "lastTransitionTime": "2020-01-01T00:00:00Z"}]}})
         })
         .collect();
     expect(

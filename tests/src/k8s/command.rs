@@ -9,8 +9,13 @@
 //! `args` replace the image's CMD (which is empty for every image we map).
 //! Programs are looked up on the pod's PATH (`--bin-dir` first, then
 //! `/usr/local/bin:/usr/bin:/bin`), so `command: ["/bin/sh", "-c", ...]` and
-//! `command: ["raftkv-operator"]` both work. What this does not do: pull, verify
-//! digests, or give the process the image's root filesystem or user.
+//! `command: ["raftkv-operator"]` both work. A second version of an image is
+//! a directory of its own, `--bin-dir/images/<image, "/" and ":" as "_">/`
+//! (a test copies a build there): when it exists, a container of that image
+//! finds its programs there first, standing for that image's filesystem, so
+//! a rollout from one image to another changes the binary a member runs.
+//! What this does not do: pull, verify digests, or give the process the
+//! image's root filesystem or user.
 
 use k8s_openapi::api::core::v1::Container;
 use std::path::{Path, PathBuf};
@@ -27,6 +32,23 @@ pub fn image_binary(image: &str) -> Option<String> {
         None
     } else {
         Some(name.to_string())
+    }
+}
+
+/// The directory standing for one image's own binaries (see the module docs).
+pub fn image_dir(bin_dir: &Path, image: &str) -> PathBuf {
+    bin_dir
+        .join("images")
+        .join(image.replace(['/', ':', '@'], "_"))
+}
+
+/// A container's PATH: its image's directory first, when there is one.
+pub fn container_path(pod_path: &str, bin_dir: &Path, image: &str) -> String {
+    let own = image_dir(bin_dir, image);
+    if !image.is_empty() && own.is_dir() {
+        format!("{}:{pod_path}", own.display())
+    } else {
+        pod_path.to_string()
     }
 }
 
@@ -98,7 +120,11 @@ pub fn resolve_program(
             ))
         };
     }
-    let dirs = std::iter::once(bin_dir.to_path_buf()).chain(SYSTEM_PATH.iter().map(PathBuf::from));
+    let own = (!image.is_empty()).then(|| image_dir(bin_dir, image));
+    let dirs = own
+        .into_iter()
+        .chain(std::iter::once(bin_dir.to_path_buf()))
+        .chain(SYSTEM_PATH.iter().map(PathBuf::from));
     for dir in dirs {
         let candidate = dir.join(program);
         if exists(&candidate) {
@@ -216,6 +242,31 @@ mod tests {
         );
         let c = container("", &[], &[]);
         assert_eq!(container_argv(&c).unwrap_err().reason, "InvalidImageName");
+    }
+
+    #[test]
+    fn an_image_with_a_directory_of_its_own_finds_its_programs_there_first() {
+        let bin = Path::new("/b");
+        assert_eq!(
+            image_dir(bin, "ghcr.io/x/raftkv:0.2.0"),
+            Path::new("/b/images/ghcr.io_x_raftkv_0.2.0")
+        );
+        let have = |p: &Path| {
+            p == Path::new("/b/raftkv") || p == Path::new("/b/images/raftkv_0.2.0/raftkv")
+        };
+        assert_eq!(
+            resolve_program("raftkv", bin, "raftkv:0.2.0", have).unwrap(),
+            Path::new("/b/images/raftkv_0.2.0/raftkv")
+        );
+        assert_eq!(
+            resolve_program("raftkv", bin, "raftkv:0.1.0", have).unwrap(),
+            Path::new("/b/raftkv")
+        );
+        // No such directory on this machine: the pod's PATH as it is.
+        assert_eq!(
+            container_path("/b:/bin", Path::new("/nonexistent"), "raftkv:0.2.0"),
+            "/b:/bin"
+        );
     }
 
     #[test]

@@ -15,7 +15,9 @@
 //! (a clear error), sidecar init containers (`restartPolicy: Always` on an init
 //! container is run like any init container), resource limits.
 
-use super::command::{container_argv, expand, is_executable, resolve_program, StartError};
+use super::command::{
+    container_argv, container_path, expand, is_executable, resolve_program, StartError,
+};
 use super::env::{referenced_objects, resolve_env, Lookups, PodFacts};
 use super::probes::ProbeSpec;
 use super::sandbox::{self, BindMount, ProcessSpec};
@@ -211,12 +213,20 @@ impl ContainerCtx {
         {
             ProbeSpec::resolve(probe, &self.container)?;
         }
-        let env = resolve_env(
+        let image = self.container.image.clone().unwrap_or_default();
+        let mut env = resolve_env(
             &self.pod,
             &self.container,
             &self.facts,
             &self.lookups().await?,
         )?;
+        // The image's own directory first (see `command`), unless the pod
+        // set PATH itself.
+        for (name, value) in env.iter_mut() {
+            if name == "PATH" && *value == self.facts.path {
+                *value = container_path(value, &self.ctx.bin_dir, &image);
+            }
+        }
         let argv = match argv {
             Some(a) => a,
             None => container_argv(&self.container)?
@@ -224,7 +234,6 @@ impl ContainerCtx {
                 .map(|a| expand(a, &env))
                 .collect(),
         };
-        let image = self.container.image.clone().unwrap_or_default();
         let program = argv
             .first()
             .cloned()

@@ -1,7 +1,8 @@
 //! The user's journey on a real control plane: `helm install` the chart,
 //! `kubectl apply` a RaftCluster, `kubectl scale rkc` it while a client writes
 //! (killing the leading operator replica mid-scale),
-//! take members, pods and the StatefulSet away, grow its volumes, recover from a lost quorum, take RBAC away,
+//! take members, pods and the StatefulSet away, grow its volumes, roll out a
+//! new image with a member down, recover from a lost quorum, take RBAC away,
 //! `kubectl delete` it, and back up one cluster into a new one.
 //!
 //! The API server, controller-manager and scheduler are real (see
@@ -17,6 +18,7 @@
 mod backup;
 mod ha;
 mod recovery;
+mod rollout;
 mod storage;
 mod user;
 
@@ -26,7 +28,6 @@ use raftkv_tests::command::run;
 use raftkv_tests::control_plane::{ControlPlane, ControlPlaneOptions, Store};
 use raftkv_tests::wait::until;
 use raftkv_tests::Etcdctl;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use user::{
@@ -37,12 +38,6 @@ use user::{
 const OPERATOR_NS: &str = "raftkv-system";
 const RC: &str = "demo";
 const T: Duration = Duration::from_secs(60);
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-}
 
 /// Scales to `replicas` and waits until the cluster settled there, keeping
 /// the writer's endpoints current.
@@ -110,7 +105,10 @@ async fn helm_install_apply_scale_delete() -> Result<()> {
 
     // 1. helm install: the CRD is accepted, the operator pod becomes Ready.
     let kubeconfig = plane.kubeconfig().display().to_string();
-    let chart = repo().join("charts/raftkv-operator").display().to_string();
+    let chart = raftkv_tests::repo_root()
+        .join("charts/raftkv-operator")
+        .display()
+        .to_string();
     run(
         &helm,
         &[
@@ -166,7 +164,7 @@ async fn helm_install_apply_scale_delete() -> Result<()> {
     // 2. kubectl apply the example: 3/3 ready with a leader; etcdctl through
     // the members' addresses writes and reads.
     kubectl(&plane, &["create", "namespace", NS]).await?;
-    let example = repo()
+    let example = raftkv_tests::repo_root()
         .join("charts/examples/raftcluster.yaml")
         .display()
         .to_string();
@@ -324,6 +322,14 @@ async fn helm_install_apply_scale_delete() -> Result<()> {
     storage::grow_volumes_then_refuse_what_cannot_be_done(&plane, RC, 3, "3Gi")
         .await
         .context("growing the volumes")?;
+
+    // 4e. Roll out a new image while one member is down (issue 18, item 1):
+    // the down member first, never fewer than a majority of pods serving,
+    // the leader last after handing over.
+    rollout::roll_out_a_new_image_with_a_member_down(&plane, RC, 3)
+        .await
+        .context("rolling out a new image")?;
+    *endpoints.lock().unwrap() = member_endpoints(&plane, RC).await?;
 
     let acked = writer.finish().await;
     ensure!(

@@ -146,9 +146,9 @@ pub async fn owned(plane: &ControlPlane, rc: &str, kinds: &str) -> Result<Vec<St
         .collect())
 }
 
-/// The member pods' client endpoints (`IP:2379`), in ordinal order.
-pub async fn member_endpoints(plane: &ControlPlane, rc: &str) -> Result<Vec<String>> {
-    let out = kubectl(
+/// `kubectl get pods -o OUTPUT` of RaftCluster `rc`'s member pods, by name.
+pub async fn member_pods(plane: &ControlPlane, rc: &str, output: &str) -> Result<String> {
+    kubectl(
         plane,
         &[
             "get",
@@ -159,8 +159,18 @@ pub async fn member_endpoints(plane: &ControlPlane, rc: &str) -> Result<Vec<Stri
             &format!("app.kubernetes.io/instance={rc}"),
             "--sort-by=.metadata.name",
             "-o",
-            "jsonpath={range .items[*]}{.status.podIP}{\"\\n\"}{end}",
+            output,
         ],
+    )
+    .await
+}
+
+/// The member pods' client endpoints (`IP:2379`), in ordinal order.
+pub async fn member_endpoints(plane: &ControlPlane, rc: &str) -> Result<Vec<String>> {
+    let out = member_pods(
+        plane,
+        rc,
+        "jsonpath={range .items[*]}{.status.podIP}{\"\\n\"}{end}",
     )
     .await?;
     Ok(out
