@@ -6,8 +6,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use raftkv_operator::crd::{RecoveryPhase, RecoveryStatus, SoloRecoverySpec};
 use raftkv_operator::membership::{MemberReport, Observed, PodState, RaftMember, Role};
 use raftkv_operator::recovery::{
-    plan_recovery, record, RecoveryInput, RecoveryPlan, RecoveryRefusal, RecoveryStep,
-    RecoveryWait, KUBERNETES_DOWN_AFTER,
+    describe_wait, plan_recovery, record, RecoveryInput, RecoveryPlan, RecoveryRefusal,
+    RecoveryStep, RecoveryWait, KUBERNETES_DOWN_AFTER,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -545,4 +545,12 @@ fn a_recovery_under_way_continues_whatever_the_spec_says_now() {
     assert_eq!(done.phase, RecoveryPhase::Completed);
     assert_eq!(done.generation, 3, "the recovery keeps its generation");
     assert_eq!(plan(&o, Some(&auto()), Some(&done), 3), RecoveryPlan::Idle);
+}
+
+#[test]
+fn a_wait_is_described_the_same_while_it_lasts() {
+    // A message that changed with the leaderless count was a status write,
+    // a watch event and another reconcile every few hundred milliseconds.
+    let at = |millis| describe_wait(&RecoveryWait::LeaderSeenRecently { ordinal: 0, millis });
+    assert_eq!(at(100), at(4_900));
 }

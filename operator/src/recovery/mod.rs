@@ -139,11 +139,14 @@ pub fn describe_wait(wait: &RecoveryWait) -> (&'static str, String) {
             "NoSurvivorReachable",
             "no reachable member holds data; waiting for one to answer".to_string(),
         ),
-        RecoveryWait::LeaderSeenRecently { ordinal, millis } => (
+        // No running count in the message: a message that changes on every
+        // reconcile is a status write, a watch event and another reconcile,
+        // a loop a few hundred milliseconds long for as long as this waits.
+        RecoveryWait::LeaderSeenRecently { ordinal, .. } => (
             "QuorumLossNotProven",
             format!(
-                "pod ordinal {ordinal} heard from a leader {millis} ms ago, less than \
-                 spec.recovery.leaderlessSeconds"
+                "pod ordinal {ordinal} heard from a leader less than \
+                 spec.recovery.leaderlessSeconds ago"
             ),
         ),
         RecoveryWait::MajorityReachable { reachable, voters } => (
@@ -164,8 +167,10 @@ pub fn describe_wait(wait: &RecoveryWait) -> (&'static str, String) {
         RecoveryWait::UnreachableButReady { ordinal } => (
             "UnreachableButReady",
             format!(
-                "the operator cannot reach pod ordinal {ordinal}, but Kubernetes reports it \
-                 Ready: the operator may be the one cut off, so it is not counted lost"
+                "the operator cannot reach pod ordinal {ordinal}, but Kubernetes does not \
+                 report it down (its pod is Ready, or not Ready for less than \
+                 spec.recovery.leaderlessSeconds or 30 s): the operator may be the one cut \
+                 off, so it is not counted lost"
             ),
         ),
     }
