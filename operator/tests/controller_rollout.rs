@@ -10,7 +10,7 @@ use common::raft_cluster;
 use common::reconciler::*;
 use kube::runtime::controller::Action;
 use raftkv_operator::controller::REQUEUE_BUSY;
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// The StatefulSet read, with its controller caught up on revision `demo-new`.
 fn sts_on_new_revision() -> Expect {
@@ -21,23 +21,10 @@ fn sts_on_new_revision() -> Expect {
     expect("GET", format!("{APPS}/statefulsets/demo"), Reply::Json(sts))
 }
 
-/// Pods 0..3, Ready for an hour, on the given revisions.
+/// Pods 0..3, Ready since long ago, on the given revisions.
 fn pods_on(revisions: [&str; 3]) -> Expect {
-    let items: Vec<Value> = revisions
-        .iter()
-        .enumerate()
-        .map(|(o, revision)| {
-            json!({"metadata": {"name": format!("demo-{o}"), "namespace": "prod",
-                                "labels": {"controller-revision-hash": revision}},
-                   "status": {"conditions": [{"type": "Ready", "status": "True",
-                                              "lastTransitionTime": "2020-01-01T00:00:00Z"}]}})
-        })
-        .collect();
-    expect(
-        "GET",
-        format!("{NS}/pods"),
-        Reply::Json(json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items})),
-    )
+    let pods: Vec<(bool, Option<&str>)> = revisions.iter().map(|r| (true, Some(*r))).collect();
+    pod_list(&pods)
 }
 
 fn script_with(

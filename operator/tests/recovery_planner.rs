@@ -160,25 +160,29 @@ fn pods(not_ready: &[u32], for_: Duration) -> BTreeMap<u32, PodState> {
         .collect()
 }
 
+/// An `auto` request while the operator reaches only pod 0 (with data,
+/// leaderless for long), with Kubernetes reporting `pods`.
+fn only_pod_0_answers(threshold: Duration, pods: &BTreeMap<u32, PodState>) -> RecoveryPlan {
+    let request = auto();
+    let o = observed(3, vec![(0, member(1, Role::Candidate, 10, LONG))]);
+    plan_recovery(&RecoveryInput {
+        request: Some(&request),
+        generation: 1,
+        status: None,
+        observed: &o,
+        known_voters: &[1, 2, 3],
+        leaderless_threshold: threshold,
+        pods,
+    })
+}
+
 #[test]
 fn a_member_kubernetes_sees_ready_is_not_lost_however_unreachable() {
     // The operator reaches only pod 0, leaderless for long: on its own that
     // proves quorum lost. But Kubernetes reports pods 1 and 2 Ready: the
     // operator and pod 0 may be the minority side of a partition, with the
     // majority serving on the other. Resetting 1 and 2 would lose its data.
-    let request = auto();
-    let o = observed(3, vec![(0, member(1, Role::Candidate, 10, LONG))]);
-    let with_pods = |pods: &BTreeMap<u32, PodState>| {
-        plan_recovery(&RecoveryInput {
-            request: Some(&request),
-            generation: 1,
-            status: None,
-            observed: &o,
-            known_voters: &[1, 2, 3],
-            leaderless_threshold: THRESHOLD,
-            pods,
-        })
-    };
+    let with_pods = |pods: &BTreeMap<u32, PodState>| only_pod_0_answers(THRESHOLD, pods);
     let long = Duration::from_secs(600);
     assert_eq!(
         with_pods(&pods(&[0], long)),
@@ -209,19 +213,8 @@ fn a_voter_whose_pod_turned_not_ready_moments_ago_is_not_lost() {
     // blip, taken for "not Ready", let the operator recover pod 0 alone
     // next to a healthy majority. Not Ready counts only once it has lasted
     // the leaderless threshold, and at least KUBERNETES_DOWN_AFTER.
-    let request = auto();
-    let o = observed(3, vec![(0, member(1, Role::Candidate, 10, LONG))]);
-    let with_pods = |pods: &BTreeMap<u32, PodState>| {
-        plan_recovery(&RecoveryInput {
-            request: Some(&request),
-            generation: 1,
-            status: None,
-            observed: &o,
-            known_voters: &[1, 2, 3],
-            leaderless_threshold: Duration::from_secs(5),
-            pods,
-        })
-    };
+    let with_pods =
+        |pods: &BTreeMap<u32, PodState>| only_pod_0_answers(Duration::from_secs(5), pods);
     assert_eq!(
         with_pods(&pods(&[1, 2], Duration::from_secs(6))),
         RecoveryPlan::Wait(RecoveryWait::UnreachableButReady { ordinal: 1 })

@@ -242,10 +242,23 @@ pub fn preamble(sts: Option<i32>, volumes: &[u32]) -> Vec<Expect> {
 /// readiness), answered with pods 0..3 of which `ready` are Ready (and the
 /// others not, both since long ago).
 pub fn pods_list(ready: &[u32]) -> Expect {
-    let items: Vec<Value> = (0..3)
-        .map(|o| {
-            let status = if ready.contains(&o) { "True" } else { "False" };
-            json!({"metadata": {"name": format!("demo-{o}"), "namespace": "prod"},
+    let pods: Vec<(bool, Option<&str>)> = (0..3).map(|o| (ready.contains(&o), None)).collect();
+    pod_list(&pods)
+}
+
+/// A pods list answering with pod `demo-N` for each entry: Ready or not
+/// (since long ago), and from template revision `revision` when given.
+pub fn pod_list(pods: &[(bool, Option<&str>)]) -> Expect {
+    let items: Vec<Value> = pods
+        .iter()
+        .enumerate()
+        .map(|(o, (ready, revision))| {
+            let mut metadata = json!({"name": format!("demo-{o}"), "namespace": "prod"});
+            if let Some(revision) = revision {
+                metadata["labels"] = json!({"controller-revision-hash": revision});
+            }
+            let status = if *ready { "True" } else { "False" };
+            json!({"metadata": metadata,
                    "status": {"conditions": [{"type": "Ready", "status": status,
                                               "lastTransitionTime": "2020-01-01T00:00:00Z"}]}})
         })
