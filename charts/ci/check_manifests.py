@@ -70,6 +70,11 @@ OPERATOR_CALLS = {
     # controller/rollout.rs roll_out() and controller/recovery.rs recover():
     # kube_ops member_pods lists them (template revision, readiness).
     ("", "pods", "list"),
+    # controller/certificates.rs ensure_certificates(): kube_ops secret() reads
+    # the CA and certificate Secrets; apply() makes and renews them.
+    ("", "secrets", "get"),
+    ("", "secrets", "create"),
+    ("", "secrets", "patch"),
     # leader_election.rs: the Lease is read, created once, and replaced on
     # every take and renewal (a Role in the release's namespace).
     ("coordination.k8s.io", "leases", "get"),

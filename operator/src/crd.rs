@@ -24,7 +24,7 @@ pub const DEFAULT_STORAGE_SIZE: &str = "1Gi";
 /// A Raft-replicated raftkv cluster: one member per pod of a StatefulSet.
 // Each printcolumn(...) repeats `type_ = ...`; clippy reads that as a duplicate.
 #[allow(clippy::duplicated_attributes)]
-#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
     group = "raftkv.io",
     version = "v1alpha1",
@@ -64,6 +64,11 @@ pub const DEFAULT_STORAGE_SIZE: &str = "1Gi";
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.tls) == has(oldSelf.tls)").message(
+    "spec.tls can only be set when the RaftCluster is created: members already \
+     in the cluster advertise their URLs with or without TLS (back up, and restore \
+     into a new RaftCluster with tls)"
+))]
 pub struct RaftClusterSpec {
     /// Number of members (Raft voters), 1 to 9. Odd numbers are recommended: an even
     /// count tolerates no more failures than one member fewer (a condition says so).
@@ -90,6 +95,31 @@ pub struct RaftClusterSpec {
     /// first member is initialized; ignored afterwards.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreSpec>,
+    /// TLS on the client and peer ports, with certificates the operator
+    /// issues from its own CA and renews. Only at creation (see the README).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+}
+
+/// `spec.tls`: every member serves its client and peer ports over TLS only and
+/// wants a certificate from the cluster's CA from every client and peer
+/// (etcd's `--client-cert-auth` and `--peer-client-cert-auth`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// Days a member or client certificate is valid. The operator issues new
+    /// ones when a third of that is left (and when the annotation
+    /// `raftkv.io/rotate-certificates` changes). Default 90.
+    #[serde(default = "default_certificate_days")]
+    #[schemars(range(min = 1, max = 3650))]
+    pub certificate_days: u32,
+}
+
+/// `spec.tls.certificateDays` when not given.
+pub const DEFAULT_CERTIFICATE_DAYS: u32 = 90;
+
+fn default_certificate_days() -> u32 {
+    DEFAULT_CERTIFICATE_DAYS
 }
 
 /// Backups on a cron schedule, taken from one healthy member.

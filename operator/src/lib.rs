@@ -16,11 +16,13 @@
 //!   the pod template changed (pure; the controller deletes the pod).
 //! - [`status`]: what the controller writes back; [`resources`]: the owned
 //!   Kubernetes objects, pure functions of the resource; [`volumes`]: which
-//!   member volumes to expand when `spec.storage.size` grows.
+//!   member volumes to expand when `spec.storage.size` grows;
+//!   [`certificates`]: what a cluster with `spec.tls` is issued, and when again.
 //! - [`crd`]: the resource's spec and status (the CRD YAML is generated from it);
 //!   [`naming`]: names, DNS names and member ids shared by everything else;
 //!   [`metrics`]; [`leader_election`]: which replica of the operator reconciles.
 
+pub mod certificates;
 pub mod controller;
 pub mod crd;
 pub mod leader_election;
@@ -35,6 +37,7 @@ pub mod snapshots;
 pub mod status;
 pub mod volumes;
 
+use certificates::CertError;
 use membership::executor::ExecError;
 use membership::Step;
 use resources::BuildError;
@@ -68,6 +71,8 @@ pub enum Error {
         #[source]
         source: ExecError,
     },
+    #[error("certificates: {0}")]
+    Certificates(#[from] CertError),
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }

@@ -1,12 +1,12 @@
 //! How the controller reaches the members of one RaftCluster. A trait, so
 //! reconciler tests can stand in for real members; [`LiveMembers`] reaches
-//! real ones by their DNS names under the headless Service, through the
+//! real ones by their DNS names under the headless Service (over TLS when
+//! the cluster has it), through the
 //! executors of [`crate::membership`], [`crate::snapshots`] and
 //! [`crate::recovery`].
 
 use crate::membership::executor::{ExecError, Executor, MemberObservation, Outcome};
-use crate::membership::{Observed, Step};
-use crate::naming::ClusterNames;
+use crate::membership::{MemberEndpoints, Observed, Step};
 use crate::recovery::executor::SoloRecovered;
 use crate::snapshots::{BackupDone, TakeBackup};
 use std::future::Future;
@@ -17,14 +17,14 @@ use std::time::Duration;
 pub trait MemberApi: Send + Sync + 'static {
     fn observe(
         &self,
-        names: &ClusterNames,
+        members: &MemberEndpoints,
         token: &str,
         ordinals: Range<u32>,
     ) -> impl Future<Output = MemberObservation> + Send;
 
     fn execute(
         &self,
-        names: &ClusterNames,
+        members: &MemberEndpoints,
         token: &str,
         step: &Step,
         observed: &Observed,
@@ -33,7 +33,7 @@ pub trait MemberApi: Send + Sync + 'static {
     /// SaveBackup on the chosen member, then retention over `ordinals`' listings.
     fn take_backup(
         &self,
-        names: &ClusterNames,
+        members: &MemberEndpoints,
         take: &TakeBackup,
         retain: u32,
         ordinals: Vec<u32>,
@@ -42,7 +42,7 @@ pub trait MemberApi: Send + Sync + 'static {
     /// etcd MoveLeader on the leader at `from`: hand leadership to member `to`.
     fn move_leader(
         &self,
-        names: &ClusterNames,
+        members: &MemberEndpoints,
         from: u32,
         to: u64,
     ) -> impl Future<Output = Result<(), ExecError>> + Send;
@@ -50,7 +50,7 @@ pub trait MemberApi: Send + Sync + 'static {
     /// Admin.RecoverSolo on the member at `ordinal`.
     fn recover_solo(
         &self,
-        names: &ClusterNames,
+        members: &MemberEndpoints,
         ordinal: u32,
         min_leaderless: Duration,
     ) -> impl Future<Output = Result<SoloRecovered, ExecError>> + Send;
@@ -62,42 +62,49 @@ pub struct LiveMembers;
 impl MemberApi for LiveMembers {
     async fn observe(
         &self,
-        names: &ClusterNames,
+        members: &MemberEndpoints,
         token: &str,
         ordinals: Range<u32>,
     ) -> MemberObservation {
-        Executor::new(names.clone(), token).observe(ordinals).await
+        Executor::new(members.clone(), token)
+            .observe(ordinals)
+            .await
     }
 
     async fn execute(
         &self,
-        names: &ClusterNames,
+        members: &MemberEndpoints,
         token: &str,
         step: &Step,
         observed: &Observed,
     ) -> Result<Outcome, ExecError> {
-        Executor::new(names.clone(), token)
+        Executor::new(members.clone(), token)
             .execute(step, observed)
             .await
     }
 
     async fn take_backup(
         &self,
-        names: &ClusterNames,
+        members: &MemberEndpoints,
         take: &TakeBackup,
         retain: u32,
         ordinals: Vec<u32>,
     ) -> Result<BackupDone, ExecError> {
         // A backup streams the whole store; give it more than one call's default.
-        Executor::new(names.clone(), "")
+        Executor::new(members.clone(), "")
             .with_timeout(Duration::from_secs(120))
-            .take_backup(take, &names.cluster, retain, ordinals)
+            .take_backup(take, &members.names.cluster, retain, ordinals)
             .await
     }
 
-    async fn move_leader(&self, names: &ClusterNames, from: u32, to: u64) -> Result<(), ExecError> {
+    async fn move_leader(
+        &self,
+        members: &MemberEndpoints,
+        from: u32,
+        to: u64,
+    ) -> Result<(), ExecError> {
         // The node waits up to its request timeout (7 s) for the transfer.
-        Executor::new(names.clone(), "")
+        Executor::new(members.clone(), "")
             .with_timeout(Duration::from_secs(15))
             .move_leader(from, to)
             .await
@@ -105,11 +112,11 @@ impl MemberApi for LiveMembers {
 
     async fn recover_solo(
         &self,
-        names: &ClusterNames,
+        members: &MemberEndpoints,
         ordinal: u32,
         min_leaderless: Duration,
     ) -> Result<SoloRecovered, ExecError> {
-        Executor::new(names.clone(), "")
+        Executor::new(members.clone(), "")
             .with_timeout(Duration::from_secs(60))
             .recover_solo(ordinal, min_leaderless)
             .await

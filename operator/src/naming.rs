@@ -22,6 +22,12 @@ pub const BACKUP_DIR: &str = "/var/lib/raftkv-backups";
 /// Name of the pod volume of a shared backup claim.
 pub const BACKUP_VOLUME: &str = "backups";
 
+/// Where a member's certificate, key and CA are mounted when `spec.tls` is set
+/// (the member Secret's `tls.crt`, `tls.key` and `ca.crt`).
+pub const TLS_DIR: &str = "/etc/raftkv/tls";
+/// Name of the pod volume of the member certificate Secret.
+pub const TLS_VOLUME: &str = "tls";
+
 /// The operator's field manager for server-side apply, and its events' reporter.
 pub const MANAGER: &str = "raftkv-operator";
 
@@ -88,8 +94,45 @@ impl ClusterNames {
         )
     }
 
-    pub fn peer_url(&self, ordinal: u32) -> String {
-        format!("http://{}:{PEER_PORT}", self.pod_host(ordinal))
+    /// The peer URL member `ordinal` advertises: `https://` when the cluster
+    /// runs with TLS.
+    pub fn peer_url(&self, ordinal: u32, tls: bool) -> String {
+        let scheme = if tls { "https" } else { "http" };
+        format!("{scheme}://{}:{PEER_PORT}", self.pod_host(ordinal))
+    }
+
+    /// The Secret holding the cluster's certificate authority (`ca.crt`,
+    /// `ca.key`), when `spec.tls` is set.
+    pub fn ca_secret(&self) -> String {
+        format!("{}-ca", self.cluster)
+    }
+
+    /// The Secret every member mounts: its certificate for the client and
+    /// peer ports (`tls.crt`, `tls.key`) and the CA (`ca.crt`).
+    pub fn member_tls_secret(&self) -> String {
+        format!("{}-member-tls", self.cluster)
+    }
+
+    /// The Secret with the client certificate (common name `root`) that
+    /// etcdctl, applications and the operator itself present.
+    pub fn client_tls_secret(&self) -> String {
+        format!("{}-client-tls", self.cluster)
+    }
+
+    /// The DNS names a member certificate is valid for: every pod under the
+    /// headless Service and the client Service, in their short and
+    /// cluster-domain forms, and `localhost` (a client inside the pod).
+    pub fn member_dns_names(&self, cluster_domain: &str) -> Vec<String> {
+        let (ns, peers, client) = (&self.namespace, self.peer_service(), self.client_service());
+        vec![
+            format!("*.{peers}.{ns}.svc"),
+            format!("*.{peers}.{ns}.svc.{cluster_domain}"),
+            client.clone(),
+            format!("{client}.{ns}"),
+            format!("{client}.{ns}.svc"),
+            format!("{client}.{ns}.svc.{cluster_domain}"),
+            "localhost".to_string(),
+        ]
     }
 
     /// `host:port` of the member's client (etcd + Admin gRPC) listener.
@@ -147,7 +190,14 @@ mod tests {
     #[test]
     fn urls_use_the_headless_service() {
         let n = ClusterNames::new("demo", "prod");
-        assert_eq!(n.peer_url(2), "http://demo-2.demo-peer.prod.svc:2380");
+        assert_eq!(
+            n.peer_url(2, false),
+            "http://demo-2.demo-peer.prod.svc:2380"
+        );
+        assert_eq!(
+            n.peer_url(2, true),
+            "https://demo-2.demo-peer.prod.svc:2380"
+        );
         assert_eq!(n.client_endpoint(0), "demo-0.demo-peer.prod.svc:2379");
         assert_eq!(n.pvc(1), "data-demo-1");
         assert_eq!(

@@ -10,10 +10,11 @@
 //! claim template once it exists ([`ClaimTemplate`]: Kubernetes refuses any
 //! change to it).
 
+use crate::certificates::{CertAndKey, ISSUED_FOR_ANNOTATION, NOT_AFTER_ANNOTATION};
 use crate::crd::RaftCluster;
 use crate::naming::{
     ClusterNames, BACKUP_DIR, BACKUP_VOLUME, CLIENT_PORT, DATA_DIR, DATA_VOLUME, METRICS_PORT,
-    PEER_PORT,
+    PEER_PORT, TLS_DIR, TLS_VOLUME,
 };
 use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
@@ -22,13 +23,15 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, Volume,
-    VolumeMount, VolumeResourceRequirements,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, Secret, SecretVolumeSource, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::ByteString;
 use kube::{Resource, ResourceExt};
 use std::collections::BTreeMap;
 
@@ -146,12 +149,26 @@ pub fn pod_disruption_budget(owned: &Owned, members: u32) -> PodDisruptionBudget
 /// the ordinal is only known inside the pod (the suffix of its name), so a tiny
 /// POSIX shell prologue computes it; everything else is a plain `raftkv serve`
 /// flag. Every pod uses `--join`: no pod ever bootstraps a cluster on its own.
-/// With a shared backup claim, backups go to where it is mounted.
-pub fn member_command(names: &ClusterNames, shared_backups: bool) -> String {
+/// With a shared backup claim, backups go to where it is mounted. With TLS,
+/// both ports speak only TLS and want a certificate from the cluster's CA
+/// (etcd's flags; the member Secret is mounted at [`TLS_DIR`]).
+pub fn member_command(names: &ClusterNames, shared_backups: bool, tls: bool) -> String {
     let backup_dir = if shared_backups {
         format!(" --backup-dir {BACKUP_DIR}")
     } else {
         String::new()
+    };
+    // etcd's flags for one port: "" for the client port, "peer-" for the peer port.
+    let port_tls = |prefix: &str| {
+        format!(
+            " --{prefix}cert-file {TLS_DIR}/tls.crt --{prefix}key-file {TLS_DIR}/tls.key \
+             --{prefix}trusted-ca-file {TLS_DIR}/ca.crt --{prefix}client-cert-auth"
+        )
+    };
+    let (scheme, tls_flags) = if tls {
+        ("https", format!("{}{}", port_tls(""), port_tls("peer-")))
+    } else {
+        ("http", String::new())
     };
     let host = format!(
         "${{POD_NAME}}.{}.${{POD_NAMESPACE}}.svc",
@@ -163,12 +180,12 @@ pub fn member_command(names: &ClusterNames, shared_backups: bool) -> String {
         format!(
             "exec raftkv serve --join --id \"$((ordinal + 1))\" --name \"${{POD_NAME}}\" \
              --data-dir {DATA_DIR} \
-             --listen-client-urls http://0.0.0.0:{CLIENT_PORT} \
-             --advertise-client-urls \"http://{host}:{CLIENT_PORT}\" \
-             --listen-peer-urls http://0.0.0.0:{PEER_PORT} \
-             --initial-advertise-peer-urls \"http://{host}:{PEER_PORT}\" \
+             --listen-client-urls {scheme}://0.0.0.0:{CLIENT_PORT} \
+             --advertise-client-urls \"{scheme}://{host}:{CLIENT_PORT}\" \
+             --listen-peer-urls {scheme}://0.0.0.0:{PEER_PORT} \
+             --initial-advertise-peer-urls \"{scheme}://{host}:{PEER_PORT}\" \
              --listen-metrics-urls http://0.0.0.0:{METRICS_PORT} \
-             --log-format json{backup_dir}"
+             --log-format json{backup_dir}{tls_flags}"
         ),
     ]
     .join("\n")
@@ -225,6 +242,14 @@ fn member_container(rc: &RaftCluster, names: &ClusterNames) -> Container {
             ..VolumeMount::default()
         });
     }
+    if rc.spec.tls.is_some() {
+        volume_mounts.push(VolumeMount {
+            name: TLS_VOLUME.to_string(),
+            mount_path: TLS_DIR.to_string(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
     let container_port = |name: &str, port: i32| ContainerPort {
         name: Some(name.to_string()),
         container_port: port,
@@ -234,7 +259,11 @@ fn member_container(rc: &RaftCluster, names: &ClusterNames) -> Container {
         name: "raftkv".to_string(),
         image: Some(rc.spec.image.clone()),
         command: Some(vec!["/bin/sh".to_string(), "-c".to_string()]),
-        args: Some(vec![member_command(names, backup_claim(rc).is_some())]),
+        args: Some(vec![member_command(
+            names,
+            backup_claim(rc).is_some(),
+            rc.spec.tls.is_some(),
+        )]),
         env: Some(vec![
             field_env("POD_NAME", "metadata.name"),
             field_env("POD_NAMESPACE", "metadata.namespace"),
@@ -299,6 +328,88 @@ impl ClaimTemplate {
                 .clone(),
             storage_class_name: spec.storage_class_name.clone(),
         })
+    }
+}
+
+/// The pod's volumes besides its data claim: a shared (ReadWriteMany) claim
+/// every member writes backups to, and with TLS the member certificate.
+fn pod_volumes(rc: &RaftCluster, names: &ClusterNames) -> Option<Vec<Volume>> {
+    let mut volumes = Vec::new();
+    if let Some(claim) = backup_claim(rc) {
+        volumes.push(Volume {
+            name: BACKUP_VOLUME.to_string(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.to_string(),
+                read_only: None,
+            }),
+            ..Volume::default()
+        });
+    }
+    if rc.spec.tls.is_some() {
+        volumes.push(Volume {
+            name: TLS_VOLUME.to_string(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(names.member_tls_secret()),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    (!volumes.is_empty()).then_some(volumes)
+}
+
+/// The Secret holding the cluster's CA (`ca.crt`, `ca.key`).
+pub fn ca_secret(owned: &Owned, ca: &CertAndKey) -> Secret {
+    Secret {
+        metadata: owned.meta(owned.names.ca_secret()),
+        type_: Some("Opaque".to_string()),
+        data: Some(BTreeMap::from([
+            (
+                "ca.crt".to_string(),
+                ByteString(ca.cert_pem.clone().into_bytes()),
+            ),
+            (
+                "ca.key".to_string(),
+                ByteString(ca.key_pem.clone().into_bytes()),
+            ),
+        ])),
+        ..Secret::default()
+    }
+}
+
+/// A certificate Secret (`kubernetes.io/tls`: `tls.crt`, `tls.key`, and the
+/// CA as `ca.crt`), with when it expires and the rotation it was issued for.
+pub fn leaf_secret(
+    owned: &Owned,
+    name: String,
+    leaf: &CertAndKey,
+    ca: &CertAndKey,
+    not_after: Timestamp,
+    issued_for: &str,
+) -> Secret {
+    let mut metadata = owned.meta(name);
+    metadata.annotations = Some(BTreeMap::from([
+        (NOT_AFTER_ANNOTATION.to_string(), not_after.to_string()),
+        (ISSUED_FOR_ANNOTATION.to_string(), issued_for.to_string()),
+    ]));
+    Secret {
+        metadata,
+        type_: Some("kubernetes.io/tls".to_string()),
+        data: Some(BTreeMap::from([
+            (
+                "tls.crt".to_string(),
+                ByteString(leaf.cert_pem.clone().into_bytes()),
+            ),
+            (
+                "tls.key".to_string(),
+                ByteString(leaf.key_pem.clone().into_bytes()),
+            ),
+            (
+                "ca.crt".to_string(),
+                ByteString(ca.cert_pem.clone().into_bytes()),
+            ),
+        ])),
+        ..Secret::default()
     }
 }
 
@@ -384,17 +495,7 @@ pub fn statefulset(
                     tolerations: (!overrides.tolerations.is_empty())
                         .then(|| overrides.tolerations.clone()),
                     affinity: overrides.affinity.clone(),
-                    // A shared (ReadWriteMany) claim every member writes backups to.
-                    volumes: backup_claim(rc).map(|claim| {
-                        vec![Volume {
-                            name: BACKUP_VOLUME.to_string(),
-                            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                                claim_name: claim.to_string(),
-                                read_only: None,
-                            }),
-                            ..Volume::default()
-                        }]
-                    }),
+                    volumes: pod_volumes(rc, &owned.names),
                     // Give a member time to hand off leadership and flush on SIGTERM.
                     termination_grace_period_seconds: Some(30),
                     // The image runs raftkv as uid 65532 (not root); most storage

@@ -80,7 +80,7 @@ fn the_disruption_budget_keeps_a_quorum_of_the_members() {
 
 #[test]
 fn member_command_joins_with_ordinal_plus_one_and_dns_urls() {
-    let cmd = member_command(&owned("demo").names, false);
+    let cmd = member_command(&owned("demo").names, false, false);
     assert!(
         cmd.contains("exec raftkv serve --join --id \"$((ordinal + 1))\""),
         "{cmd}"
@@ -113,7 +113,8 @@ fn member_command_joins_with_ordinal_plus_one_and_dns_urls() {
 #[test]
 fn the_member_command_computes_the_id_from_the_pod_name() {
     // Run the prologue for real: `demo-4` must become id 5.
-    let cmd = member_command(&owned("demo").names, false).replace("exec raftkv serve", "echo");
+    let cmd =
+        member_command(&owned("demo").names, false, false).replace("exec raftkv serve", "echo");
     let out = std::process::Command::new("/bin/sh")
         .args(["-c", &cmd])
         .env("POD_NAME", "demo-4")
@@ -310,4 +311,65 @@ fn a_shared_backup_claim_is_mounted_and_passed_as_the_backup_dir() {
         .iter()
         .any(|m| m.name == "backups" && m.mount_path == "/var/lib/raftkv-backups"));
     assert!(container.args.as_ref().unwrap()[0].contains("--backup-dir /var/lib/raftkv-backups"));
+}
+
+#[test]
+fn with_tls_members_mount_their_certificate_and_serve_only_tls() {
+    let mut rc = raft_cluster("demo", 3);
+    rc.spec.tls = Some(serde_json::from_value(serde_json::json!({})).unwrap());
+    let pod = statefulset(&rc, &owned("demo"), 3, &ClaimTemplate::of_spec(&rc))
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
+    let volumes = pod.volumes.expect("the certificate volume");
+    let tls = volumes
+        .iter()
+        .find(|v| v.name == "tls")
+        .expect("tls volume");
+    assert_eq!(
+        tls.secret.as_ref().unwrap().secret_name.as_deref(),
+        Some("demo-member-tls")
+    );
+    let container = &pod.containers[0];
+    assert!(container
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .any(|m| m.name == "tls"
+            && m.mount_path == "/etc/raftkv/tls"
+            && m.read_only == Some(true)));
+
+    // Run the command's prologue for real and read the flags raftkv gets.
+    let cmd = container.args.as_ref().unwrap()[0].replace("exec raftkv serve", "echo");
+    let out = std::process::Command::new("/bin/sh")
+        .args(["-c", &cmd])
+        .env("POD_NAME", "demo-1")
+        .env("POD_NAMESPACE", "prod")
+        .output()
+        .expect("running /bin/sh");
+    let flags = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{out:?}");
+    for flag in [
+        "--listen-client-urls https://0.0.0.0:2379",
+        "--advertise-client-urls https://demo-1.demo-peer.prod.svc:2379",
+        "--listen-peer-urls https://0.0.0.0:2380",
+        "--initial-advertise-peer-urls https://demo-1.demo-peer.prod.svc:2380",
+        // Probes stay on the plain metrics port.
+        "--listen-metrics-urls http://0.0.0.0:2381",
+        "--cert-file /etc/raftkv/tls/tls.crt --key-file /etc/raftkv/tls/tls.key",
+        "--trusted-ca-file /etc/raftkv/tls/ca.crt --client-cert-auth",
+        "--peer-cert-file /etc/raftkv/tls/tls.crt --peer-key-file /etc/raftkv/tls/tls.key",
+        "--peer-trusted-ca-file /etc/raftkv/tls/ca.crt --peer-client-cert-auth",
+    ] {
+        assert!(flags.contains(flag), "missing {flag}: {flags}");
+    }
+    // Without spec.tls, none of it.
+    let plain = member_command(&owned("demo").names, false, false);
+    assert!(
+        !plain.contains("https") && !plain.contains("cert-file"),
+        "{plain}"
+    );
 }

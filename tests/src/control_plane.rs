@@ -142,6 +142,12 @@ impl ControlPlane {
     }
 
     /// The cluster-admin kubeconfig.
+    /// The kubelet stand-in's cluster DNS for the host: pod and Service names
+    /// under `.svc` to their addresses (see `k8s/hosts.rs`).
+    pub fn hosts_file(&self) -> PathBuf {
+        self.state.join("node").join("hosts")
+    }
+
     pub fn kubeconfig(&self) -> PathBuf {
         self.state.join("admin.kubeconfig")
     }

@@ -10,7 +10,7 @@ use crate::binaries::etcdctl_bin;
 use crate::command::{self, CmdOutput};
 use crate::tls::ClientTls;
 use anyhow::Result;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// etcdctl pointed at a fixed set of endpoints.
@@ -20,6 +20,8 @@ pub struct Etcdctl {
     endpoints: String,
     /// `--cacert --cert --key`, when talking TLS.
     tls_flags: Vec<String>,
+    /// Names resolve through this file instead of /etc/hosts.
+    hosts_file: Option<PathBuf>,
 }
 
 impl Etcdctl {
@@ -29,12 +31,33 @@ impl Etcdctl {
             bin: etcdctl_bin()?,
             endpoints: endpoints.join(","),
             tls_flags: Vec::new(),
+            hosts_file: None,
         })
     }
 
     /// Talk TLS with `tls`'s files: every endpoint given without a scheme
     /// becomes `https://HOST:PORT`.
     pub fn with_tls(self, tls: &ClientTls) -> Etcdctl {
+        self.over_tls(tls.etcdctl_flags())
+    }
+
+    /// Talk TLS trusting `ca`, presenting no client certificate.
+    pub fn with_trusted_ca(self, ca: &Path) -> Etcdctl {
+        self.over_tls(vec![format!("--cacert={}", ca.display())])
+    }
+
+    /// Resolve names through `hosts` (a hosts file, such as the kubelet
+    /// stand-in's cluster DNS for the host) instead of /etc/hosts: etcdctl
+    /// then runs in a private mount namespace with `hosts` bound over
+    /// /etc/hosts (`unshare`; needs root, as the stand-in does).
+    pub fn with_hosts_file(self, hosts: &Path) -> Etcdctl {
+        Etcdctl {
+            hosts_file: Some(hosts.to_path_buf()),
+            ..self
+        }
+    }
+
+    fn over_tls(self, tls_flags: Vec<String>) -> Etcdctl {
         let endpoints = self
             .endpoints
             .split(',')
@@ -46,7 +69,7 @@ impl Etcdctl {
             .join(",");
         Etcdctl {
             endpoints,
-            tls_flags: tls.etcdctl_flags(),
+            tls_flags,
             ..self
         }
     }
@@ -74,8 +97,27 @@ impl Etcdctl {
         ];
         full.extend(self.tls_flags.iter().cloned());
         full.extend(args.iter().map(|a| a.to_string()));
+        let (program, full) = match &self.hosts_file {
+            None => (self.bin.clone(), full),
+            Some(hosts) => {
+                let mut wrapped: Vec<String> = [
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "/bin/sh",
+                    "-c",
+                    r#"mount --bind "$0" /etc/hosts && exec "$@""#,
+                ]
+                .map(String::from)
+                .to_vec();
+                wrapped.push(hosts.display().to_string());
+                wrapped.push(self.bin.display().to_string());
+                wrapped.extend(full);
+                (PathBuf::from("unshare"), wrapped)
+            }
+        };
         command::run(
-            &self.bin,
+            &program,
             &full,
             &[("ETCDCTL_API", "3")],
             // A stray ETCDCTL_ENDPOINTS etc. in the environment must not redirect etcdctl.

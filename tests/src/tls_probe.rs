@@ -94,7 +94,18 @@ impl Probe {
     /// handshake before the server has judged the client's certificate, so
     /// this sees the server's certificate even if the server then refuses.
     pub async fn server_certificate(&self, addr: &str) -> Result<CertificateDer<'static>> {
-        let stream = tokio::time::timeout(PROBE_TIMEOUT, self.handshake(addr))
+        let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+        self.server_certificate_for(addr, host).await
+    }
+
+    /// [`Probe::server_certificate`] of `addr`, checked as the certificate of
+    /// `name` (a server whose name does not resolve here, dialled by address).
+    pub async fn server_certificate_for(
+        &self,
+        addr: &str,
+        name: &str,
+    ) -> Result<CertificateDer<'static>> {
+        let stream = tokio::time::timeout(PROBE_TIMEOUT, self.handshake(addr, name))
             .await
             .with_context(|| format!("TLS handshake with {addr} took over {PROBE_TIMEOUT:?}"))?
             .with_context(|| format!("TLS handshake with {addr}"))?;
@@ -120,7 +131,8 @@ impl Probe {
     }
 
     async fn greet_inner(&self, addr: &str) -> Result<Greeting> {
-        let stream = match self.handshake(addr).await {
+        let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+        let stream = match self.handshake(addr, host).await {
             Ok(stream) => stream,
             Err(err) => return refusal(addr, "TLS handshake", err),
         };
@@ -130,8 +142,8 @@ impl Probe {
     async fn handshake(
         &self,
         addr: &str,
+        host: &str,
     ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-        let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
         let name = ServerName::try_from(host.to_string())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let tcp = TcpStream::connect(addr).await?;

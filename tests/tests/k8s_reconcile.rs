@@ -16,9 +16,9 @@ use anyhow::{bail, ensure, Context as _, Result};
 use raftkv_operator::controller::{reconcile, Context, LiveMembers, MemberApi};
 use raftkv_operator::crd::RaftCluster;
 use raftkv_operator::membership::executor::{ExecError, MemberObservation, Outcome};
+use raftkv_operator::membership::MemberEndpoints;
 use raftkv_operator::membership::{Observed, Step};
 use raftkv_operator::metrics::Metrics;
-use raftkv_operator::naming::ClusterNames;
 use raftkv_operator::recovery::executor::SoloRecovered;
 use raftkv_operator::snapshots::{BackupDone, TakeBackup};
 use raftkv_tests::control_plane::{ControlPlane, ControlPlaneOptions, Store};
@@ -133,7 +133,7 @@ struct CompletedWhileObserving {
 impl MemberApi for CompletedWhileObserving {
     async fn observe(
         &self,
-        names: &ClusterNames,
+        members: &MemberEndpoints,
         token: &str,
         ordinals: Range<u32>,
     ) -> MemberObservation {
@@ -142,41 +142,48 @@ impl MemberApi for CompletedWhileObserving {
         if let Err(e) = self.api.patch_status(&self.name, &params, &patch).await {
             panic!("the concurrent status write failed: {e}");
         }
-        LiveMembers.observe(names, token, ordinals).await
+        LiveMembers.observe(members, token, ordinals).await
     }
 
     async fn execute(
         &self,
-        names: &ClusterNames,
+        members: &MemberEndpoints,
         token: &str,
         step: &Step,
         observed: &Observed,
     ) -> Result<Outcome, ExecError> {
-        LiveMembers.execute(names, token, step, observed).await
+        LiveMembers.execute(members, token, step, observed).await
     }
 
     async fn take_backup(
         &self,
-        names: &ClusterNames,
+        members: &MemberEndpoints,
         take: &TakeBackup,
         retain: u32,
         ordinals: Vec<u32>,
     ) -> Result<BackupDone, ExecError> {
-        LiveMembers.take_backup(names, take, retain, ordinals).await
+        LiveMembers
+            .take_backup(members, take, retain, ordinals)
+            .await
     }
 
-    async fn move_leader(&self, names: &ClusterNames, from: u32, to: u64) -> Result<(), ExecError> {
-        LiveMembers.move_leader(names, from, to).await
+    async fn move_leader(
+        &self,
+        members: &MemberEndpoints,
+        from: u32,
+        to: u64,
+    ) -> Result<(), ExecError> {
+        LiveMembers.move_leader(members, from, to).await
     }
 
     async fn recover_solo(
         &self,
-        names: &ClusterNames,
+        members: &MemberEndpoints,
         ordinal: u32,
         min_leaderless: Duration,
     ) -> Result<SoloRecovered, ExecError> {
         LiveMembers
-            .recover_solo(names, ordinal, min_leaderless)
+            .recover_solo(members, ordinal, min_leaderless)
             .await
     }
 }

@@ -28,8 +28,8 @@ fn the_operator_imports_point_down_the_layers() {
         "operator",
         &[
             &["crd", "naming", "metrics", "leader_election"],
-            &["resources", "membership", "volumes"],
-            &["recovery", "snapshots", "rollout"],
+            &["membership", "volumes", "certificates"],
+            &["resources", "recovery", "snapshots", "rollout"],
             &["status", "members"],
             &["controller"],
         ],

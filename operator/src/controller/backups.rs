@@ -127,7 +127,7 @@ impl<M: MemberApi> Reconciler<'_, M> {
         match self
             .ctx
             .members
-            .take_backup(names, take, retain, ordinals)
+            .take_backup(&self.members, take, retain, ordinals)
             .await
         {
             Ok(done) => {

@@ -1,6 +1,7 @@
 //! The Kubernetes calls a reconcile makes for one RaftCluster, in its
 //! namespace: server-side apply of what it owns, reading the StatefulSet and
-//! the volumes, the deletes a member reset needs, events, and status.
+//! the volumes and the certificate Secrets, the deletes a member reset needs,
+//! events, and status.
 //! Every failure names the call that failed (see [`crate::Error::Kube`]).
 
 use crate::crd::RaftCluster;
@@ -9,7 +10,7 @@ use crate::naming::{ClusterNames, DATA_VOLUME, MANAGER};
 use crate::volumes::ClaimSize;
 use crate::{kube_err, Error};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::NamespaceResourceScope;
@@ -78,6 +79,14 @@ impl KubeOps {
             .get_opt(&self.names.statefulset())
             .await
             .map_err(kube_err("reading the StatefulSet"))
+    }
+
+    /// The Secret `name`, if it exists.
+    pub async fn secret(&self, name: &str) -> Result<Option<Secret>, Error> {
+        self.api::<Secret>()
+            .get_opt(name)
+            .await
+            .map_err(kube_err(format!("reading the Secret {name}")))
     }
 
     /// The member volumes that exist and are not being deleted, by ordinal,

@@ -1,7 +1,8 @@
 //! The kube-runtime controller for RaftClusters: reconcile and error policy.
 //!
 //! One reconcile is a list of phases (see [`apply`]), each a method of a
-//! [`Reconciler`](reconciler::Reconciler) that holds what they share: make
+//! [`Reconciler`](reconciler::Reconciler) that holds what they share: with
+//! TLS, make sure the certificates exist and are current; make
 //! sure the owned objects exist (server-side apply), observe the StatefulSet,
 //! the volumes and the members, let solo recovery act if it was asked for,
 //! carry out at most one membership step, restart at most one pod on an old
@@ -14,6 +15,7 @@
 //! was observed; this module calls them and carries their steps out.
 
 mod backups;
+mod certificates;
 mod context;
 mod kube_ops;
 mod reconciler;
@@ -92,7 +94,8 @@ async fn apply<M: MemberApi>(cached: &RaftCluster, ctx: &Context<M>) -> Result<A
     let Some(rc) = kube_ops::read_current(&ctx.client, cached).await? else {
         return Ok(Action::await_change());
     };
-    let r = Reconciler::new(&rc, ctx)?;
+    let mut r = Reconciler::new(&rc, ctx)?;
+    r.ensure_certificates().await?;
     let sts = r.apply_owned_objects().await?;
     let (observed, claims) = r.observe(sts.replicas).await?;
     // Solo recovery first: while it resets members or runs RecoverSolo, it

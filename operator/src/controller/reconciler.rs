@@ -9,7 +9,7 @@ use super::kube_ops::KubeOps;
 use crate::crd::{RaftCluster, RaftClusterStatus};
 use crate::members::MemberApi;
 use crate::membership::executor::Outcome;
-use crate::membership::{Observed, Plan, Step};
+use crate::membership::{MemberEndpoints, Observed, Plan, Step};
 use crate::resources::{self, ClaimTemplate, Owned};
 use crate::status::step_reason;
 use crate::volumes::ClaimSize;
@@ -28,6 +28,9 @@ pub struct Reconciler<'a, M: MemberApi> {
     pub ctx: &'a Context<M>,
     pub owned: Owned,
     pub kube: KubeOps,
+    /// How the members are reached: plaintext, or over TLS once the
+    /// certificates phase has them (see [`super::certificates`]).
+    pub members: MemberEndpoints,
     /// The RaftCluster's uid: members refuse membership calls without it.
     pub token: String,
     pub now: Timestamp,
@@ -65,6 +68,7 @@ impl<'a, M: MemberApi> Reconciler<'a, M> {
         Ok(Reconciler {
             rc,
             ctx,
+            members: MemberEndpoints::plain(owned.names.clone()),
             owned,
             kube,
             token: rc.metadata.uid.clone().unwrap_or_default(),
@@ -151,7 +155,7 @@ impl<'a, M: MemberApi> Reconciler<'a, M> {
         };
         self.ctx
             .members
-            .observe(&self.owned.names, &self.token, 0..replicas)
+            .observe(&self.members, &self.token, 0..replicas)
             .await
             .fill(&mut observed);
         Ok((observed, claims))
@@ -183,7 +187,7 @@ impl<'a, M: MemberApi> Reconciler<'a, M> {
             raft => self
                 .ctx
                 .members
-                .execute(&self.owned.names, &self.token, raft, observed)
+                .execute(&self.members, &self.token, raft, observed)
                 .await
                 .map(Some)
                 .map_err(|source| Error::Step {

@@ -162,7 +162,7 @@ impl<M: MemberApi> Reconciler<'_, M> {
             RecoveryPlan::Act(RecoveryStep::RecoverSolo { ordinal }) => self
                 .ctx
                 .members
-                .recover_solo(&self.owned.names, *ordinal, threshold)
+                .recover_solo(&self.members, *ordinal, threshold)
                 .await
                 .map(|r| {
                     Some(format!(

@@ -72,7 +72,7 @@ impl<M: MemberApi> Reconciler<'_, M> {
                     .await;
                 self.ctx
                     .members
-                    .move_leader(&self.owned.names, *from, *to)
+                    .move_leader(&self.members, *from, *to)
                     .await
                     .err()
                     .map(|source| Error::MoveLeader {

@@ -2,42 +2,27 @@
 //! out the planner's Raft steps through raftkv's Admin service and etcd's
 //! Cluster API.
 //!
-//! Where a member lives is injected ([`MemberAddresses`]): on Kubernetes it is
-//! the pod's name under the headless Service, in tests a port on 127.0.0.1.
+//! Where a member lives, and whether it speaks TLS, is injected
+//! ([`MemberAddresses`]): on Kubernetes it is the pod's name under the headless
+//! Service, in tests a port on 127.0.0.1.
 //!
 //! Every step tolerates having been done already (the operator may have crashed
 //! after the call and before it saw the result): "member ID already exist" on
 //! add and "member not found" on remove count as done; Initialize is idempotent
 //! on the node for the same token.
 
+use super::addresses::host_of;
+pub use super::addresses::MemberAddresses;
 use super::admin::admin_client::AdminClient;
 use super::admin::{AddMemberRequest, InitializeRequest, MemberStatusRequest};
 use super::observed::{MemberReport, Observed, RaftMember, Role};
 use super::planner::Step;
-use crate::naming::{ordinal_of, ClusterNames};
+use crate::naming::ordinal_of;
 use raftkv_proto::etcdserverpb::cluster_client::ClusterClient;
 use raftkv_proto::etcdserverpb::MemberListRequest;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
-
-/// Where the member of each pod ordinal is reached.
-pub trait MemberAddresses: Send + Sync {
-    /// `host:port` of the member's client listener (etcd API + Admin).
-    fn client_endpoint(&self, ordinal: u32) -> String;
-    /// The peer URL the member advertises, as given to AddMember.
-    fn peer_url(&self, ordinal: u32) -> String;
-}
-
-/// Pods under the cluster's headless Service.
-impl MemberAddresses for ClusterNames {
-    fn client_endpoint(&self, ordinal: u32) -> String {
-        ClusterNames::client_endpoint(self, ordinal)
-    }
-    fn peer_url(&self, ordinal: u32) -> String {
-        ClusterNames::peer_url(self, ordinal)
-    }
-}
 
 /// Why a step or an observation failed.
 #[derive(Debug, thiserror::Error)]
@@ -151,22 +136,33 @@ impl<A: MemberAddresses> Executor<A> {
             endpoint: endpoint.clone(),
             source,
         };
-        let channel = Endpoint::from_shared(format!("http://{endpoint}"))
-            .map_err(connect_err)?
-            .connect_timeout(self.timeout)
-            .timeout(self.timeout)
-            .connect()
-            .await
-            .map_err(connect_err)?;
+        let channel = match self.addresses.tls() {
+            None => Endpoint::from_shared(format!("http://{endpoint}")),
+            Some(tls) => Endpoint::from_shared(format!("https://{endpoint}"))
+                .and_then(|e| e.tls_config(tls.config(host_of(&endpoint)))),
+        }
+        .map_err(connect_err)?
+        .connect_timeout(self.timeout)
+        .timeout(self.timeout)
+        .connect()
+        .await
+        .map_err(connect_err)?;
         Ok((channel, endpoint))
     }
 
     async fn etcd(&self, ordinal: u32) -> Result<(etcd_client::Client, String), ExecError> {
         let endpoint = self.addresses.client_endpoint(ordinal);
-        let options = etcd_client::ConnectOptions::new()
+        let mut options = etcd_client::ConnectOptions::new()
             .with_connect_timeout(self.timeout)
             .with_timeout(self.timeout);
-        let client = etcd_client::Client::connect([endpoint.clone()], Some(options))
+        let url = match self.addresses.tls() {
+            None => format!("http://{endpoint}"),
+            Some(tls) => {
+                options = options.with_tls(tls.config(host_of(&endpoint)));
+                format!("https://{endpoint}")
+            }
+        };
+        let client = etcd_client::Client::connect([url], Some(options))
             .await
             .map_err(|source| ExecError::Etcd {
                 call: "connect",

@@ -8,9 +8,9 @@ use raftkv_operator::controller::{reconcile, Context, MemberApi, FINALIZER};
 use raftkv_operator::crd::{InitializedRecord, RaftCluster, RaftClusterStatus};
 use raftkv_operator::membership::admin::BackupInfo;
 use raftkv_operator::membership::executor::{ExecError, MemberObservation, Outcome};
+use raftkv_operator::membership::MemberEndpoints;
 use raftkv_operator::membership::{MemberReport, Observed, RaftMember, Role, Step};
 use raftkv_operator::metrics::Metrics;
-use raftkv_operator::naming::ClusterNames;
 use raftkv_operator::recovery::executor::SoloRecovered;
 use raftkv_operator::snapshots::{BackupDone, TakeBackup};
 use serde_json::{json, Value};
@@ -35,7 +35,12 @@ pub struct FakeMembers {
 }
 
 impl MemberApi for FakeMembers {
-    async fn observe(&self, _: &ClusterNames, _: &str, ordinals: Range<u32>) -> MemberObservation {
+    async fn observe(
+        &self,
+        _: &MemberEndpoints,
+        _: &str,
+        ordinals: Range<u32>,
+    ) -> MemberObservation {
         let mut o = self.observation.clone();
         o.reports.retain(|ord, _| ordinals.contains(ord));
         o
@@ -43,7 +48,7 @@ impl MemberApi for FakeMembers {
 
     async fn execute(
         &self,
-        _: &ClusterNames,
+        _: &MemberEndpoints,
         _: &str,
         step: &Step,
         _: &Observed,
@@ -60,7 +65,7 @@ impl MemberApi for FakeMembers {
 
     async fn take_backup(
         &self,
-        _: &ClusterNames,
+        _: &MemberEndpoints,
         take: &TakeBackup,
         _retain: u32,
         _ordinals: Vec<u32>,
@@ -87,14 +92,14 @@ impl MemberApi for FakeMembers {
         })
     }
 
-    async fn move_leader(&self, _: &ClusterNames, from: u32, to: u64) -> Result<(), ExecError> {
+    async fn move_leader(&self, _: &MemberEndpoints, from: u32, to: u64) -> Result<(), ExecError> {
         self.moves.lock().unwrap().push((from, to));
         Ok(())
     }
 
     async fn recover_solo(
         &self,
-        _: &ClusterNames,
+        _: &MemberEndpoints,
         ordinal: u32,
         _min_leaderless: Duration,
     ) -> Result<SoloRecovered, ExecError> {

@@ -3,7 +3,8 @@
 //! (killing the leading operator replica mid-scale),
 //! take members, pods and the StatefulSet away, grow its volumes, roll out a
 //! new image with a member down, recover from a lost quorum, take RBAC away,
-//! `kubectl delete` it, and back up one cluster into a new one.
+//! `kubectl delete` it, back up one cluster into a new one, and run one with
+//! TLS whose certificates rotate under a writer.
 //!
 //! The API server, controller-manager and scheduler are real (see
 //! tests/k8s/README.md) and store on raftkv; the members and the operator run
@@ -20,6 +21,7 @@ mod ha;
 mod recovery;
 mod rollout;
 mod storage;
+mod tls;
 mod user;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -456,5 +458,9 @@ async fn helm_install_apply_scale_delete() -> Result<()> {
 
     // 8. A scheduled backup every minute, restored into a new RaftCluster.
     backup::scheduled_backup_and_restore(&plane).await?;
+
+    // 9. A cluster with TLS on both ports, certificates from the operator,
+    // rotated under a writer (issue 18, "Done means" 3).
+    tls::a_tls_cluster_rotates_its_certificates_under_a_writer(&plane).await?;
     Ok(())
 }
