@@ -147,6 +147,30 @@ pub async fn a_tls_cluster_rotates_its_certificates_under_a_writer(
     )
     .await?;
     wait_settled(plane, RC, 3, Duration::from_secs(300)).await?;
+    // TLS cannot be turned off (nor on) under running members.
+    let off = plane
+        .kubectl(
+            &[
+                "patch",
+                "rkc",
+                RC,
+                "-n",
+                NS,
+                "--type=json",
+                "-p",
+                r#"[{"op":"remove","path":"/spec/tls"}]"#,
+            ],
+            Duration::from_secs(60),
+        )
+        .await?
+        .failed()
+        .context("removing spec.tls")?;
+    ensure!(
+        off.stderr
+            .contains("spec.tls can only be set when the RaftCluster is created"),
+        "removing spec.tls was refused, but not by the validation rule: {}",
+        off.stderr
+    );
 
     // etcdctl, by the members' DNS names, with the Secret's client
     // certificate: works. Without a certificate, or in plaintext: refused.
