@@ -99,6 +99,53 @@ pub struct RaftClusterSpec {
     /// issues from its own CA and renews. Only at creation (see the README).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
+    /// Compaction and defragmentation on schedules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<MaintenanceSpec>,
+}
+
+/// `spec.maintenance`: what etcd leaves to `--auto-compaction-*` flags and
+/// to cron jobs running `etcdctl defrag`, as schedules the operator keeps.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceSpec {
+    /// IANA time zone the schedules are read in; UTC when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// Discard old revisions (history) on a schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compaction: Option<CompactionSpec>,
+    /// Give the space of discarded history back, one member at a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defragmentation: Option<DefragmentationSpec>,
+}
+
+/// `spec.maintenance.compaction`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CompactionSpec {
+    /// When to compact (cron: 5 fields, or 6 with seconds). Default every
+    /// five minutes.
+    #[serde(default = "default_compaction_schedule")]
+    pub schedule: String,
+    /// Revisions of history to keep: each compaction discards what is older
+    /// than the current revision minus this (etcd's
+    /// `--auto-compaction-mode=revision`).
+    #[schemars(range(min = 1))]
+    pub retain_revisions: u64,
+}
+
+fn default_compaction_schedule() -> String {
+    "*/5 * * * *".to_string()
+}
+
+/// `spec.maintenance.defragmentation`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DefragmentationSpec {
+    /// When a round starts (cron). A round defragments every member, one at a
+    /// time and only while all are ready, followers first, the leader last.
+    pub schedule: String,
 }
 
 /// `spec.tls`: every member serves its client and peer ports over TLS only and
@@ -341,6 +388,9 @@ pub struct RaftClusterStatus {
     /// resumes from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery: Option<RecoveryStatus>,
+    /// The scheduled compaction and defragmentation (`spec.maintenance`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<MaintenanceStatus>,
 }
 
 /// One backup the operator took.
@@ -359,6 +409,43 @@ pub struct LastSnapshot {
     pub member: String,
     /// File name in that member's backup directory.
     pub file: String,
+}
+
+/// `status.maintenance`: the last compaction and defragmentation round.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_compaction: Option<LastCompaction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defragmentation: Option<DefragmentationRound>,
+}
+
+/// The newest scheduled compaction.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastCompaction {
+    /// The schedule's instant it stands for (RFC 3339).
+    pub scheduled_time: String,
+    /// When it was done (RFC 3339).
+    pub time: String,
+    /// History before this revision is gone; 0 when there was not yet more
+    /// history than `retainRevisions`.
+    pub revision: i64,
+}
+
+/// The newest defragmentation round.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DefragmentationRound {
+    /// The schedule's instant it stands for (RFC 3339).
+    pub scheduled_time: String,
+    /// Pod ordinals defragmented in this round so far.
+    #[serde(default)]
+    pub done: Vec<u32>,
+    /// When the round finished (RFC 3339); unset while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_time: Option<String>,
 }
 
 /// Where a solo recovery is. Phases run in this order and each is recorded

@@ -10,7 +10,7 @@
 //!   method of its `Reconciler`.
 //! - [`members`]: how the controller reaches a cluster's members (injectable, so
 //!   reconciler tests stand in for them).
-//! - [`membership`], [`recovery`], [`snapshots`]: each a pure planner (given
+//! - [`membership`], [`recovery`], [`snapshots`], [`maintenance`]: each a pure planner (given
 //!   what was observed, the next step) and an executor (the member calls that
 //!   carry a step out). [`rollout`]: which member pod to restart next after
 //!   the pod template changed (pure; the controller deletes the pod).
@@ -20,12 +20,15 @@
 //!   [`certificates`]: what a cluster with `spec.tls` is issued, and when again.
 //! - [`crd`]: the resource's spec and status (the CRD YAML is generated from it);
 //!   [`naming`]: names, DNS names and member ids shared by everything else;
-//!   [`metrics`]; [`leader_election`]: which replica of the operator reconciles.
+//!   [`metrics`]; [`leader_election`]: which replica of the operator reconciles;
+//!   [`cron`]: when a scheduled backup, compaction or defragmentation is due.
 
 pub mod certificates;
 pub mod controller;
 pub mod crd;
+pub mod cron;
 pub mod leader_election;
+pub mod maintenance;
 pub mod members;
 pub mod membership;
 pub mod metrics;

@@ -47,6 +47,22 @@ pub trait MemberApi: Send + Sync + 'static {
         to: u64,
     ) -> impl Future<Output = Result<(), ExecError>> + Send;
 
+    /// etcd Compact through the leader at `leader`, keeping `retain`
+    /// revisions: the revision compacted to (0: nothing to compact yet).
+    fn compact(
+        &self,
+        members: &MemberEndpoints,
+        leader: u32,
+        retain: u64,
+    ) -> impl Future<Output = Result<i64, ExecError>> + Send;
+
+    /// etcd Defragment on the member at `ordinal`.
+    fn defragment(
+        &self,
+        members: &MemberEndpoints,
+        ordinal: u32,
+    ) -> impl Future<Output = Result<(), ExecError>> + Send;
+
     /// Admin.RecoverSolo on the member at `ordinal`.
     fn recover_solo(
         &self,
@@ -107,6 +123,25 @@ impl MemberApi for LiveMembers {
         Executor::new(members.clone(), "")
             .with_timeout(Duration::from_secs(15))
             .move_leader(from, to)
+            .await
+    }
+
+    async fn compact(
+        &self,
+        members: &MemberEndpoints,
+        leader: u32,
+        retain: u64,
+    ) -> Result<i64, ExecError> {
+        Executor::new(members.clone(), "")
+            .compact(leader, retain)
+            .await
+    }
+
+    async fn defragment(&self, members: &MemberEndpoints, ordinal: u32) -> Result<(), ExecError> {
+        // Defragmenting rewrites the member's store: more than a call's default.
+        Executor::new(members.clone(), "")
+            .with_timeout(Duration::from_secs(120))
+            .defragment(ordinal)
             .await
     }
 

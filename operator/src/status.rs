@@ -13,8 +13,8 @@
 //! status a successful reconcile writes no longer has it.
 
 use crate::crd::{
-    LastSnapshot, MemberSummary, PendingLearner, Phase, RaftCluster, RaftClusterStatus,
-    RecoveryStatus,
+    LastSnapshot, MaintenanceStatus, MemberSummary, PendingLearner, Phase, RaftCluster,
+    RaftClusterStatus, RecoveryStatus,
 };
 use crate::membership::planner::quorum;
 use crate::membership::{Observed, Plan, Refusal, Role, Step, Wait};
@@ -37,6 +37,8 @@ pub struct StatusInput<'a> {
     pub recovery: Option<RecoveryStatus>,
     /// `status.lastSnapshot` as the backup round left it.
     pub last_snapshot: Option<LastSnapshot>,
+    /// `status.maintenance` as the maintenance round left it.
+    pub maintenance: Option<MaintenanceStatus>,
     /// Conditions of the backup and recovery features.
     pub extra_conditions: Vec<ExtraCondition>,
 }
@@ -76,6 +78,7 @@ pub fn build_status(input: &StatusInput<'_>) -> RaftClusterStatus {
         pending_learner: pending_learner(input, &previous),
         last_snapshot: input.last_snapshot.clone(),
         recovery: input.recovery.clone(),
+        maintenance: input.maintenance.clone(),
     }
 }
 

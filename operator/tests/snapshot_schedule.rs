@@ -2,7 +2,10 @@
 //! clock, missed ticks collapsing into one backup, time zones, bad input as
 //! errors, who writes the backup, and what retention deletes.
 
+mod common;
+
 use chrono::{DateTime, TimeZone, Utc};
+use common::member_report as report;
 use raftkv_operator::crd::{LastSnapshot, SnapshotSpec};
 use raftkv_operator::membership::{MemberReport, Role};
 use raftkv_operator::snapshots::schedule::is_scheduled_backup_of;
@@ -163,22 +166,6 @@ fn backup_names_sort_by_time_and_are_recognised() {
     assert!(!is_scheduled_backup_of("demo", "demo-manual.snap"));
     assert!(!is_scheduled_backup_of("dem", &a));
     assert!(!is_scheduled_backup_of("demo-2", &a));
-}
-
-fn report(id: u64, role: Role, ready: bool) -> MemberReport {
-    MemberReport {
-        id,
-        role,
-        term: 1,
-        leader: 1,
-        committed_index: 10,
-        applied_index: 10,
-        last_log_index: 10,
-        cluster_id: 0xc1,
-        not_ready_reason: if ready { String::new() } else { "x".into() },
-        epoch: 0,
-        millis_since_leader: 0,
-    }
 }
 
 fn spec(schedule: &str) -> SnapshotSpec {

@@ -176,6 +176,19 @@ impl MemberApi for CompletedWhileObserving {
         LiveMembers.move_leader(members, from, to).await
     }
 
+    async fn compact(
+        &self,
+        members: &MemberEndpoints,
+        leader: u32,
+        retain: u64,
+    ) -> Result<i64, ExecError> {
+        LiveMembers.compact(members, leader, retain).await
+    }
+
+    async fn defragment(&self, members: &MemberEndpoints, ordinal: u32) -> Result<(), ExecError> {
+        LiveMembers.defragment(members, ordinal).await
+    }
+
     async fn recover_solo(
         &self,
         members: &MemberEndpoints,

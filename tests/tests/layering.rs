@@ -28,8 +28,14 @@ fn the_operator_imports_point_down_the_layers() {
         "operator",
         &[
             &["crd", "naming", "metrics", "leader_election"],
-            &["membership", "volumes", "certificates"],
-            &["resources", "recovery", "snapshots", "rollout"],
+            &["membership", "volumes", "certificates", "cron"],
+            &[
+                "resources",
+                "recovery",
+                "snapshots",
+                "rollout",
+                "maintenance",
+            ],
             &["status", "members"],
             &["controller"],
         ],

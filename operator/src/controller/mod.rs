@@ -7,17 +7,18 @@
 //! the volumes and the members, let solo recovery act if it was asked for,
 //! carry out at most one membership step, restart at most one pod on an old
 //! template, expand volumes that ask for less than the spec, take a backup
-//! that is due, write status, and requeue soon while a change is in flight.
+//! that is due, compact or defragment when scheduled, write status, and requeue soon while a change is in flight.
 //!
 //! Deciding is never done here: the planners of [`crate::membership`],
-//! [`crate::recovery`], [`crate::rollout`], [`crate::snapshots`] and
-//! [`crate::volumes`] are pure functions of what
+//! [`crate::recovery`], [`crate::rollout`], [`crate::snapshots`],
+//! [`crate::maintenance`] and [`crate::volumes`] are pure functions of what
 //! was observed; this module calls them and carries their steps out.
 
 mod backups;
 mod certificates;
 mod context;
 mod kube_ops;
+mod maintenance;
 mod reconciler;
 mod recovery;
 mod report;
@@ -112,18 +113,24 @@ async fn apply<M: MemberApi>(cached: &RaftCluster, ctx: &Context<M>) -> Result<A
         .await;
     let expansion = r.expand_volumes(&claims).await;
     let backups = r.back_up(&observed, recovery.holds_members()).await;
+    let maintenance = r.maintain(&observed, recovery.holds_members()).await;
     let rounds = report::Rounds {
         step: &step,
         recovery: &recovery,
         rollout: &rollout,
         expansion: &expansion,
         backups: &backups,
+        maintenance: &maintenance,
     };
     r.write_status(&observed, &plan, &rounds).await?;
     if let Some(err) = step.failure.or(recovery.error).or(rollout.error) {
         return Err(err);
     }
-    let wake = next_wake(&plan, &recovery.plan, backups.next_in);
+    let scheduled = [backups.next_in, maintenance.next_in]
+        .into_iter()
+        .flatten()
+        .min();
+    let wake = next_wake(&plan, &recovery.plan, scheduled);
     Ok(Action::requeue(match rollout.plan {
         Some(RolloutPlan::UpToDate) => wake,
         _ => wake.min(REQUEUE_BUSY),
@@ -131,8 +138,12 @@ async fn apply<M: MemberApi>(cached: &RaftCluster, ctx: &Context<M>) -> Result<A
 }
 
 /// When to look again: soon while something is in flight, and a little after
-/// the next scheduled backup at the latest.
-fn next_wake(plan: &Plan, recovery: &RecoveryPlan, next_backup_in: Option<Duration>) -> Duration {
+/// the next scheduled backup or maintenance step at the latest.
+fn next_wake(
+    plan: &Plan,
+    recovery: &RecoveryPlan,
+    next_scheduled_in: Option<Duration>,
+) -> Duration {
     let membership_wait = match plan {
         _ if matches!(recovery, RecoveryPlan::Act(_) | RecoveryPlan::Growing) => REQUEUE_BUSY,
         _ if matches!(recovery, RecoveryPlan::Wait(_)) => REQUEUE_RECOVERY_WAIT,
@@ -140,7 +151,7 @@ fn next_wake(plan: &Plan, recovery: &RecoveryPlan, next_backup_in: Option<Durati
         Plan::Refuse(_) => REQUEUE_BLOCKED,
         Plan::Converged => REQUEUE_IDLE,
     };
-    next_backup_in.map_or(membership_wait, |next| {
+    next_scheduled_in.map_or(membership_wait, |next| {
         membership_wait.min(next + Duration::from_millis(200))
     })
 }

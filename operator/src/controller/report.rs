@@ -5,6 +5,7 @@
 use super::backups::BackupRound;
 use super::context::Context;
 use super::kube_ops::publish;
+use super::maintenance::MaintenanceRound;
 use super::reconciler::{Reconciler, StepRound};
 use super::recovery::RecoveryRound;
 use super::rollout::RolloutRound;
@@ -28,6 +29,7 @@ pub struct Rounds<'r> {
     pub rollout: &'r RolloutRound,
     pub expansion: &'r ExpansionRound,
     pub backups: &'r BackupRound,
+    pub maintenance: &'r MaintenanceRound,
 }
 
 impl<M: MemberApi> Reconciler<'_, M> {
@@ -45,6 +47,7 @@ impl<M: MemberApi> Reconciler<'_, M> {
             rollout,
             expansion,
             backups,
+            maintenance,
         } = *rounds;
         let step_error = step
             .failure
@@ -67,6 +70,7 @@ impl<M: MemberApi> Reconciler<'_, M> {
             now: self.now,
             recovery: recovery.status.clone(),
             last_snapshot: backups.last.clone(),
+            maintenance: maintenance.status.clone(),
             extra_conditions: vec![
                 ExtraCondition {
                     type_: crate::snapshots::CONDITION,

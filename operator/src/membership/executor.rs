@@ -150,7 +150,10 @@ impl<A: MemberAddresses> Executor<A> {
         Ok((channel, endpoint))
     }
 
-    async fn etcd(&self, ordinal: u32) -> Result<(etcd_client::Client, String), ExecError> {
+    pub(crate) async fn etcd(
+        &self,
+        ordinal: u32,
+    ) -> Result<(etcd_client::Client, String), ExecError> {
         let endpoint = self.addresses.client_endpoint(ordinal);
         let mut options = etcd_client::ConnectOptions::new()
             .with_connect_timeout(self.timeout)

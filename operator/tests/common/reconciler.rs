@@ -32,6 +32,10 @@ pub struct FakeMembers {
     pub moves: Mutex<Vec<(u32, u64)>>,
     /// SaveBackup fails with this message.
     pub backup_error: Option<String>,
+    /// Compact calls: (leader ordinal, revisions kept).
+    pub compactions: Mutex<Vec<(u32, u64)>>,
+    /// Members Defragment was sent to.
+    pub defragmented: Mutex<Vec<u32>>,
 }
 
 impl MemberApi for FakeMembers {
@@ -94,6 +98,21 @@ impl MemberApi for FakeMembers {
 
     async fn move_leader(&self, _: &MemberEndpoints, from: u32, to: u64) -> Result<(), ExecError> {
         self.moves.lock().unwrap().push((from, to));
+        Ok(())
+    }
+
+    async fn compact(
+        &self,
+        _: &MemberEndpoints,
+        leader: u32,
+        retain: u64,
+    ) -> Result<i64, ExecError> {
+        self.compactions.lock().unwrap().push((leader, retain));
+        Ok(900)
+    }
+
+    async fn defragment(&self, _: &MemberEndpoints, ordinal: u32) -> Result<(), ExecError> {
+        self.defragmented.lock().unwrap().push(ordinal);
         Ok(())
     }
 

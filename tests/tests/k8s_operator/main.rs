@@ -4,7 +4,8 @@
 //! take members, pods and the StatefulSet away, grow its volumes, roll out a
 //! new image with a member down, recover from a lost quorum, take RBAC away,
 //! `kubectl delete` it, back up one cluster into a new one, and run one with
-//! TLS whose certificates rotate under a writer.
+//! TLS whose certificates rotate under a writer and which is compacted and
+//! defragmented on schedules.
 //!
 //! The API server, controller-manager and scheduler are real (see
 //! tests/k8s/README.md) and store on raftkv; the members and the operator run
@@ -18,6 +19,7 @@
 
 mod backup;
 mod ha;
+mod maintenance;
 mod recovery;
 mod rollout;
 mod storage;
@@ -460,7 +462,8 @@ async fn helm_install_apply_scale_delete() -> Result<()> {
     backup::scheduled_backup_and_restore(&plane).await?;
 
     // 9. A cluster with TLS on both ports, certificates from the operator,
-    // rotated under a writer (issue 18, "Done means" 3).
+    // rotated under a writer (issue 18, "Done means" 3); then compaction and
+    // defragmentation on schedules, over TLS.
     tls::a_tls_cluster_rotates_its_certificates_under_a_writer(&plane).await?;
     Ok(())
 }

@@ -300,6 +300,7 @@ pub async fn a_tls_cluster_rotates_its_certificates_under_a_writer(
     let phase = jsonpath(plane, &format!("rkc/{RC}"), "{.status.phase}").await?;
     ensure!(phase == "Running", "phase after the rotation: {phase}");
 
+    crate::maintenance::compacts_and_defragments_on_schedule(plane, RC, &etcdctl).await?;
     kubectl(plane, &["delete", "rkc", "-n", NS, RC, "--wait=true"]).await?;
     Ok(())
 }
