@@ -110,6 +110,20 @@ fn member_command_joins_with_ordinal_plus_one_and_dns_urls() {
     );
 }
 
+/// Runs the member command's prologue for real, as pod `pod` in namespace
+/// prod: the flags `raftkv serve` would get.
+fn serve_flags(command: &str, pod: &str) -> String {
+    let cmd = command.replace("exec raftkv serve", "echo");
+    let out = std::process::Command::new("/bin/sh")
+        .args(["-c", &cmd])
+        .env("POD_NAME", pod)
+        .env("POD_NAMESPACE", "prod")
+        .output()
+        .expect("running /bin/sh");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 #[test]
 fn the_member_command_computes_the_id_from_the_pod_name() {
     // Run the prologue for real: `demo-4` must become id 5.
@@ -342,16 +356,7 @@ fn with_tls_members_mount_their_certificate_and_serve_only_tls() {
             && m.mount_path == "/etc/raftkv/tls"
             && m.read_only == Some(true)));
 
-    // Run the command's prologue for real and read the flags raftkv gets.
-    let cmd = container.args.as_ref().unwrap()[0].replace("exec raftkv serve", "echo");
-    let out = std::process::Command::new("/bin/sh")
-        .args(["-c", &cmd])
-        .env("POD_NAME", "demo-1")
-        .env("POD_NAMESPACE", "prod")
-        .output()
-        .expect("running /bin/sh");
-    let flags = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{out:?}");
+    let flags = serve_flags(&container.args.as_ref().unwrap()[0], "demo-1");
     for flag in [
         "--listen-client-urls https://0.0.0.0:2379",
         "--advertise-client-urls https://demo-1.demo-peer.prod.svc:2379",

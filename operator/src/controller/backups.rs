@@ -31,7 +31,7 @@ impl<M: MemberApi> Reconciler<'_, M> {
     /// is under way), and prunes beyond `retain`.
     pub async fn back_up(&self, observed: &Observed, recovering: bool) -> BackupRound {
         let rc = self.rc;
-        let now = DateTime::from_timestamp_millis(self.now.as_millisecond()).unwrap_or_default();
+        let (now, created) = self.schedule_clock();
         let previous = rc.status.clone().unwrap_or_default();
         let last = previous.last_snapshot.clone();
         let Some(spec) = rc.spec.snapshot.as_ref() else {
@@ -48,12 +48,6 @@ impl<M: MemberApi> Reconciler<'_, M> {
                 next_in: None,
             };
         }
-        let created = rc
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .and_then(|t| DateTime::from_timestamp_millis(t.0.as_millisecond()))
-            .unwrap_or(now);
         let plan = plan_backup(&BackupInput {
             cluster: &self.owned.names.cluster,
             spec,

@@ -9,7 +9,6 @@ use crate::maintenance::{plan_maintenance, MaintenanceInput, MaintenancePlan};
 use crate::members::MemberApi;
 use crate::membership::Observed;
 use crate::snapshots::rfc3339;
-use chrono::DateTime;
 use kube::runtime::events::EventType;
 use std::time::Duration;
 
@@ -38,13 +37,7 @@ impl<M: MemberApi> Reconciler<'_, M> {
                 next_in: None,
             };
         };
-        let now = DateTime::from_timestamp_millis(self.now.as_millisecond()).unwrap_or_default();
-        let created = rc
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .and_then(|t| DateTime::from_timestamp_millis(t.0.as_millisecond()))
-            .unwrap_or(now);
+        let (now, created) = self.schedule_clock();
         let plan = plan_maintenance(&MaintenanceInput {
             spec,
             status: previous.as_ref(),

@@ -14,6 +14,7 @@ use crate::resources::{self, ClaimTemplate, Owned};
 use crate::status::step_reason;
 use crate::volumes::ClaimSize;
 use crate::Error;
+use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -74,6 +75,20 @@ impl<'a, M: MemberApi> Reconciler<'a, M> {
             token: rc.metadata.uid.clone().unwrap_or_default(),
             now: Timestamp::now(),
         })
+    }
+
+    /// The clock the scheduled phases (backups, maintenance) plan with: now,
+    /// and when the RaftCluster was created (nothing is owed before it).
+    pub fn schedule_clock(&self) -> (DateTime<Utc>, DateTime<Utc>) {
+        let now = DateTime::from_timestamp_millis(self.now.as_millisecond()).unwrap_or_default();
+        let created = self
+            .rc
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .and_then(|t| DateTime::from_timestamp_millis(t.0.as_millisecond()))
+            .unwrap_or(now);
+        (now, created)
     }
 
     /// Makes sure the owned objects exist and match the spec (server-side
