@@ -3,8 +3,9 @@
 mod common;
 
 use common::{raft_cluster, UID};
+use k8s_openapi::api::core::v1::PodSpec;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use raftkv_operator::crd::PodTemplateOverrides;
+use raftkv_operator::crd::{PodTemplateOverrides, RaftCluster};
 use raftkv_operator::resources::{
     client_service, member_command, peer_service, pod_disruption_budget, statefulset,
     ClaimTemplate, Owned,
@@ -108,6 +109,16 @@ fn member_command_joins_with_ordinal_plus_one_and_dns_urls() {
         !cmd.contains("--initial-cluster"),
         "no pod bootstraps itself"
     );
+}
+
+/// The member pod spec of a 3-member StatefulSet of `rc` (named demo).
+fn member_pod(rc: &RaftCluster) -> PodSpec {
+    statefulset(rc, &owned("demo"), 3, &ClaimTemplate::of_spec(rc))
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
 }
 
 /// Runs the member command's prologue for real, as pod `pod` in namespace
@@ -303,12 +314,7 @@ fn a_shared_backup_claim_is_mounted_and_passed_as_the_backup_dir() {
         }))
         .unwrap(),
     );
-    let pod = statefulset(&rc, &owned("demo"), 3, &ClaimTemplate::of_spec(&rc))
-        .spec
-        .unwrap()
-        .template
-        .spec
-        .unwrap();
+    let pod = member_pod(&rc);
     let volumes = pod.volumes.expect("backup volume");
     assert_eq!(volumes[0].name, "backups");
     assert_eq!(
@@ -331,12 +337,7 @@ fn a_shared_backup_claim_is_mounted_and_passed_as_the_backup_dir() {
 fn with_tls_members_mount_their_certificate_and_serve_only_tls() {
     let mut rc = raft_cluster("demo", 3);
     rc.spec.tls = Some(serde_json::from_value(serde_json::json!({})).unwrap());
-    let pod = statefulset(&rc, &owned("demo"), 3, &ClaimTemplate::of_spec(&rc))
-        .spec
-        .unwrap()
-        .template
-        .spec
-        .unwrap();
+    let pod = member_pod(&rc);
     let volumes = pod.volumes.expect("the certificate volume");
     let tls = volumes
         .iter()
