@@ -25,8 +25,6 @@ use crate::store::auth;
 use crate::store::auth::auth_err;
 use crate::store::mvcc::KeyRange;
 
-const TOKEN_TTL: Duration = Duration::from_secs(300);
-
 /// Metadata naming the user of a verified client certificate (its common
 /// name), set by the client port's TLS layer alone (`server::services`).
 pub const CERT_USER_METADATA: &str = "raftkv-cert-user";
@@ -54,9 +52,10 @@ pub struct Caller {
     revision: u64,
 }
 
-#[derive(Default)]
 pub struct Tokens {
     live: Mutex<HashMap<String, (String, Instant)>>,
+    /// How long a token may go unused (`--auth-token-ttl`).
+    ttl: Duration,
 }
 
 pub fn invalid_token() -> ApiError {
@@ -72,6 +71,13 @@ pub fn hash_password(password: &str) -> Result<String, ApiError> {
 }
 
 impl Tokens {
+    pub fn new(ttl: Duration) -> Tokens {
+        Tokens {
+            live: Mutex::default(),
+            ttl,
+        }
+    }
+
     /// Check a password; on success, a fresh token to replicate (see
     /// `AuthToken`), which becomes valid on each member as it applies it.
     pub fn check_password(&self, db: &DB, name: &str, password: &str) -> Result<String, ApiError> {
@@ -97,7 +103,8 @@ impl Tokens {
     /// Remember a token (applied from the log on every member).
     pub fn insert(&self, token: String, user: String) {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        live.retain(|_, (_, at)| at.elapsed() < TOKEN_TTL);
+        let ttl = self.ttl;
+        live.retain(|_, (_, at)| at.elapsed() < ttl);
         live.insert(token, (user, Instant::now()));
     }
 
@@ -141,7 +148,7 @@ impl Tokens {
         };
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         match live.get_mut(token) {
-            Some((user, at)) if at.elapsed() < TOKEN_TTL => {
+            Some((user, at)) if at.elapsed() < self.ttl => {
                 *at = Instant::now();
                 Ok(Caller {
                     user: Some(user.clone()),

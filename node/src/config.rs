@@ -76,6 +76,10 @@ pub struct ServeArgs {
     /// Largest client request accepted, in bytes.
     #[arg(long, env = "RAFTKV_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
     pub max_request_bytes: usize,
+    /// Seconds a simple auth token may go unused before it is refused (each
+    /// use starts the time again), as etcd's flag.
+    #[arg(long, env = "RAFTKV_AUTH_TOKEN_TTL", default_value_t = 300)]
+    pub auth_token_ttl: u64,
     /// Most data the store may hold before writes are refused (NOSPACE alarm);
     /// 0 means the default, 2 GiB, as etcd.
     #[arg(long, env = "RAFTKV_QUOTA_BACKEND_BYTES", default_value_t = 0)]
@@ -163,6 +167,7 @@ pub struct ServeConfig {
     pub cluster_id: Option<u64>,
     pub snapshot_count: u64,
     pub max_request_bytes: usize,
+    pub auth_token_ttl: std::time::Duration,
     pub max_txn_ops: usize,
     pub quota_backend_bytes: u64,
     pub heartbeat_interval: u64,
@@ -376,6 +381,9 @@ impl ServeConfig {
         if a.max_txn_ops == 0 || a.max_request_bytes == 0 {
             bail!("--max-txn-ops and --max-request-bytes must be positive");
         }
+        if a.auth_token_ttl == 0 {
+            bail!("--auth-token-ttl must be at least 1 (seconds)");
+        }
         if a.heartbeat_interval == 0 || a.election_timeout < 5 * a.heartbeat_interval {
             bail!("--election-timeout must be at least 5 x --heartbeat-interval (etcd requires the same)");
         }
@@ -396,6 +404,7 @@ impl ServeConfig {
             cluster_id,
             snapshot_count: a.snapshot_count,
             max_request_bytes: a.max_request_bytes,
+            auth_token_ttl: std::time::Duration::from_secs(a.auth_token_ttl),
             max_txn_ops: a.max_txn_ops,
             quota_backend_bytes: if a.quota_backend_bytes == 0 {
                 2 << 30

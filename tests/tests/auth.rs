@@ -119,3 +119,51 @@ async fn users_roles_and_permissions_are_enforced_like_etcd() -> Result<()> {
     ctl.run(&["put", "k", "v"]).await?.ok()?;
     Ok(())
 }
+
+/// `--auth-token-ttl` as etcd has it: a simple token unused for longer than
+/// the TTL is refused with etcd's "invalid auth token" (each use starts the
+/// TTL again), and a client that authenticates again on that error, as
+/// etcd's clients do, keeps working.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unused_token_expires_after_the_auth_token_ttl() -> Result<()> {
+    let cluster = ClusterOptions::new()
+        .arg("--auth-token-ttl", 2)
+        .start(3)
+        .await?;
+    let endpoints = cluster.endpoints();
+    let mut admin = Client::connect(&endpoints, None).await?;
+    raftkv_tests::auth::enable_with_root_and_alice(&mut admin, "alicepw").await?;
+    // One member: a simple token's TTL runs on each member by itself (as in
+    // etcd), so uses spread over members would each leave the others idle.
+    let endpoints = endpoints[..1].to_vec();
+    let alice = |refresh: bool| {
+        let options = ConnectOptions::new()
+            .with_user("alice", "alicepw")
+            .with_auto_token_refresh(refresh);
+        Client::connect(endpoints.clone(), Some(options))
+    };
+    let mut plain = alice(false).await?;
+    let mut refreshing = alice(true).await?;
+    // Used every second: the token lives on.
+    for i in 0..4 {
+        plain.put("app/used", i.to_string(), None).await?;
+        tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    }
+    // Unused for longer than the TTL: refused as etcd refuses it.
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    let err = plain
+        .put("app/late", "1", None)
+        .await
+        .expect_err("a token unused past its TTL was accepted");
+    let status = grpc_status(&err).context("a gRPC status")?;
+    ensure!(
+        status.code() == tonic::Code::Unauthenticated
+            && status.message() == "etcdserver: invalid auth token",
+        "an expired token: {status:?}"
+    );
+    // A client that authenticates again on that error goes on.
+    refreshing.put("app/late", "2", None).await?;
+    let got = refreshing.get("app/late", None).await?;
+    ensure!(got.kvs()[0].value() == b"2");
+    Ok(())
+}

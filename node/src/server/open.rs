@@ -55,7 +55,7 @@ pub(super) async fn open(cfg: &ServeConfig) -> anyhow::Result<Opened> {
         db.clone(),
         Duration::from_millis(cfg.election_timeout),
     ));
-    let tokens = Arc::new(crate::auth::Tokens::default());
+    let tokens = Arc::new(crate::auth::Tokens::new(cfg.auth_token_ttl));
     let sm = StateMachineStore::new(
         db.clone(),
         snapshot_dir,
