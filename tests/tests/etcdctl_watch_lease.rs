@@ -225,5 +225,23 @@ async fn etcdctl_watch_prefix_progress_and_move_leader() -> Result<()> {
         cluster.wait_leader().await? == target,
         "leadership did not move to {target:x}"
     );
+    // As etcd 3.4, MoveLeader and Defragment answer without a response
+    // header: etcdctl -w json prints etcd's move-leader answer as `{}`.
+    let back = Etcdctl::new(&[cluster.member(target).client_endpoint()])?
+        .run(&["-w", "json", "move-leader", &format!("{leader:x}")])
+        .await?
+        .ok()?;
+    ensure!(
+        back.stdout.trim() == "{}",
+        "move-leader -w json printed {:?}",
+        back.stdout
+    );
+    let mut client =
+        etcd_client::Client::connect([cluster.member(leader).client_endpoint()], None).await?;
+    let defragmented = client.defragment().await?;
+    ensure!(
+        defragmented.header().is_none(),
+        "Defragment answered with a header: {defragmented:?}"
+    );
     Ok(())
 }

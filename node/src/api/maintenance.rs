@@ -105,9 +105,8 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<DefragmentResponse>, Status> {
         self.node.require_root(req.metadata()).await?;
         self.node.defragment().await?;
-        Ok(Response::new(DefragmentResponse {
-            header: Some(self.node.header(self.node.mvcc().current_revision())),
-        }))
+        // etcd answers Defragment and MoveLeader without a header.
+        Ok(Response::new(DefragmentResponse { header: None }))
     }
 
     async fn hash(&self, req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
@@ -193,9 +192,7 @@ impl Maintenance for MaintenanceService {
                     )
                 })?;
         }
-        Ok(Response::new(MoveLeaderResponse {
-            header: Some(self.node.header(self.node.mvcc().current_revision())),
-        }))
+        Ok(Response::new(MoveLeaderResponse { header: None }))
     }
 
     async fn downgrade(
