@@ -174,20 +174,24 @@ impl ControlPlane {
     }
 
     /// Waits until the CustomResourceDefinition `name` is Established (its
-    /// resources can be created).
+    /// resources can be created). Polled with `kubectl get`, not `kubectl
+    /// wait`: kubectl 1.34's wait fails at once ("`.status.conditions`
+    /// accessor error: <nil>") when it reads a CRD the API server has not
+    /// yet given any condition, which a just-applied CRD sometimes is.
     pub async fn wait_established(&self, name: &str) -> Result<()> {
-        self.kubectl(
-            &[
-                "wait",
-                "--for=condition=Established",
-                &format!("crd/{name}"),
-                "--timeout=60s",
-            ],
-            Duration::from_secs(90),
+        let crd = format!("crd/{name}");
+        let established = r#"{.status.conditions[?(@.type=="Established")].status}"#;
+        crate::wait::until(
+            Duration::from_secs(60),
+            format!("{crd} to be Established"),
+            || async {
+                let status = self
+                    .kubectl_stdout(&["get", &crd, "-o", &format!("jsonpath={established}")])
+                    .await?;
+                Ok((status.trim() == "True").then_some(()))
+            },
         )
-        .await?
-        .ok()?;
-        Ok(())
+        .await
     }
 
     /// `kubectl ARGS` as cluster-admin, with a deadline; the output whatever
