@@ -58,6 +58,10 @@ pub use leader::ForwardReply;
 pub use leader::Forwarded;
 pub use liveness::LeaderContact;
 pub use propose::LocalError;
+
+/// The etcd API level raftkv speaks (Maintenance.Status, `/version`); clients
+/// use it for feature detection.
+pub const ETCD_API_VERSION: &str = "3.5.0";
 use quota::DiskUsage;
 
 /// openraft, running on this member's log store and state machine.

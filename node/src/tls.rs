@@ -220,8 +220,17 @@ impl ClientCertVerifier for ClientCa {
     }
 }
 
+/// What a port speaks, as offered to clients in the TLS handshake (ALPN).
+#[derive(Clone, Copy, Debug)]
+pub enum Protocols {
+    /// gRPC only: HTTP/2 (the peer port).
+    Http2,
+    /// gRPC and plain HTTP requests (the client port, as etcd's).
+    Http2AndHttp1,
+}
+
 /// The acceptor for one port. Fails if the files do not load now.
-pub fn acceptor(files: &TlsFiles) -> anyhow::Result<TlsAcceptor> {
+pub fn acceptor(files: &TlsFiles, protocols: Protocols) -> anyhow::Result<TlsAcceptor> {
     let cert = Watched::new(
         "TLS certificate",
         vec![files.cert.clone(), files.key.clone()],
@@ -239,8 +248,10 @@ pub fn acceptor(files: &TlsFiles) -> anyhow::Result<TlsAcceptor> {
         (_, false) => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(Arc::new(ServerCert(cert)));
-    // gRPC is HTTP/2 only.
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = match protocols {
+        Protocols::Http2 => vec![b"h2".to_vec()],
+        Protocols::Http2AndHttp1 => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+    };
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

@@ -44,6 +44,7 @@ pub mod cluster;
 pub mod cluster_waits;
 pub mod command;
 pub mod control_plane;
+pub mod curl;
 pub mod etcdctl;
 pub mod fault;
 pub mod files;

@@ -13,11 +13,9 @@ use tonic::Response;
 use tonic::Status;
 
 use crate::node::Node;
+use crate::node::ETCD_API_VERSION;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::proto::etcdserverpb::*;
-
-/// The etcd API level raftkv speaks; clients use it for feature detection.
-pub const ETCD_API_VERSION: &str = "3.5.0";
 
 pub struct MaintenanceService {
     pub node: Arc<Node>,

@@ -80,7 +80,9 @@ impl WatchStream {
         }
     }
 
-    /// Serve the stream until the client closes it.
+    /// Serve the stream until the client goes away. A client that only
+    /// closes its sending side still gets its events, as from etcd (whose
+    /// JSON gateway users send one create request and read on).
     pub async fn run(
         mut self,
         mut requests: tonic::Streaming<WatchRequest>,
@@ -95,12 +97,19 @@ impl WatchStream {
         let mut live_rev = self.node.mvcc().current_revision();
         let mut tick = tokio::time::interval(progress_every);
         tick.tick().await;
+        let mut requests_open = true;
+        let client = self.out.clone();
         loop {
             let step = tokio::select! {
-                req = requests.message() => match req {
+                req = requests.message(), if requests_open => match req {
                     Ok(Some(r)) => self.handle(r).await,
-                    _ => Err(Closed),
+                    Ok(None) => {
+                        requests_open = false;
+                        Ok(())
+                    }
+                    Err(_) => Err(Closed),
                 },
+                _ = client.closed() => Err(Closed),
                 batch = live.recv() => match batch {
                     Ok(events) => {
                         let first = events.first().map_or(0, revision_of);

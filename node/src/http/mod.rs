@@ -1,4 +1,9 @@
-//! HTTP on the metrics URL: `/healthz`, `/readyz`, `/metrics`.
+//! HTTP on a member's ports.
+//!
+//! The metrics URL serves `/healthz` (or `/livez`), `/readyz` and `/metrics`.
+//! The client URL serves HTTP beside gRPC, as etcd's does: the same
+//! `/livez`, `/readyz` and `/metrics`, etcd's `/health` and `/version`
+//! (`etcd_health`), and etcd's JSON gateway under `/v3/` (`gateway`).
 //!
 //! Liveness means the process serves requests. Readiness means the member is
 //! useful to clients: it is in the membership, knows a leader and has applied
@@ -15,12 +20,35 @@ use axum::Router;
 use crate::metrics::RaftGauges;
 use crate::node::Node;
 
+mod etcd_health;
+mod gateway;
+
+/// The metrics URL's routes.
 pub fn router(node: Arc<Node>) -> Router {
-    Router::new()
+    probes()
         .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(node)
+}
+
+/// The client URL's HTTP routes beside `grpc`, the member's gRPC services,
+/// which the JSON gateway calls. `max_body` bounds a gateway request.
+pub fn client_port(node: Arc<Node>, grpc: tonic::service::Routes, max_body: usize) -> Router {
+    let http = probes()
+        .route("/health", get(etcd_health::health))
+        .route("/version", get(etcd_health::version))
+        .with_state(node);
+    grpc.clone()
+        .into_axum_router()
+        .merge(http)
+        .merge(gateway::routes(grpc, max_body))
+}
+
+/// What both URLs serve: liveness, readiness and metrics.
+fn probes() -> Router<Arc<Node>> {
+    Router::new()
+        .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(node)
 }
 
 /// Why the member is not ready, or `None` when it is.

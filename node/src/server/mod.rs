@@ -25,6 +25,8 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServeConfig;
+use crate::tls::Protocols;
+use crate::tls::TlsFiles;
 
 /// The client, peer and metrics ports, bound first, with the TLS settings
 /// of the client and peer ports loaded (a certificate that does not load is
@@ -39,16 +41,16 @@ struct Listeners {
 
 impl Listeners {
     async fn bind(cfg: &ServeConfig) -> anyhow::Result<Self> {
-        let acceptor = |flag: &str, files: &Option<crate::tls::TlsFiles>| {
+        let acceptor = |flag: &str, files: &Option<TlsFiles>, protocols: Protocols| {
             files
                 .as_ref()
-                .map(crate::tls::acceptor)
+                .map(|files| crate::tls::acceptor(files, protocols))
                 .transpose()
                 .with_context(|| format!("--{flag}"))
         };
         Ok(Listeners {
-            client_tls: acceptor("cert-file", &cfg.client_tls)?,
-            peer_tls: acceptor("peer-cert-file", &cfg.peer_tls)?,
+            client_tls: acceptor("cert-file", &cfg.client_tls, Protocols::Http2AndHttp1)?,
+            peer_tls: acceptor("peer-cert-file", &cfg.peer_tls, Protocols::Http2)?,
             client: bind("clients", cfg.listen_client).await?,
             peer: bind("peers", cfg.listen_peer).await?,
             http: bind("metrics", cfg.listen_metrics).await?,

@@ -1,6 +1,7 @@
 //! The three servers a member runs: etcd's services and raftkv's Admin on the
-//! client port, the peer service on the peer port, metrics and health on the
-//! HTTP port. Each stops accepting when the stop signal flips.
+//! client port (with etcd's HTTP endpoints and JSON gateway beside them), the
+//! peer service on the peer port, metrics and health on the HTTP port. Each
+//! stops accepting when the stop signal flips.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
 
 use super::Listeners;
 use crate::api::admin::AdminService;
@@ -56,27 +58,34 @@ pub(super) fn spawn(
         let _ = rx.wait_for(|s| *s).await;
     };
     let max_msg = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let grpc = Routes::new(
+        KvServer::new(KvService { node: node.clone() }).max_decoding_message_size(max_msg),
+    )
+    .add_service(ClusterServer::new(ClusterService { node: node.clone() }))
+    .add_service(MaintenanceServer::new(MaintenanceService {
+        node: node.clone(),
+    }))
+    .add_service(AdminServer::new(AdminService::new(node.clone())))
+    .add_service(LeaseServer::new(LeaseService {
+        node: node.clone(),
+        min_ttl: (cfg.election_timeout * 3 / 2).div_ceil(1000) as i64,
+    }))
+    .add_service(LockServer::new(LockService { node: node.clone() }))
+    .add_service(AuthServer::new(AuthService { node: node.clone() }))
+    .add_service(ElectionServer::new(ElectionService { node: node.clone() }))
+    .add_service(WatchServer::new(WatchService {
+        node: node.clone(),
+        progress_every: Duration::from_secs(cfg.watch_progress_notify_interval),
+    }));
+    // HTTP/1.1 and HTTP/2 on the one port, as etcd: gRPC, and beside it the
+    // probes, etcd's /health and /version, and the JSON gateway (crate::http),
+    // all behind the layer that names a certificate's user.
+    let gateway_body = max_msg * 2;
+    let client_routes = Routes::from(crate::http::client_port(node.clone(), grpc, gateway_body));
     let client_server = tonic::transport::Server::builder()
+        .accept_http1(true)
         .layer(tonic::service::InterceptorLayer::new(certificate_user))
-        .add_service(
-            KvServer::new(KvService { node: node.clone() }).max_decoding_message_size(max_msg),
-        )
-        .add_service(ClusterServer::new(ClusterService { node: node.clone() }))
-        .add_service(MaintenanceServer::new(MaintenanceService {
-            node: node.clone(),
-        }))
-        .add_service(AdminServer::new(AdminService::new(node.clone())))
-        .add_service(LeaseServer::new(LeaseService {
-            node: node.clone(),
-            min_ttl: (cfg.election_timeout * 3 / 2).div_ceil(1000) as i64,
-        }))
-        .add_service(LockServer::new(LockService { node: node.clone() }))
-        .add_service(AuthServer::new(AuthService { node: node.clone() }))
-        .add_service(ElectionServer::new(ElectionService { node: node.clone() }))
-        .add_service(WatchServer::new(WatchService {
-            node: node.clone(),
-            progress_every: Duration::from_secs(cfg.watch_progress_notify_interval),
-        }));
+        .add_routes(client_routes);
     let client = match listeners.client_tls {
         Some(tls) => tokio::spawn(client_server.serve_with_incoming_shutdown(
             crate::tls::incoming(listeners.client, tls),
