@@ -2,7 +2,8 @@
 //! member's client URL gets etcd's `/health` and `/version` JSON, the
 //! `/livez`, `/readyz` and `/metrics` of the metrics port, and etcd's JSON
 //! gateway under `/v3/` (base64 bytes, 64-bit integers as strings, a
-//! newline-delimited stream for watch), with auth as over gRPC.
+//! newline-delimited stream for watch), with auth as over gRPC; and etcd's
+//! metric names (issue 21, item 2, part) on `/metrics`.
 
 use anyhow::{ensure, Context, Result};
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -84,6 +85,25 @@ async fn etcds_http_endpoints_and_json_gateway_answer_on_the_client_port() -> Re
         .await?
         .ok()?;
     ensure!(got.stdout == "v1\n", "etcdctl get printed {:?}", got.stdout);
+
+    // etcd's metric names, and the gRPC calls counted as etcd counts them
+    // (go-grpc-prometheus), the gateway's included.
+    let metrics = members[0].get("/metrics").await?.body;
+    for line in [
+        "etcd_server_has_leader 1",
+        r#"grpc_server_started_total{grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"} 1"#,
+        r#"grpc_server_handled_total{grpc_code="OK",grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"} 1"#,
+    ] {
+        ensure!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in /metrics: {}",
+            metrics
+                .lines()
+                .filter(|l| l.starts_with("etcd_server") || l.starts_with("grpc_server_handled"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
 
     // A body that is not a request: grpc-gateway's 400 with code 3.
     let bad = members[2]

@@ -102,6 +102,8 @@ async fn metrics(State(node): State<Arc<Node>>) -> String {
         last_log: m.last_log_index.unwrap_or(0),
         snapshot: m.snapshot.map_or(0, |s| s.index),
         purged: m.purged.map_or(0, |p| p.index),
+        db_size: node.disk_size(),
+        quota: node.quota_bytes(),
     };
     node.metrics().render(&gauges)
 }

@@ -66,6 +66,7 @@ impl Node {
         cmd: Command,
     ) -> Result<raftkvpb::command_result::Result, ApiError> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
+        let _pending = Pending::start(&self.metrics.proposals_pending);
         let outcome = self.propose_until(cmd, deadline).await;
         match &outcome {
             Ok(_) => self
@@ -233,4 +234,21 @@ fn never_sent(s: &tonic::Status) -> bool {
 /// The reply for "not the leader, nothing proposed", which a member retries.
 pub(super) fn is_not_leader(code: i32, message: &str) -> bool {
     code == tonic::Code::Unavailable as i32 && message == ApiError::not_leader().message
+}
+
+/// A proposal in flight on this member, counted until it ends, however it
+/// ends (a client that goes away drops the future mid-way).
+struct Pending<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl<'a> Pending<'a> {
+    fn start(gauge: &'a std::sync::atomic::AtomicU64) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Pending(gauge)
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }

@@ -70,6 +70,11 @@ impl Node {
             .collect())
     }
 
+    /// `--quota-backend-bytes`, as in force (etcd's default when 0 was given).
+    pub fn quota_bytes(&self) -> u64 {
+        self.quota_bytes
+    }
+
     /// Bytes this member's database takes on disk (Status's db size).
     pub fn disk_size(&self) -> u64 {
         store::disk_size(&self.data_dir)

@@ -14,6 +14,7 @@
 //! reason.
 
 mod background;
+mod grpc_metrics;
 mod open;
 mod services;
 

@@ -77,6 +77,10 @@ pub(super) fn spawn(
         node: node.clone(),
         progress_every: Duration::from_secs(cfg.watch_progress_notify_interval),
     }));
+    // Every call to etcd's services is counted, the JSON gateway's included.
+    let counted =
+        axum::middleware::from_fn_with_state(node.clone(), super::grpc_metrics::count_calls);
+    let grpc = Routes::from(grpc.into_axum_router().layer(counted));
     // HTTP/1.1 and HTTP/2 on the one port, as etcd: gRPC, and beside it the
     // probes, etcd's /health and /version, and the JSON gateway (crate::http),
     // all behind the layer that names a certificate's user.

@@ -2,6 +2,11 @@
 //!
 //! A handful of atomics is all a node needs; the Raft gauges (term, indexes,
 //! leader) are read from openraft's metrics when the page is rendered.
+//!
+//! Each series is exported under raftkv's name and, where etcd measures the
+//! same thing, under etcd's name and type too (`etcd_server_*`,
+//! `etcd_disk_*`, `etcd_mvcc_*`), so dashboards and alert rules written for
+//! etcd read a raftkv member as they read an etcd one.
 
 use std::fmt::Write;
 use std::sync::atomic::AtomicU64;
@@ -13,6 +18,8 @@ pub struct Metrics {
     pub proposals_committed: AtomicU64,
     pub proposals_failed: AtomicU64,
     pub proposals_forwarded: AtomicU64,
+    /// Proposals made on this member that have not finished yet.
+    pub proposals_pending: AtomicU64,
     pub leader_changes: AtomicU64,
     pub apply_entries: AtomicU64,
     /// fsyncs of the Raft log (one per group-commit batch).
@@ -31,7 +38,14 @@ pub struct Metrics {
     pub proposal: Histogram,
     /// Time a follower waits for the leader to carry out a forwarded write.
     pub forward: Histogram,
+    /// Calls to etcd's gRPC services on the client port.
+    pub grpc: GrpcCalls,
 }
+
+mod grpc;
+
+pub use grpc::GrpcCalls;
+pub use grpc::GrpcMethod;
 
 /// Bucket upper bounds, in microseconds, shared by every latency histogram.
 const BUCKETS_MICROS: [u64; 12] = [
@@ -81,6 +95,10 @@ pub struct RaftGauges {
     pub last_log: u64,
     pub snapshot: u64,
     pub purged: u64,
+    /// Bytes the member's database takes on disk.
+    pub db_size: u64,
+    /// `--quota-backend-bytes`, as in force.
+    pub quota: u64,
 }
 
 impl Metrics {
@@ -222,7 +240,100 @@ impl Metrics {
             "raftkv_forward_duration_seconds",
             "Time a follower waits for the leader to carry out a forwarded write.",
         );
+        self.render_etcd(&mut out, g);
+        self.grpc.render(&mut out);
         out
+    }
+
+    /// The same measurements under etcd's names and types. etcd's
+    /// "proposals committed/applied" are the Raft indexes (gauges), as there.
+    fn render_etcd(&self, out: &mut String, g: &RaftGauges) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let series: [(&str, &str, &str, u64); 11] = [
+            (
+                "etcd_server_has_leader",
+                "Whether or not a leader exists. 1 is existence, 0 is not.",
+                "gauge",
+                g.has_leader as u64,
+            ),
+            (
+                "etcd_server_is_leader",
+                "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+                "gauge",
+                g.is_leader as u64,
+            ),
+            (
+                "etcd_server_leader_changes_seen_total",
+                "The number of leader changes seen.",
+                "counter",
+                load(&self.leader_changes),
+            ),
+            (
+                "etcd_server_proposals_committed_total",
+                "The total number of consensus proposals committed.",
+                "gauge",
+                g.committed,
+            ),
+            (
+                "etcd_server_proposals_applied_total",
+                "The total number of consensus proposals applied.",
+                "gauge",
+                g.applied,
+            ),
+            (
+                "etcd_server_proposals_pending",
+                "The current number of pending proposals to commit.",
+                "gauge",
+                load(&self.proposals_pending),
+            ),
+            (
+                "etcd_server_proposals_failed_total",
+                "The total number of failed proposals seen.",
+                "counter",
+                load(&self.proposals_failed),
+            ),
+            (
+                "etcd_server_quota_backend_bytes",
+                "Current backend storage quota size in bytes.",
+                "gauge",
+                g.quota,
+            ),
+            (
+                "etcd_mvcc_db_total_size_in_bytes",
+                "Total size of the underlying database physically allocated in bytes.",
+                "gauge",
+                g.db_size,
+            ),
+            (
+                "etcd_mvcc_db_total_size_in_use_in_bytes",
+                "Total size of the underlying database logically in use in bytes.",
+                "gauge",
+                g.db_size,
+            ),
+            (
+                "etcd_debugging_mvcc_db_total_size_in_bytes",
+                "Total size of the underlying database physically allocated in bytes.",
+                "gauge",
+                g.db_size,
+            ),
+        ];
+        for (name, help, kind, value) in series {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+        self.log_fsync.render(
+            out,
+            "etcd_disk_wal_fsync_duration_seconds",
+            "The latency distributions of fsync called by WAL.",
+        );
+        // raftkv's apply batch is one RocksDB write: etcd's backend commit.
+        self.apply_batch.render(
+            out,
+            "etcd_disk_backend_commit_duration_seconds",
+            "The latency distributions of commit called by backend.",
+        );
     }
 }
 
@@ -245,6 +356,8 @@ mod tests {
             last_log: 9,
             snapshot: 0,
             purged: 0,
+            db_size: 4096,
+            quota: 2 << 30,
         };
         let text = m.render(&g);
         assert!(text.contains("raftkv_raft_term 4"));
@@ -258,5 +371,13 @@ mod tests {
         assert!(text.contains("raftkv_log_fsync_duration_seconds_bucket{le=\"0.0005\"} 0"));
         assert!(text.contains("raftkv_log_fsync_duration_seconds_bucket{le=\"0.001\"} 1"));
         assert!(text.contains("raftkv_proposal_duration_seconds_count 0"));
+        // etcd's names for the same measurements.
+        assert!(text.contains("# TYPE etcd_server_has_leader gauge\netcd_server_has_leader 1"));
+        assert!(text.contains("etcd_server_is_leader 0"));
+        assert!(text.contains("etcd_server_proposals_committed_total 9"));
+        assert!(text.contains("etcd_mvcc_db_total_size_in_bytes 4096"));
+        assert!(text.contains("etcd_server_quota_backend_bytes 2147483648"));
+        assert!(text.contains("etcd_disk_wal_fsync_duration_seconds_bucket{le=\"0.001\"} 1"));
+        assert!(text.contains("etcd_disk_backend_commit_duration_seconds_count 2"));
     }
 }
