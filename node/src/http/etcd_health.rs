@@ -12,11 +12,10 @@ use std::time::Duration;
 
 use axum::extract::RawQuery;
 use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use axum::response::Response;
 
+use super::json_response;
 use crate::node::Node;
 use crate::node::ETCD_API_VERSION;
 use crate::proto::etcdserverpb::AlarmType;
@@ -106,10 +105,6 @@ fn alarm_name(alarm: i32) -> &'static str {
 fn health_json(status: StatusCode, health: &str, reason: &str) -> Response {
     let body = serde_json::json!({ "health": health, "reason": reason });
     json_response(status, body.to_string())
-}
-
-fn json_response(status: StatusCode, body: String) -> Response {
-    (status, [(CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 #[cfg(test)]

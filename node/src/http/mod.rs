@@ -13,7 +13,10 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 
@@ -41,6 +44,11 @@ pub fn client_port(node: Arc<Node>, grpc: tonic::service::Routes, max_body: usiz
         .into_axum_router()
         .merge(http)
         .merge(gateway::routes(grpc, max_body))
+}
+
+/// A JSON answer, the form of etcd's HTTP endpoints and gateway.
+fn json_response(status: StatusCode, body: impl Into<axum::body::Body>) -> Response {
+    (status, [(CONTENT_TYPE, "application/json")], body.into()).into_response()
 }
 
 /// What both URLs serve: liveness, readiness and metrics.

@@ -26,11 +26,9 @@ use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::http::header::AUTHORIZATION;
-use axum::http::header::CONTENT_TYPE;
 use axum::http::uri::PathAndQuery;
 use axum::http::HeaderMap;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::routing::post;
 use axum::routing::MethodRouter;
@@ -45,6 +43,7 @@ use tonic::Code;
 use tonic::Status;
 use tonic_prost::ProstCodec;
 
+use super::json_response;
 use crate::auth::CERT_USER_METADATA;
 
 mod paths;
@@ -304,12 +303,7 @@ where
         json.push(b'\n');
         Some((Ok::<_, Infallible>(Bytes::from(json)), (lines, last)))
     });
-    (
-        StatusCode::OK,
-        [(CONTENT_TYPE, "application/json")],
-        Body::from_stream(body),
-    )
-        .into_response()
+    json_response(StatusCode::OK, Body::from_stream(body))
 }
 
 /// grpc-gateway's error object within a stream.
@@ -334,10 +328,6 @@ fn error_response(status: &Status) -> Response {
         "message": status.message(),
     });
     json_response(http_status(status.code()), error.to_string().into_bytes())
-}
-
-fn json_response(status: StatusCode, json: Vec<u8>) -> Response {
-    (status, [(CONTENT_TYPE, "application/json")], json).into_response()
 }
 
 /// The HTTP status grpc-gateway gives a gRPC code.
